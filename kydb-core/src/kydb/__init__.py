@@ -1,0 +1,66 @@
+"""kydb: one Pythonic, dict-like, hierarchical object store over many storage backends.
+
+::
+
+    import kydb
+    db = kydb.connect('memory://scratch')
+    db['/books/MYBOOK'] = {'pv': 123}
+    db.ls('/books')                      # ['MYBOOK']
+
+Backends are separate distributions (``kydb-memory``, ``kydb-redis``,
+``kydb-s3``, ``kydb-sql`` or a third party's) found through the
+``kydb.schemes`` entry point group; see :mod:`kydb.hookspecs` for the
+storage contract they implement.
+"""
+
+from __future__ import annotations
+
+from .compose import CacheDB, UnionDB
+from .connect import connect
+from .db import DB
+from .dbobj import DbObj, StoredValue, stored
+from .errors import (
+    BackendConflict,
+    CorruptValue,
+    DbObjException,
+    FolderNotEmpty,
+    InvalidKey,
+    KydbError,
+    NotFound,
+    StoreUnavailable,
+    UnknownScheme,
+)
+from .front import BaseDB
+from .hookspecs import ListPage, hookimpl
+from .registry import BackendInfo, backends, register_backend, unregister_backend
+from .url import StoreURL
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DB",
+    "BackendConflict",
+    "BackendInfo",
+    "BaseDB",
+    "CacheDB",
+    "CorruptValue",
+    "DbObj",
+    "DbObjException",
+    "FolderNotEmpty",
+    "InvalidKey",
+    "KydbError",
+    "ListPage",
+    "NotFound",
+    "StoreURL",
+    "StoreUnavailable",
+    "StoredValue",
+    "UnionDB",
+    "UnknownScheme",
+    "__version__",
+    "backends",
+    "connect",
+    "hookimpl",
+    "register_backend",
+    "stored",
+    "unregister_backend",
+]

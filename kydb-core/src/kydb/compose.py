@@ -1,0 +1,195 @@
+"""DBs composed of other DBs: :class:`UnionDB` (``a;b;c``) and :class:`CacheDB` (``cache|persist``).
+
+They are fronts, not backends: each layer is itself a DB (usually shared with
+anyone who connects to that layer's URL) and keeps its own base path.  A
+composite keeps its own read cache — so a DbObj read through it has
+``obj.db`` set to the composite — and drops the layers' cache entries for
+whatever it writes behind their backs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+
+from .front import BaseDB
+
+__all__ = ["CacheDB", "UnionDB"]
+
+
+def _dedupe(sorted_names: Iterator[str]) -> Iterator[str]:
+    last = None
+    for name in sorted_names:
+        if name != last:
+            yield name
+            last = name
+
+
+class _Composite(BaseDB):
+    def __init__(self, url: str, layers: Sequence[BaseDB]) -> None:
+        super().__init__(url)
+        self._layers = tuple(layers)
+
+    def _forget_in_layers(self, keys: Sequence[str]) -> None:
+        for layer in self._layers:
+            layer._forget(keys)
+
+    def _forget_folder(self, folder: str) -> None:
+        super()._forget_folder(folder)
+        for layer in self._layers:
+            layer._forget_folder(folder)
+
+    def _check_length(self, key: str) -> None:
+        for layer in self._layers:
+            layer._check_length(key)
+
+    def close(self) -> None:
+        """Forget this composite and close its layers."""
+        super().close()
+        for layer in self._layers:
+            layer.close()
+
+
+class UnionDB(_Composite):
+    """Layers searched in order: reads return the first hit; writes go to the front layer.
+
+    ``ls`` merges every layer (sorted, no duplicates).  ``delete``, ``mkdir``,
+    ``rmdir``, ``rm_tree``, ``new`` and ``upload_objdb_config`` act on the
+    front layer only, so an object deleted from the front may still be read
+    from a later layer.
+    """
+
+    @property
+    def dbs(self) -> tuple[BaseDB, ...]:
+        """The layers, front first."""
+        return self._layers
+
+    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        wanted = list(keys)
+        for layer in self._layers:
+            if not wanted:
+                break
+            found.update(layer._fetch_blobs(wanted))
+            wanted = [k for k in wanted if k not in found]
+        return found
+
+    def _write_blobs(self, items: dict[str, bytes]) -> None:
+        self._layers[0]._write_blobs(items)
+
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        self._layers[0]._delete_keys(keys)
+
+    def _exists(self, key: str) -> bool:
+        return any(layer._exists(key) for layer in self._layers)
+
+    def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
+        return _dedupe(heapq.merge(*(layer._list(folder, include_dirs, page_size) for layer in self._layers)))
+
+    def _is_dir(self, folder: str) -> bool:
+        return any(layer._is_dir(folder) for layer in self._layers)
+
+    def _mkdir(self, folder: str) -> None:
+        self._layers[0]._mkdir(folder)
+
+    def _rmdir(self, folder: str) -> None:
+        self._layers[0]._rmdir(folder)
+
+    def _delete_tree(self, folder: str) -> int:
+        return self._layers[0]._delete_tree(folder)
+
+    # Removals act on the front layer, so they are checked against it alone.
+
+    def delete(self, key: str, *, system_obj: bool = False) -> None:
+        """Delete ``key`` from the front layer; ``KeyError`` if the front layer lacks it."""
+        k = self._key(key, system_obj)
+        try:
+            self._layers[0].delete(k, system_obj=system_obj)
+        finally:
+            self._forget([k])
+
+    def rmdir(self, folder: str, *, system_obj: bool = False) -> None:
+        """Remove an empty folder from the front layer."""
+        f = self._folder(folder, system=system_obj)
+        try:
+            self._layers[0].rmdir(f, system_obj=system_obj)
+        finally:
+            self._forget_folder(f)
+
+    def rm_tree(self, folder: str, *, system_obj: bool = False) -> None:
+        """Delete a folder and its contents from the front layer."""
+        f = self._folder(folder, system=system_obj)
+        try:
+            self._layers[0].rm_tree(f, system_obj=system_obj)
+        finally:
+            self._forget_folder(f)
+
+
+class CacheDB(_Composite):
+    """A read-through cache store in front of a persistent store.
+
+    Reads try the cache store, and on a miss read the persistent store and
+    fill the cache store.  Writes go to the persistent store first, then the
+    cache store, so a failed persistent write leaves the cache store
+    unchanged.  Deletes and folder removals go to both (cache store first, so
+    a failure never leaves it holding what the persistent store lost);
+    ``ls``, ``is_dir`` and ``mkdir`` use the persistent store.
+    """
+
+    def __init__(self, url: str, cache_db: BaseDB, persist_db: BaseDB) -> None:
+        super().__init__(url, (cache_db, persist_db))
+
+    @property
+    def cache_db(self) -> BaseDB:
+        """The cache store."""
+        return self._layers[0]
+
+    @property
+    def persist_db(self) -> BaseDB:
+        """The persistent store."""
+        return self._layers[1]
+
+    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        cache, persist = self._layers
+        found = cache._fetch_blobs(keys)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            loaded = persist._fetch_blobs(missing)
+            if loaded:
+                cache._write_blobs(loaded)
+                cache._forget(list(loaded))
+                found.update(loaded)
+        return found
+
+    def _write_blobs(self, items: dict[str, bytes]) -> None:
+        cache, persist = self._layers
+        persist._write_blobs(items)
+        cache._write_blobs(items)
+
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        for layer in self._layers:
+            layer._delete_keys(keys)
+
+    def _exists(self, key: str) -> bool:
+        return any(layer._exists(key) for layer in self._layers)
+
+    def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
+        return self.persist_db._list(folder, include_dirs, page_size)
+
+    def _is_dir(self, folder: str) -> bool:
+        return self.persist_db._is_dir(folder)
+
+    def _mkdir(self, folder: str) -> None:
+        self.persist_db._mkdir(folder)
+
+    def _rmdir(self, folder: str) -> None:
+        cache, persist = self._layers
+        if cache._is_dir(folder):
+            cache._delete_tree(folder)  # whatever the cache store holds there is stale
+        persist._rmdir(folder)
+
+    def _delete_tree(self, folder: str) -> int:
+        cache, persist = self._layers
+        if folder == "/" or cache._is_dir(folder):
+            cache._delete_tree(folder)
+        return persist._delete_tree(folder)

@@ -1,0 +1,174 @@
+""":class:`DB`: the front of one connected store, talking to it through pluggy hooks.
+
+Each DB owns one :class:`pluggy.PluginManager` holding exactly one backend
+(the store instance), kydb's defaults and the middleware plugins — see
+:mod:`kydb.hookspecs` for why one manager per store.  ``db.plugins`` is that
+manager: ``db.plugins.register(obj)`` adds middleware to this store only.
+
+After ``os.fork()`` the child reopens the store on first use (fresh
+connections, never the parent's sockets), keeping the same middleware.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .defaults import DefaultHooks
+from .front import BaseDB
+from .keys import check_length
+from .registry import middleware_factories
+from .url import StoreURL
+
+__all__ = ["DB"]
+
+_STORE = "store"
+_DEFAULTS = "kydb-defaults"
+
+
+class _ForkEpoch:
+    """Bumped in every forked child, so DBs know their connections are the parent's."""
+
+    value = 0
+
+
+_LIVE: weakref.WeakSet[DB] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _ForkEpoch.value += 1
+    for db in list(_LIVE):
+        # Another thread of the parent may have held these locks at fork time.
+        db._open_lock = threading.Lock()
+        db._cache.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class DB(BaseDB):
+    """One store behind a base path; what :func:`kydb.connect` returns for a single URL."""
+
+    def __init__(self, url: StoreURL, store_cls: type[Any]) -> None:
+        super().__init__(url.raw)
+        self.store_url = url
+        self.base_path = url.base_path
+        self._store_cls = store_cls
+        self._open_lock = threading.Lock()
+        self._epoch = -1
+        self._pm: pluggy.PluginManager
+        self._open([(name, factory(url)) for name, factory in middleware_factories()])
+        _LIVE.add(self)
+
+    def _open(self, middleware: Sequence[tuple[str | None, object]]) -> None:
+        store = self._store_cls(self.store_url)
+        pm = pluggy.PluginManager("kydb")
+        pm.add_hookspecs(hookspecs)
+        pm.register(store, name=_STORE)
+        pm.register(DefaultHooks(pm.hook), name=_DEFAULTS)
+        for name, plugin in middleware:
+            if plugin is not None:
+                pm.register(plugin, name=name)
+        pm.check_pending()
+        missing = [
+            name
+            for name in hookspecs.REQUIRED_HOOKS
+            if not any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
+        ]
+        if missing:
+            cls = self._store_cls
+            raise TypeError(
+                f"backend {cls.__module__}.{cls.__qualname__} for {self.url} does not implement "
+                f"the required hook(s) {missing}; decorate them with @kydb.hookimpl"
+            )
+        self._store = store
+        self._pm = pm
+        self._hook = pm.hook
+        self._epoch = _ForkEpoch.value
+
+    def _hooks(self) -> Any:
+        if self._epoch != _ForkEpoch.value:
+            self._reopen()
+        return self._hook
+
+    def _reopen(self) -> None:
+        with self._open_lock:
+            if self._epoch == _ForkEpoch.value:
+                return
+            keep = [(n, p) for n, p in self._pm.list_name_plugin() if p is not None and n not in (_STORE, _DEFAULTS)]
+            self._open(keep)
+
+    @property
+    def store(self) -> Any:
+        """The backend's store instance (its hook implementations)."""
+        self._hooks()
+        return self._store
+
+    @property
+    def plugins(self) -> pluggy.PluginManager:
+        """This store's plugin manager: register middleware on it for this store only."""
+        self._hooks()
+        return self._pm
+
+    def close(self) -> None:
+        """Release the store's connections; the DB reconnects if used again."""
+        super().close()
+        if self._epoch == _ForkEpoch.value:
+            self._hook.kydb_close()
+            self._epoch = -1
+
+    # ------------------------------------------------------------------ primitives
+
+    def _check_length(self, key: str) -> None:
+        check_length(self.base_path + key)
+
+    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        base = self.base_path
+        found = self._hooks().kydb_get(paths=[base + k for k in keys])
+        cut = len(base)
+        return {path[cut:]: blob for path, blob in found.items()}
+
+    def _write_blobs(self, items: dict[str, bytes]) -> None:
+        base = self.base_path
+        self._hooks().kydb_put(items={base + k: blob for k, blob in items.items()})
+
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        if keys:
+            base = self.base_path
+            self._hooks().kydb_delete(paths=[base + k for k in keys])
+
+    def _exists(self, key: str) -> bool:
+        return bool(self._hooks().kydb_exists(path=self.base_path + key))
+
+    def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
+        hook = self._hooks()
+        path = self.base_path + folder
+        cursor: str | None = None
+        while True:
+            page = hook.kydb_list(folder=path, include_dirs=include_dirs, page_size=page_size, cursor=cursor)
+            yield from page.names
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def _mkdir(self, folder: str) -> None:
+        self._hooks().kydb_mkdir(folder=self.base_path + folder)
+
+    def _rmdir(self, folder: str) -> None:
+        self._hooks().kydb_rmdir(folder=self.base_path + folder)
+
+    def _is_dir(self, folder: str) -> bool:
+        return bool(self._hooks().kydb_is_dir(folder=self.base_path + folder))
+
+    def _delete_tree(self, folder: str) -> int:
+        hook = self._hooks()
+        path = self.base_path + folder
+        if path != folder and folder == "/" and not hook.kydb_is_dir(folder=path):
+            return 0  # the base folder was never created: nothing to delete
+        return int(hook.kydb_delete_tree(folder=path))

@@ -1,0 +1,68 @@
+"""Every error kydb raises.
+
+The hierarchy keeps two promises:
+
+* lookups that the original ``kydb`` answered with ``KeyError`` still raise a
+  ``KeyError`` subclass, so existing ``except KeyError`` code keeps working;
+* only a key that is genuinely absent raises :class:`NotFound`.  A store that
+  is down, slow or refusing access raises :class:`StoreUnavailable` (or
+  another non-``KeyError`` error), so callers that treat a missing key as
+  "use the default" never silently compute with wrong data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendConflict",
+    "CorruptValue",
+    "DbObjException",
+    "FolderNotEmpty",
+    "InvalidKey",
+    "KydbError",
+    "NotFound",
+    "StoreUnavailable",
+    "UnknownScheme",
+]
+
+
+class KydbError(Exception):
+    """Base class of every error raised by kydb."""
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would repr() the message and wrap it in quotes.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class NotFound(KydbError, KeyError):
+    """The key does not exist in the store (and nothing else went wrong)."""
+
+
+class InvalidKey(KydbError, KeyError, ValueError):
+    """A key or folder name breaks the key rules; raised before the store is touched."""
+
+
+class FolderNotEmpty(KydbError, KeyError):
+    """``rmdir`` of a folder that still has children."""
+
+
+class UnknownScheme(KydbError, ValueError):
+    """No installed backend serves the URL's scheme."""
+
+
+class CorruptValue(KydbError):
+    """A stored blob is not valid kydb data (corrupt, truncated or foreign)."""
+
+
+class DbObjException(KydbError):
+    """The DbObj class configuration is missing or malformed."""
+
+
+class StoreUnavailable(KydbError):
+    """The store could not be reached after the backend's retry policy was spent.
+
+    The backend's own exception is chained as ``__cause__``.
+    """
+
+
+class BackendConflict(KydbError, RuntimeError):
+    """Two installed distributions claim the same URL scheme or plugin name."""

@@ -1,0 +1,389 @@
+"""The dict-like API every kydb DB offers, whatever is behind it.
+
+:class:`BaseDB` owns what is the same for one store, a union and a cache DB:
+key validation, encoding, the read cache, DbObj, and the public methods.
+Subclasses supply a handful of primitives (``_fetch_blobs``,
+``_write_blobs``, ``_list``, ...) that work on canonical keys (``/a/b``) and
+folders (``/a/b/``) *without* any base path and never touch the read cache.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from . import envelope
+from .cache import ReadCache
+from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, resolve_class
+from .errors import DbObjException, FolderNotEmpty, InvalidKey, NotFound
+from .keys import normalize_folder, normalize_key
+from .url import mask_url
+
+__all__ = ["BaseDB"]
+
+DEFAULT_PAGE_SIZE = 200
+
+_DB = TypeVar("_DB", bound="BaseDB")
+
+
+class BaseDB(abc.ABC):
+    """What :func:`kydb.connect` returns: a single store, a union or a cache DB.
+
+    Not instantiated directly — use :func:`kydb.connect`.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._cache = ReadCache()
+
+    # ------------------------------------------------------------------ primitives
+
+    @abc.abstractmethod
+    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The blobs of the keys that exist (missing keys are absent)."""
+
+    @abc.abstractmethod
+    def _write_blobs(self, items: dict[str, bytes]) -> None:
+        """Store encoded blobs (creating folders along the way)."""
+
+    @abc.abstractmethod
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete objects; absent keys are ignored."""
+
+    @abc.abstractmethod
+    def _exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+
+    @abc.abstractmethod
+    def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
+        """The sorted immediate children of ``folder``, fetched lazily."""
+
+    @abc.abstractmethod
+    def _mkdir(self, folder: str) -> None:
+        """Create a folder and its ancestors."""
+
+    @abc.abstractmethod
+    def _rmdir(self, folder: str) -> None:
+        """Remove an existing, empty folder."""
+
+    @abc.abstractmethod
+    def _is_dir(self, folder: str) -> bool:
+        """Whether a folder exists (explicit or implied); not called for the root."""
+
+    @abc.abstractmethod
+    def _delete_tree(self, folder: str) -> int:
+        """Delete an existing folder and everything below it."""
+
+    @abc.abstractmethod
+    def _check_length(self, key: str) -> None:
+        """Raise :class:`InvalidKey` if ``key`` is too long for the store(s)."""
+
+    def _forget(self, keys: Sequence[str]) -> None:
+        """Drop ``keys`` from this DB's read cache and from its layers' caches."""
+        self._cache.discard(keys)
+        self._forget_in_layers(keys)
+
+    def _forget_in_layers(self, keys: Sequence[str]) -> None:  # noqa: B027 - a no-op for single stores
+        """Composite DBs drop ``keys`` from their layers' caches (they wrote behind them)."""
+
+    def _forget_folder(self, folder: str) -> None:
+        """Drop everything under ``folder`` from this DB's (and its layers') caches."""
+        if folder == "/":
+            self._cache.clear()
+        else:
+            self._cache.discard_folder(folder)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def url(self) -> str:
+        """The URL this DB was connected with, passwords masked."""
+        return mask_url(self._url)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {mask_url(self._url)}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # A DB travels to other processes as its URL and reconnects there.
+        from .connect import connect  # noqa: PLC0415 - connect imports this module
+
+        return connect, (self._url,)
+
+    def close(self) -> None:
+        """Release connections and forget this DB in :func:`kydb.connect`'s registry.
+
+        Using the DB afterwards reconnects.
+        """
+        from .connect import forget  # noqa: PLC0415 - connect imports this module
+
+        forget(self)
+
+    # ------------------------------------------------------------------ keys and values
+
+    def _key(self, key: str, system: bool = False) -> str:
+        k = normalize_key(key, system)
+        self._check_length(k)
+        return k
+
+    def _folder(self, folder: str, system: bool = True) -> str:
+        f = normalize_folder(folder, system)
+        if f != "/":
+            self._check_length(f)
+        return f
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        if isinstance(value, DbObj):
+            record = envelope.DbObjRecord(value.class_name, key, value.get_stored_dict())
+            return envelope.encode_record(record)
+        return envelope.encode(value)
+
+    def _decode(self, key: str, blob: bytes) -> Any:
+        value = envelope.decode(blob, key)
+        if isinstance(value, envelope.DbObjRecord):
+            cls = resolve_class(self._objdb_config(), value.class_name, key)
+            return make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
+        return value
+
+    # ------------------------------------------------------------------ objects
+
+    def read(self, key: str, reload: bool = False, *, system_obj: bool = False) -> Any:
+        """The value at ``key``, from the read cache unless ``reload``.
+
+        Raises :class:`~kydb.NotFound` (a ``KeyError``) if absent,
+        :class:`~kydb.InvalidKey` for a bad key, :class:`~kydb.CorruptValue`
+        for a blob that is not kydb data.  Cost: no request on a cache hit,
+        one store read otherwise.
+        """
+        k = self._key(key, system_obj)
+        if not reload:
+            hit, value = self._cache.lookup(k)
+            if hit:
+                return value
+        token = self._cache.token()
+        blob = self._fetch_blobs([k]).get(k)
+        if blob is None:
+            self._cache.discard([k])
+            raise NotFound(f"{k}: no such key in {self.url}")
+        value = self._decode(k, blob)
+        self._cache.fill(k, value, token)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.read(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Like :meth:`read`, but ``default`` when the key is absent."""
+        try:
+            return self.read(key)
+        except NotFound:
+            return default
+
+    def set(self, key: str, value: Any, system_obj: bool = False) -> None:
+        """Store ``value`` at ``key`` and cache it.
+
+        ``system_obj`` allows dot-prefixed components (``/.configs/objdb``).
+        A value that cannot be pickled raises the pickling error and nothing
+        is written.  If the store write fails, the cache entry is dropped.
+        """
+        k = self._key(key, system_obj)
+        blob = self._encode(k, value)
+        try:
+            self._write_blobs({k: blob})
+        except BaseException:
+            self._forget([k])
+            raise
+        self._forget_in_layers([k])
+        self._cache.put(k, value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def exists(self, key: str, *, system_obj: bool = False) -> bool:
+        """Whether an object exists at ``key`` (folders do not count). Asks the store."""
+        return self._exists(self._key(key, system_obj))
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            raise InvalidKey(f"invalid key {key!r}: keys are str, not {type(key).__name__}")
+        return self.exists(key)
+
+    def delete(self, key: str, *, system_obj: bool = False) -> None:
+        """Delete the object at ``key``; :class:`~kydb.NotFound` if there is none."""
+        k = self._key(key, system_obj)
+        if not self._exists(k):
+            raise NotFound(f"{k}: no such key in {self.url}")
+        try:
+            self._delete_keys([k])
+        finally:
+            self._forget([k])
+
+    def __delitem__(self, key: str) -> None:
+        self.delete(key)
+
+    # ------------------------------------------------------------------ batches
+
+    def get_many(self, keys: Iterable[str], reload: bool = False) -> dict[str, Any]:
+        """``{key: value}`` for the keys that exist, in one batch request for the misses.
+
+        Keys come back as given; absent keys are left out.  Cached values are
+        used unless ``reload``.
+        """
+        wanted = {key: self._key(key) for key in keys}
+        found: dict[str, Any] = {}
+        fetch: list[str] = []
+        for k in wanted.values():
+            hit, value = (False, None) if reload else self._cache.lookup(k)
+            if hit:
+                found[k] = value
+            elif k not in fetch:
+                fetch.append(k)
+        if fetch:
+            token = self._cache.token()
+            for k, blob in self._fetch_blobs(fetch).items():
+                found[k] = value = self._decode(k, blob)
+                self._cache.fill(k, value, token)
+        return {key: found[k] for key, k in wanted.items() if k in found}
+
+    def set_many(self, mapping: Mapping[str, Any]) -> None:
+        """Store several values in one batch. Every value is encoded before anything is written."""
+        items: dict[str, bytes] = {}
+        values: dict[str, Any] = {}
+        for key, value in mapping.items():
+            k = self._key(key)
+            items[k] = self._encode(k, value)
+            values[k] = value
+        keys = list(items)
+        try:
+            self._write_blobs(items)
+        except BaseException:
+            self._forget(keys)
+            raise
+        self._forget_in_layers(keys)
+        self._cache.put_many(values.items())
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several objects in one batch; absent keys are ignored."""
+        ks = list(dict.fromkeys(self._key(key) for key in keys))
+        try:
+            self._delete_keys(ks)
+        finally:
+            self._forget(ks)
+
+    # ------------------------------------------------------------------ cache
+
+    def refresh(self, key: str | None = None) -> None:
+        """Drop ``key`` from the read cache, or every entry when ``key`` is None."""
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.discard([normalize_key(key, system=True)])
+
+    def clear_cache(self) -> None:
+        """Drop every entry of the read cache."""
+        self._cache.clear()
+
+    @contextmanager
+    def cache_context(self: _DB) -> Iterator[_DB]:
+        """A block whose cached entries are dropped when it exits; blocks nest."""
+        with self._cache.scope():
+            yield self
+
+    # ------------------------------------------------------------------ folders
+
+    def list_dir(
+        self, folder: str = "/", include_dir: bool = True, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[str]:
+        """Lazily yield the sorted immediate children of ``folder``.
+
+        Subfolders end with ``/`` (left out when ``include_dir`` is false).
+        ``page_size`` sets how many names each store request fetches, never
+        the result.  A missing folder lists as empty.  Cost: O(children).
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
+        return self._list(self._folder(folder), include_dir, page_size)
+
+    def ls(self, folder: str = "/", include_dir: bool = True) -> list[str]:
+        """The sorted immediate children of ``folder`` as a list (see :meth:`list_dir`)."""
+        return list(self.list_dir(folder, include_dir))
+
+    def is_dir(self, folder: str) -> bool:
+        """Whether ``folder`` exists (made by :meth:`mkdir` or implied by an object under it)."""
+        f = self._folder(folder)
+        return f == "/" or self._is_dir(f)
+
+    def mkdir(self, folder: str, *, system_obj: bool = False) -> None:
+        """Create ``folder`` and any missing ancestors. ``ValueError`` for the root."""
+        f = self._folder(folder, system=system_obj)
+        if f == "/":
+            raise InvalidKey(f"mkdir({folder!r}): the root always exists; name a folder to create")
+        self._mkdir(f)
+
+    def _require_removable(self, folder: str, system: bool) -> str:
+        f = self._folder(folder, system)
+        if f == "/":
+            raise InvalidKey(f"{folder!r}: the root folder cannot be removed (rm_tree('/') empties it)")
+        if not self._is_dir(f):
+            raise NotFound(f"{f}: no such folder in {self.url}")
+        return f
+
+    def rmdir(self, folder: str, *, system_obj: bool = False) -> None:
+        """Remove an empty folder.
+
+        Raises :class:`~kydb.FolderNotEmpty` if it has children and
+        ``KeyError`` if it does not exist or is the root.
+        """
+        f = self._require_removable(folder, system_obj)
+        if next(iter(self._list(f, True, 1)), None) is not None:
+            raise FolderNotEmpty(f"{f}: folder is not empty; use rm_tree to remove it with its contents")
+        self._rmdir(f)
+
+    def rm_tree(self, folder: str, *, system_obj: bool = False) -> None:
+        """Delete ``folder`` and everything below it, like ``rm -rf``.
+
+        ``rm_tree('/')`` empties the store (below this DB's base path),
+        system objects included.  ``KeyError`` if ``folder`` is not a folder.
+        Uses the store's bulk deletes.
+        """
+        f = self._folder(folder, system=system_obj)
+        if f != "/" and not self._is_dir(f):
+            raise NotFound(f"{f}: no such folder in {self.url}")
+        try:
+            self._delete_tree(f)
+        finally:
+            self._forget_folder(f)
+
+    # ------------------------------------------------------------------ DbObj
+
+    def _objdb_config(self) -> Mapping[str, Any]:
+        try:
+            config = self.read(OBJDB_CONFIG_KEY, system_obj=True)
+        except NotFound:
+            raise DbObjException(
+                f"no DbObj config at {OBJDB_CONFIG_KEY} in {self.url}; upload one with db.upload_objdb_config({{...}})"
+            ) from None
+        if not isinstance(config, Mapping):
+            raise DbObjException(f"the DbObj config at {OBJDB_CONFIG_KEY} is not a mapping")
+        return config
+
+    def upload_objdb_config(self, config: Mapping[str, Mapping[str, str]]) -> None:
+        """Store the class-name -> ``{module_path, class_name}`` map at ``/.configs/objdb``.
+
+        Raises :class:`~kydb.DbObjException` naming the bad entry before
+        writing anything.
+        """
+        check_objdb_config(config)
+        self.set(OBJDB_CONFIG_KEY, {name: dict(entry) for name, entry in config.items()}, system_obj=True)
+
+    def new(self, class_name: str, key: str, **kwargs: Any) -> Any:
+        """A new, unsaved DbObj of the configured class ``class_name`` at ``key``.
+
+        ``kwargs`` set stored attributes.  ``KeyError`` if ``class_name`` is
+        not in the config; :class:`~kydb.DbObjException` if the config is
+        missing or its entry is malformed.  Call ``obj.write()`` to store it.
+        """
+        k = self._key(key)
+        cls = resolve_class(self._objdb_config(), class_name, k, for_new=True)
+        return make_dbobj(cls, self, class_name, k, kwargs)

@@ -1,0 +1,176 @@
+"""The blob-storage contract between kydb and a backend, as pluggy hookspecs.
+
+Every connected store gets its own :class:`pluggy.PluginManager` holding
+exactly one backend (the store instance, whose ``@kydb.hookimpl`` methods
+implement the hooks), kydb's generic defaults (``trylast``) and any
+middleware.  Every hook is ``firstresult``: the store's implementation
+answers, and a default answers only for a hook the store does not implement.
+
+**Paths.** Hooks receive absolute paths with the DB's base path already
+applied and already validated (SPEC §2): an object path is ``/a/b/c``; a
+folder path is ``/a/b/`` and the root is ``/``.  Names returned by
+:func:`kydb_list` are single components, folders with a trailing ``/``.
+
+**Blobs.** Values arrive as ``bytes`` already encoded by kydb (the envelope);
+a store keeps them byte for byte.
+
+**Errors.** A store raises :class:`kydb.StoreUnavailable` (with its own
+exception chained) for connection failures, timeouts and throttling that
+survive its retry policy, and ``PermissionError`` (or a subclass) for access
+denied.  It never raises ``KeyError`` for those: a ``KeyError`` means absent.
+
+**Batch shape.** ``get``, ``put`` and ``delete`` take several paths at once
+and a single path is just a batch of one.  That keeps one place for a store's
+bulk path (MGET, pipelines, ``DeleteObjects``, one SQL statement) and one
+place for middleware to wrap: a ``wrapper=True`` hookimpl on ``kydb_put`` may
+replace values in the ``items`` dict before it yields, and one on
+``kydb_get`` may transform the returned mapping — that is how compression or
+encryption middleware sees every blob, whichever API call caused it.
+
+**Required hooks** (no default; missing ones fail at connect time):
+``kydb_get``, ``kydb_put``, ``kydb_delete``, ``kydb_list``, ``kydb_mkdir``,
+``kydb_rmdir``, ``kydb_is_dir``.  **Optional hooks** have generic defaults
+built on the required ones: ``kydb_exists``, ``kydb_walk``,
+``kydb_delete_tree``; ``kydb_close`` is called on every plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+import pluggy
+
+__all__ = ["REQUIRED_HOOKS", "ListPage", "hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("kydb")
+#: Decorate a store's (or a middleware's) methods with this to implement hooks.
+hookimpl = pluggy.HookimplMarker("kydb")
+
+REQUIRED_HOOKS = (
+    "kydb_get",
+    "kydb_put",
+    "kydb_delete",
+    "kydb_list",
+    "kydb_mkdir",
+    "kydb_rmdir",
+    "kydb_is_dir",
+)
+
+
+class ListPage(NamedTuple):
+    """One page of a folder listing.
+
+    ``names`` are in ascending code-point order (folders carry their trailing
+    ``/`` and sort with it); ``cursor`` is ``None`` on the last page, otherwise
+    an opaque value to pass back to get the next page.
+    """
+
+    names: list[str]
+    cursor: str | None
+
+
+@hookspec(firstresult=True)
+def kydb_get(paths: Sequence[str]) -> Mapping[str, bytes]:
+    """Read the blobs stored at ``paths`` (object paths).
+
+    Returns a mapping holding every path that exists; an absent path is simply
+    missing from it (never an exception).  Cost: one request/round trip per
+    batch where the store has a bulk read (MGET, ``IN (...)``), otherwise one
+    per path, run concurrently where that is natural.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_put(items: dict[str, bytes]) -> None:
+    """Store each ``path -> blob`` in ``items``, replacing existing objects.
+
+    Each object is written atomically (a reader sees the old or the new blob,
+    never a mix), and every ancestor folder of each path becomes visible to
+    :func:`kydb_list` and :func:`kydb_is_dir` with it — in the same request,
+    transaction or round trip where the store allows.  Concurrent writers to
+    different paths of one folder must never lose each other's objects or
+    folder entries.  On failure, raise; paths not reported as written may or
+    may not have been written.  Middleware wrappers may replace values in
+    ``items`` before yielding.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_delete(paths: Sequence[str]) -> None:
+    """Delete the objects at ``paths``; absent paths are ignored.
+
+    Removes each object's entry from its folder's listing in the same
+    operation.  Ancestor folders may stay (empty).  Cost: bulk where the store
+    has it (UNLINK in a pipeline, ``DeleteObjects``, one ``DELETE``).
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_list(folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> ListPage:
+    """One page of the immediate children of ``folder``.
+
+    Returns at most ``page_size`` names, sorted (see :class:`ListPage`):
+    objects as ``name``, subfolders as ``name/``; with ``include_dirs``
+    false, objects only.  ``cursor`` is ``None`` for the first page.  A folder
+    that does not exist lists as empty.  Cost: O(page) — never a scan of the
+    whole store.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_mkdir(folder: str) -> None:
+    """Create ``folder`` (never the root) and any missing ancestors, as empty folders.
+
+    An existing folder is left as it is.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_rmdir(folder: str) -> None:
+    """Remove the empty ``folder``'s own entry (from its parent's listing).
+
+    kydb has checked that ``folder`` exists, is not the root and is empty.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_is_dir(folder: str) -> bool:
+    """Whether ``folder`` exists: created by ``mkdir`` or implied by a descendant.
+
+    The root always exists.  Cost: O(1) requests.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_exists(path: str) -> bool:
+    """Whether an object exists at ``path`` (folders do not count).
+
+    Default: ``kydb_get`` of the one path.  Stores override it to avoid
+    transferring the blob (EXISTS, HEAD, ``SELECT 1``).
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_walk(folder: str) -> Iterator[str]:
+    """Every object path and every folder path (trailing ``/``) below ``folder``.
+
+    ``folder`` itself is not included; order is unspecified; the iterator is
+    lazy.  Default: breadth-first over :func:`kydb_list`.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_delete_tree(folder: str) -> int:
+    """Delete everything below ``folder`` and ``folder`` itself; return the number of objects deleted.
+
+    For the root, empty the store (the root itself stays).  kydb has checked
+    that ``folder`` exists.  Default: :func:`kydb_walk`, then
+    :func:`kydb_delete` in batches of 1,000 and :func:`kydb_rmdir` deepest
+    folders first.  Stores with a bulk range delete override it.
+    """
+
+
+@hookspec
+def kydb_close() -> None:
+    """Release connections and other resources; called on every plugin."""

@@ -1,0 +1,112 @@
+"""Key and folder validation: the one place the key rules of SPEC §2 live.
+
+Two canonical forms are used everywhere below the public API:
+
+* an **object key** ``/a/b/c`` — starts with ``/``, never ends with ``/``;
+* a **folder** ``/a/b/`` — starts and ends with ``/``; the root is ``/``.
+
+A component must not be empty, ``.`` or ``..``, must not start with ``.``
+(reserved for system objects unless ``system`` is true), and must not contain
+control characters or lone surrogates (which cannot be stored as UTF-8).  A
+full path — base path included, counted with its leading ``/`` — is at most
+:data:`MAX_PATH_BYTES` bytes of UTF-8 (S3's key limit, applied everywhere so
+data can move between backends).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from .errors import InvalidKey
+
+__all__ = [
+    "MAX_PATH_BYTES",
+    "check_length",
+    "folder_of",
+    "normalize_folder",
+    "normalize_key",
+]
+
+MAX_PATH_BYTES = 1024
+
+# C0 and C1 control characters, DEL, and lone surrogates.
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _check_components(text: str, parts: list[str], system: bool) -> None:
+    for part in parts:
+        if not part:
+            raise InvalidKey(f"invalid key {text!r}: empty path component (doubled '/')")
+        if part in (".", ".."):
+            raise InvalidKey(f"invalid key {text!r}: component {part!r} is not allowed")
+        if part.startswith(".") and not system:
+            raise InvalidKey(
+                f"invalid key {text!r}: component {part!r} starts with '.', which is reserved for system objects"
+            )
+        bad = _BAD_CHAR.search(part)
+        if bad:
+            raise InvalidKey(
+                f"invalid key {text!r}: control character or lone surrogate {bad.group()!r} is not allowed"
+            )
+
+
+def normalize_key(key: str, system: bool = False) -> str:
+    """Return the canonical object key ``/a/b`` for ``key`` (``a/b`` or ``/a/b``).
+
+    Raises :class:`~kydb.InvalidKey` for a non-string, an empty key, a folder
+    form (trailing ``/``) or a component that breaks the rules.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(f"invalid key {key!r}: keys are str, not {type(key).__name__}")
+    return _normalize_key(key, system)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize_key(key: str, system: bool) -> str:
+    body = key[1:] if key.startswith("/") else key
+    if not body:
+        raise InvalidKey(f"invalid key {key!r}: a key must name an object, not the root")
+    if body.endswith("/"):
+        raise InvalidKey(f"invalid key {key!r}: an object key must not end with '/'")
+    _check_components(key, body.split("/"), system)
+    return "/" + body
+
+
+def normalize_folder(folder: str, system: bool = True) -> str:
+    """Return the canonical folder ``/a/b/`` (the root is ``/``).
+
+    ``''`` and ``'/'`` mean the root; a leading and a trailing ``/`` are both
+    optional.  Dot-prefixed components are accepted by default because
+    listing system folders is harmless; callers that write pass
+    ``system=False``.
+    """
+    if not isinstance(folder, str):
+        raise InvalidKey(f"invalid folder {folder!r}: folders are str, not {type(folder).__name__}")
+    return _normalize_folder(folder, system)
+
+
+@functools.lru_cache(maxsize=16384)
+def _normalize_folder(folder: str, system: bool) -> str:
+    body = folder[1:] if folder.startswith("/") else folder
+    body = body[:-1] if body.endswith("/") else body
+    if not body:
+        return "/"
+    _check_components(folder, body.split("/"), system)
+    return "/" + body + "/"
+
+
+def check_length(full_path: str) -> None:
+    """Raise :class:`~kydb.InvalidKey` if ``full_path`` exceeds :data:`MAX_PATH_BYTES`."""
+    size = len(full_path.rstrip("/").encode("utf-8"))
+    if size > MAX_PATH_BYTES:
+        raise InvalidKey(
+            f"invalid key {full_path[:60]!r}...: the full path is {size} bytes of UTF-8, "
+            f"over the {MAX_PATH_BYTES}-byte limit (base path included)"
+        )
+
+
+def folder_of(path: str) -> str:
+    """The folder holding ``path`` (an object key or a folder): ``/a/b/c`` -> ``/a/b/``."""
+    trimmed = path[:-1] if path.endswith("/") else path
+    return trimmed[: trimmed.rfind("/") + 1]

@@ -1,0 +1,62 @@
+"""Every session a user or CI runs.
+
+    python3 -m pip install nox && python3 -m nox        # the default sessions: the whole test suite
+    python3 -m nox -s demo                              # the walkthrough on the embedded default store
+    python3 -m nox -s bench                             # side-by-side measurements
+
+Each distribution's session installs that distribution alone (non-editable,
+plus kydb-core and the test tools) and runs its tests, which proves that
+"pip install only the backends you need" works.  Services (Redis,
+PostgreSQL, MariaDB) are expected to be running; with
+KYDB_REQUIRE_SERVICES=1 a missing one fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "core", "integration"]
+nox.options.reuse_existing_virtualenvs = False
+
+CORE = "./kydb-core[testing]"
+MEMORY = "./kydb-memory"
+TEST_TOOLS = ["pytest", "numpy", "pip"]
+PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """kydb-core and kydb-memory installed alone, with their tests."""
+    session.install(CORE, MEMORY, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/core", "tests/memory", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Everything installed: examples, cross-backend unions and cache DBs."""
+    session.install(CORE, MEMORY, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/integration", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the whole repository, mypy --strict on kydb-core."""
+    session.install("ruff", "mypy", "pytest", "pluggy")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
+    session.run("mypy", "--strict", "kydb-core/src/kydb")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The seed walkthrough on the embedded default store."""
+    session.install("./kydb-core", MEMORY)
+    session.run("python", "examples/walkthrough.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side ratios (never timed asserts): kydb versus the raw operation."""
+    session.install("./kydb-core", MEMORY)
+    session.run("python", "benchmarks/bench_core.py", *session.posargs)

@@ -1,0 +1,127 @@
+"""Middleware plugins from the ``kydb.plugins`` entry point group wrap every blob operation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import kydb
+from kydb import envelope
+from kydb.testing import unique_name
+
+FakeDist = Callable[..., None]
+
+
+MIDDLEWARE = '''
+import zlib
+from collections import Counter
+
+import kydb
+
+MARK = b"ZLIB"
+
+
+class Counting:
+    """Counts the blob operations of every store it is attached to."""
+
+    def __init__(self, url):
+        self.calls = Counter()
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_get(self, paths):
+        self.calls["get"] += len(paths)
+        return (yield)
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_put(self, items):
+        self.calls["put"] += len(items)
+        return (yield)
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_list(self, folder):
+        self.calls["list"] += 1
+        return (yield)
+
+
+def compressing(url):
+    """Compresses every blob of the memory stores whose name starts with 'zip-'."""
+    if url.backend == "memory" and url.netloc.startswith("zip-"):
+        return Compressing()
+    return None
+
+
+class Compressing:
+    @kydb.hookimpl(wrapper=True)
+    def kydb_put(self, items):
+        for path, blob in items.items():
+            items[path] = MARK + zlib.compress(blob)
+        return (yield)
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_get(self, paths):
+        found = yield
+        for path, blob in found.items():
+            if not blob.startswith(MARK):
+                raise ValueError(f"{path} was not written through the compressing middleware")
+        return {path: zlib.decompress(blob[len(MARK):]) for path, blob in found.items()}
+'''
+
+
+@pytest.fixture
+def middleware(fake_dist: FakeDist) -> None:
+    fake_dist(
+        "kydb-test-middleware",
+        {"kydb.plugins": {"counting": "test_middleware_plugins:Counting",
+                          "compressing": "test_middleware_plugins:compressing"}},
+        {"test_middleware_plugins": MIDDLEWARE},
+    )
+
+
+def test_counting_middleware_sees_every_operation(middleware: None) -> None:
+    db = kydb.connect(f"memory://{unique_name('plain')}")
+    counter = db.plugins.get_plugin("counting")
+    assert counter is not None
+    db.set_many({"/a": 1, "/b": 2})
+    db["/c"] = 3
+    db.refresh()
+    db.get_many(["/a", "/b", "/zzz"])
+    db.ls("/")
+    assert counter.calls == {"put": 3, "get": 3, "list": 1}
+    assert db.plugins.get_plugin("compressing") is None  # its factory declined this store
+
+
+def test_transforming_middleware_changes_stored_bytes_not_values(middleware: None) -> None:
+    db = kydb.connect(f"memory://{unique_name('zip')}")
+    value = {"text": "abc" * 10_000}
+    db["/big"] = value
+    raw = db.store.tree.objects["/big"]
+    assert raw.startswith(b"ZLIB") and not raw.startswith(envelope.MAGIC)
+    assert len(raw) < len(envelope.encode(value)) / 10
+    db.refresh()
+    assert db["/big"] == value
+    db.set_many({"/x/y": 1})
+    assert db.get_many(["/x/y"], reload=True) == {"/x/y": 1}
+    assert db.store.tree.objects["/x/y"].startswith(b"ZLIB")
+    db.rm_tree("/")  # the defaults' inner calls go through the middleware too
+    assert db.ls("/") == []
+
+
+def test_disabled_plugins_are_not_loaded(middleware: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KYDB_DISABLE_PLUGINS", "compressing, counting")
+    db = kydb.connect(f"memory://{unique_name('zip')}")
+    db["/k"] = 1
+    assert db.store.tree.objects["/k"].startswith(envelope.MAGIC)
+    assert db.plugins.get_plugin("counting") is None
+
+
+def test_plugins_registered_at_run_time_apply_to_one_store() -> None:
+    from kydb.testing import CallCounter
+
+    a = kydb.connect(f"memory://{unique_name('rt')}")
+    b = kydb.connect(f"memory://{unique_name('rt')}")
+    counter = CallCounter()
+    a.plugins.register(counter)
+    a["/k"] = 1
+    b["/k"] = 1
+    assert counter.calls["kydb_put"] == 1
