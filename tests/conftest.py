@@ -6,11 +6,75 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: With KYDB_REQUIRE_SERVICES set (CI sets it), a missing server fails instead of skipping.
+REQUIRE_SERVICES = bool(os.environ.get("KYDB_REQUIRE_SERVICES"))
+
+
+@pytest.fixture(scope="session")
+def require_services() -> bool:
+    """True when a missing Redis/PostgreSQL/MariaDB must fail the run rather than skip or fall back."""
+    return REQUIRE_SERVICES
+
+
+def service_missing(name: str, why: str) -> None:
+    """Fail (KYDB_REQUIRE_SERVICES) or skip because ``name`` is unreachable."""
+    message = f"{name} is not reachable ({why})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and KYDB_REQUIRE_SERVICES is set", pytrace=False)
+    pytest.skip(f"{message}; set KYDB_REQUIRE_SERVICES=1 to make this a failure")
+
+
+@pytest.fixture(scope="session")
+def skip_or_fail_missing_service() -> Callable[[str, str], None]:
+    """``skip_or_fail_missing_service(name, why)``: see :func:`service_missing`."""
+    return service_missing
+
+
+WALKTHROUGH_RESULTS = [
+    ("db[key]", "123"),
+    ("db.read(key, reload=True)", "123"),
+    ("db.read(key, reload=True) == val", "True"),
+    ("db.ls('/')", "['empty-folder/']"),
+    ("db.ls('/')", "['empty-folder/', 'foo/']"),
+    ("db.ls('/foo')", "['bar/']"),
+    ("db.ls('/')", "['foo/']"),
+    ("db.ls('/')", "[]"),
+    ("greeter.name()", "'John'"),
+    ("greeter.greet()", "'Hello John'"),
+    ("greeter.greet()", "'Hello Tony'"),
+    ("greeter.name()", "'Jane'"),
+    ("greeter.greet()", "'Hello Jane'"),
+    ("greeter.greet_count", "1"),
+    ("greeter.get_stored_dict()", "{'name': 'Mary'}"),
+    ("mary.greet_count  (still cached)", "1"),
+    ("mary.greet_count  (reloaded)", "0"),
+    ("mary.name()", "'Mary'"),
+]
+
+
+def _run_walkthrough(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "walkthrough.py"), url],
+        capture_output=True, text=True, cwd=ROOT.parent, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("removed again.")
+    lines = [line for line in result.stdout.splitlines() if " # " in line]
+    steps = [tuple(part.strip() for part in line.split(" # ", 1)) for line in lines]
+    assert steps == WALKTHROUGH_RESULTS
+
+
+@pytest.fixture(scope="session")
+def check_walkthrough() -> Callable[[str], None]:
+    """Run examples/walkthrough.py on a URL and check every step's printed result."""
+    return _run_walkthrough
 
 
 @pytest.fixture(scope="session")

@@ -142,3 +142,18 @@ def test_register_backend_in_process(registered: type[Any]) -> None:
 def test_register_backend_refuses_to_shadow_an_installed_scheme() -> None:
     with pytest.raises(kydb.BackendConflict, match="kydb-memory"):
         kydb.register_backend("memory", _Store)
+
+
+def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KYDB_URL", " memory://from-env ")
+    assert kydb.default_url() == "memory://from-env"
+
+
+def test_default_url_without_an_embedded_backend_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KYDB_URL", raising=False)
+    if "sqlite" in {b.scheme for b in kydb.backends()}:
+        monkeypatch.setenv("XDG_DATA_HOME", "/data")
+        assert kydb.default_url() == "sqlite:////data/kydb/kydb.db"
+    else:
+        with pytest.raises(kydb.UnknownScheme, match="pip install kydb-sql"):
+            kydb.default_url()

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .front import BaseDB
 from .hookspecs import ListPage, hookimpl
-from .registry import BackendInfo, backends, register_backend, unregister_backend
+from .registry import BackendInfo, backends, default_url, register_backend, unregister_backend
 from .url import StoreURL
 
 __version__ = "0.1.0"
@@ -59,6 +59,7 @@ __all__ = [
     "__version__",
     "backends",
     "connect",
+    "default_url",
     "hookimpl",
     "register_backend",
     "stored",

@@ -35,6 +35,7 @@ __all__ = [
     "BackendInfo",
     "backend_class",
     "backends",
+    "default_url",
     "middleware_factories",
     "refresh",
     "register_backend",
@@ -186,6 +187,24 @@ def backends() -> list[BackendInfo]:
         for scheme, cls in _in_process.items():
             infos[scheme] = BackendInfo(scheme, f"{cls.__module__}:{cls.__qualname__}", "<registered in process>", "-")
     return [infos[name] for name in sorted(infos)]
+
+
+def default_url() -> str:
+    """The store to use when none is named: ``$KYDB_URL``, else the embedded SQLite file.
+
+    The embedded default is ``$XDG_DATA_HOME/kydb/kydb.db`` (``~/.local/share/kydb/kydb.db``)
+    and needs kydb-sql; without it, :class:`~kydb.UnknownScheme` says what to install.
+    """
+    url = os.environ.get("KYDB_URL", "").strip()
+    if url:
+        return url
+    if "sqlite" not in {info.scheme for info in backends()}:
+        raise UnknownScheme(
+            "no store named and no embedded default: set KYDB_URL (e.g. KYDB_URL=memory://scratch), "
+            "or pip install kydb-sql for the embedded SQLite store"
+        )
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return "sqlite:///" + os.path.abspath(os.path.join(data_home, "kydb", "kydb.db"))
 
 
 def middleware_factories() -> list[tuple[str, PluginFactory]]:

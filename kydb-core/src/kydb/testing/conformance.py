@@ -182,6 +182,21 @@ class ConnectingTests(_Fixtures):
         assert child_repr == repr(db)
         assert child_value == ({"from": "parent"} if self.shared_between_processes else None)
 
+    def test_processes_writing_one_folder_lose_nothing(self, db: kydb.DB) -> None:
+        import multiprocessing
+
+        db["/procs/parent"] = "parent"
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            pool.starmap(_child.write_in_child, [(db, "/procs", worker, 50) for worker in range(4)])
+        written = sorted(f"w{worker}-{i}" for worker in range(4) for i in range(50))
+        if self.shared_between_processes:
+            assert db.ls("/procs") == sorted([*written, "parent"])
+            assert db.get_many([f"/procs/{name}" for name in written], reload=True) == {
+                f"/procs/w{worker}-{i}": (worker, i) for worker in range(4) for i in range(50)
+            }
+        else:  # each process has its own store: the children's writes stay there
+            assert db.ls("/procs") == ["parent"]
+
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() does not exist on this platform")
     def test_forked_child_opens_its_own_store(self, db: kydb.DB) -> None:
         db["/forked"] = "before fork"
