@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 
+from .envelope import Codec
 from .front import BaseDB
 
 __all__ = ["CacheDB", "UnionDB"]
@@ -26,8 +27,8 @@ def _dedupe(sorted_names: Iterator[str]) -> Iterator[str]:
 
 
 class _Composite(BaseDB):
-    def __init__(self, url: str, layers: Sequence[BaseDB]) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, codec: Codec, layers: Sequence[BaseDB]) -> None:
+        super().__init__(url, codec)
         self._layers = tuple(layers)
 
     def _forget_in_layers(self, keys: Sequence[str]) -> None:
@@ -136,8 +137,8 @@ class CacheDB(_Composite):
     ``ls``, ``is_dir`` and ``mkdir`` use the persistent store.
     """
 
-    def __init__(self, url: str, cache_db: BaseDB, persist_db: BaseDB) -> None:
-        super().__init__(url, (cache_db, persist_db))
+    def __init__(self, url: str, codec: Codec, cache_db: BaseDB, persist_db: BaseDB) -> None:
+        super().__init__(url, codec, (cache_db, persist_db))
 
     @property
     def cache_db(self) -> BaseDB:

@@ -1,50 +1,82 @@
-"""``kydb.connect``: one DB object per URL per process."""
+"""``kydb.connect``: one DB object per URL (and options) per process."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 from .compose import CacheDB, UnionDB
 from .db import DB
+from .envelope import Codec
 from .front import BaseDB
 from .registry import backend_class
 from .url import parse_store_url, scheme_of, split_composite
 
-__all__ = ["connect", "forget"]
+__all__ = ["connect", "forget", "reconnect"]
 
 _lock = threading.RLock()
-_instances: dict[str, BaseDB] = {}
+_instances: dict[tuple[str, Codec], BaseDB] = {}
 
 
-def connect(url: str) -> BaseDB:
+def connect(
+    url: str,
+    *,
+    signing_key: str | bytes | Iterable[str | bytes] | None = None,
+    require_signed: bool | None = None,
+    allowed_modules: Iterable[str] | None = None,
+    serializer: str = "pickle",
+) -> BaseDB:
     """The DB for ``url``: one store, a ``;`` union or a ``cache|persist`` cache DB.
 
-    The same URL string returns the same DB object within a process (a DB
-    pickled to another process reconnects there by its URL).  Thread-safe.
+    The same URL (with the same options) returns the same DB object within a
+    process; a DB pickled to another process reconnects there.  Thread-safe.
+
+    Options (every layer of a composite URL gets them):
+
+    * ``signing_key`` — a key, or several for rotation (the first signs, all
+      verify); default ``$KYDB_SIGNING_KEY`` (comma-separated).  With a key,
+      every blob written is HMAC-SHA256 signed, and a blob whose signature is
+      missing or wrong raises :class:`~kydb.CorruptValue` before anything is
+      unpickled.
+    * ``require_signed`` — refuse unsigned blobs (default: true when there is
+      a key; pass false only to read blobs written before signing began).
+    * ``allowed_modules`` — unpickle only globals from these modules (plus
+      plain standard-library types and the DbObj config's modules); anything
+      else raises :class:`~kydb.CorruptValue` naming the global.
+    * ``serializer`` — ``'pickle'`` (default, any picklable value), ``'json'``
+      or ``'msgpack'`` (plain data only; pickles are then read restricted).
 
     Raises :class:`~kydb.UnknownScheme` when no installed backend serves the
     scheme, and ``ValueError`` (naming the URL with passwords masked) for a
-    malformed URL.  Nothing is written to any store.
+    malformed URL or option.  Nothing is written to any store.
     """
     if not isinstance(url, str):
         raise TypeError(f"kydb.connect() takes a URL string, not {type(url).__name__}")
-    key = url.strip()
+    codec = Codec.from_options(
+        signing_key=signing_key, require_signed=require_signed, allowed_modules=allowed_modules, serializer=serializer
+    )
+    return reconnect(url, codec)
+
+
+def reconnect(url: str, codec: Codec) -> BaseDB:
+    """The DB for ``url`` with an already-built codec (how a pickled DB comes back)."""
+    key = (url.strip(), codec)
     with _lock:
         db = _instances.get(key)
         if db is None:
-            db = _open(key)
+            db = _open(key[0], codec)
             _instances[key] = db
         return db
 
 
-def _open(url: str) -> BaseDB:
+def _open(url: str, codec: Codec) -> BaseDB:
     kind, parts = split_composite(url)
     if kind == "union":
-        return UnionDB(url, [connect(part) for part in parts])
+        return UnionDB(url, codec, [reconnect(part, codec) for part in parts])
     if kind == "cache":
-        return CacheDB(url, connect(parts[0]), connect(parts[1]))
+        return CacheDB(url, codec, reconnect(parts[0], codec), reconnect(parts[1], codec))
     cls = backend_class(scheme_of(url), url)
-    return DB(parse_store_url(url, path_is_base=getattr(cls, "url_path_is_base", True)), cls)
+    return DB(parse_store_url(url, path_is_base=getattr(cls, "url_path_is_base", True)), cls, codec)
 
 
 def forget(db: BaseDB) -> None:

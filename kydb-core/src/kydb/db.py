@@ -21,6 +21,7 @@ import pluggy
 
 from . import hookspecs
 from .defaults import DefaultHooks
+from .envelope import Codec
 from .front import BaseDB
 from .keys import check_length
 from .registry import middleware_factories
@@ -55,8 +56,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class DB(BaseDB):
     """One store behind a base path; what :func:`kydb.connect` returns for a single URL."""
 
-    def __init__(self, url: StoreURL, store_cls: type[Any]) -> None:
-        super().__init__(url.raw)
+    def __init__(self, url: StoreURL, store_cls: type[Any], codec: Codec) -> None:
+        super().__init__(url.raw, codec)
         self.store_url = url
         self.base_path = url.base_path
         self._store_cls = store_cls

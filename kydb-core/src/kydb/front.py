@@ -34,8 +34,9 @@ class BaseDB(abc.ABC):
     Not instantiated directly — use :func:`kydb.connect`.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, codec: envelope.Codec) -> None:
         self._url = url
+        self._codec = codec
         self._cache = ReadCache()
 
     # ------------------------------------------------------------------ primitives
@@ -105,11 +106,17 @@ class BaseDB(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {mask_url(self._url)}>"
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        # A DB travels to other processes as its URL and reconnects there.
-        from .connect import connect  # noqa: PLC0415 - connect imports this module
+    def __reduce__(self) -> tuple[Any, tuple[str, envelope.Codec]]:
+        # A DB travels to other processes as its URL and options and reconnects there.  That
+        # carries credentials and signing keys, so it must never end up inside a store.
+        if envelope.is_storing():
+            raise TypeError(
+                f"{self!r} cannot be stored in a kydb store: a pickled DB carries its URL credentials "
+                "and signing keys. Store its URL (db.url) instead"
+            )
+        from .connect import reconnect  # noqa: PLC0415 - connect imports this module
 
-        return connect, (self._url,)
+        return reconnect, (self._url, self._codec)
 
     def close(self) -> None:
         """Release connections and forget this DB in :func:`kydb.connect`'s registry.
@@ -136,11 +143,21 @@ class BaseDB(abc.ABC):
     def _encode(self, key: str, value: Any) -> bytes:
         if isinstance(value, DbObj):
             record = envelope.DbObjRecord(value.class_name, key, value.get_stored_dict())
-            return envelope.encode_record(record)
-        return envelope.encode(value)
+            return self._codec.encode_record(record)
+        return self._codec.encode(value)
+
+    def _objdb_modules(self) -> list[str]:
+        """The DbObj config's modules: a restricted unpickler trusts them too."""
+        try:
+            config = self._objdb_config()
+        except DbObjException:
+            return []
+        return [e["module_path"] for e in config.values() if isinstance(e, Mapping) and "module_path" in e]
 
     def _decode(self, key: str, blob: bytes) -> Any:
-        value = envelope.decode(blob, key)
+        # The config itself is plain data: decoding it must not consult the config.
+        trusted = None if key == OBJDB_CONFIG_KEY else self._objdb_modules
+        value = self._codec.decode(blob, key, trusted)
         if isinstance(value, envelope.DbObjRecord):
             cls = resolve_class(self._objdb_config(), value.class_name, key)
             return make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)

@@ -116,11 +116,11 @@ class _Fixtures:
 
     @pytest.fixture
     def connect(self, new_url: Callable[[], str]) -> Iterator[Connect]:
-        """Connect a URL (a fresh one by default); single stores are emptied afterwards."""
+        """Connect a URL (fresh by default) with ``kydb.connect`` options; single stores are emptied afterwards."""
         opened: list[kydb.BaseDB] = []
 
-        def _connect(url: str | None = None) -> Any:
-            db = kydb.connect(url if url is not None else new_url())
+        def _connect(url: str | None = None, **options: Any) -> Any:
+            db = kydb.connect(url if url is not None else new_url(), **options)
             opened.append(db)
             return db
 
@@ -1065,6 +1065,61 @@ class ErrorTests(_Fixtures):
         assert db["/k"] == "stored"  # read again from the store, which still has it
 
 
+class _CreatesFile:
+    """Unpickling this creates a file: stands for any code an attacker's blob would run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return open, (self.path, "w")
+
+
+SIGNING_KEY = b"conformance-signing-key-0123456789"
+OTHER_KEY = b"another-signing-key-for-rotation-42"
+
+
+class TrustTests(_Fixtures):
+    """Signed blobs and restricted loading, with blobs planted in the backend's own storage."""
+
+    def test_signing_reader_refuses_a_planted_blob_without_running_it(
+        self, db: kydb.DB, connect: Connect, tmp_path: Any
+    ) -> None:
+        control = tmp_path / "control"
+        pickle.loads(pickle.dumps(_CreatesFile(str(control))))  # the payload really runs code when unpickled
+        assert control.exists()
+        target = tmp_path / "pwned"
+        planted = envelope.encode(_CreatesFile(str(target)))
+        forged = planted[:5] + bytes([planted[5] | envelope.FLAG_SIGNED]) + planted[6:7] + b"\0" * 32 + planted[7:]
+        signing = connect(db._url, signing_key=SIGNING_KEY)
+        for blob in (planted, forged):
+            self.raw_put(db, self.full_path(db, "/planted"), blob)
+            with pytest.raises(kydb.CorruptValue, match="/planted"):
+                signing.read("/planted", reload=True)
+        restricted = connect(db._url, allowed_modules=[])
+        self.raw_put(db, self.full_path(db, "/planted"), planted)
+        with pytest.raises(kydb.CorruptValue, match="refused to load global"):
+            restricted.read("/planted", reload=True)
+        assert not target.exists()
+
+    def test_signed_blobs_round_trip_and_rotate(self, db: kydb.DB, connect: Connect) -> None:
+        old = connect(db._url, signing_key=OTHER_KEY)
+        old["/signed"] = {"v": 1}
+        blob = self.raw_get(db, self.full_path(db, "/signed"))
+        assert blob is not None and blob[5] & envelope.FLAG_SIGNED
+        rotated = connect(db._url, signing_key=[SIGNING_KEY, OTHER_KEY])
+        assert rotated.read("/signed", reload=True) == {"v": 1}
+        rotated["/signed"] = {"v": 2}  # now signed with the new key
+        with pytest.raises(kydb.CorruptValue, match="signature"):
+            old.read("/signed", reload=True)
+        assert db.read("/signed", reload=True) == {"v": 2}  # a reader without keys does not verify
+        db["/unsigned"] = "legacy"
+        with pytest.raises(kydb.CorruptValue, match="not signed"):
+            rotated.read("/unsigned", reload=True)
+        lenient = connect(db._url, signing_key=SIGNING_KEY, require_signed=False)
+        assert lenient.read("/unsigned", reload=True) == "legacy"
+
+
 class StoreConformance(
     ConnectingTests,
     KeyTests,
@@ -1076,6 +1131,7 @@ class StoreConformance(
     CacheDBTests,
     DbObjTests,
     ErrorTests,
+    TrustTests,
 ):
     """The whole suite.  Subclass it with ``new_url``, ``raw_get`` and ``raw_put``."""
 
