@@ -21,7 +21,7 @@ nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
-TEST_TOOLS = ["pytest", "numpy", "pip"]
+TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
 
@@ -42,7 +42,7 @@ def integration(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the whole repository, mypy --strict on kydb-core."""
-    session.install("ruff", "mypy", "pytest", "pluggy")
+    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
     session.run("mypy", "--strict", "kydb-core/src/kydb")

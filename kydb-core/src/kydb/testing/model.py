@@ -1,0 +1,366 @@
+"""A model check: random operation sequences against a kydb DB and a plain model of the SPEC.
+
+:func:`check_against_model` drives a Hypothesis ``RuleBasedStateMachine``
+through set / read / read(reload) / delete / exists / mkdir / rmdir /
+rm_tree / ls / is_dir / refresh / cache_context with fuzzed keys (odd
+characters, control characters, dot components, paths near the 1,024-byte
+limit, deep nesting) and values, comparing every result and every raised
+error type with an in-memory model written from the SPEC alone (it does not
+use kydb's key validation).  Needs ``hypothesis`` (``kydb-core[testing]``).
+
+The one thing the SPEC leaves open — whether a folder that existed only
+because of objects since deleted still exists — the model learns by asking
+the DB once (``is_dir``) and then holds the store to that answer.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+import kydb
+from kydb.keys import MAX_PATH_BYTES
+
+__all__ = ["check_against_model"]
+
+_NAMES = ["a", "b", "c", "a_b", "a%b", "100%", "é", "e\u0301", "日本", "sp ace", "x*?", "Z", "trail "]
+_BAD = ["", ".", "..", ".hidden", "nul\x00x", "tab\tx", "del\x7f"]
+_LONG = "L" * 250
+
+# Mostly a few common names, so operations collide; sometimes anything, a bad or a long component.
+component = st.one_of(
+    *[st.sampled_from(_NAMES)] * 12,
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=5),
+    st.sampled_from(_BAD),
+    st.just(_LONG),
+)
+fresh_key_texts = st.builds(
+    lambda lead, parts: ("/" if lead else "") + "/".join(parts),
+    st.booleans(),
+    st.lists(component, min_size=1, max_size=4),
+)
+fresh_folder_texts = st.builds(
+    lambda lead, parts, trail: ("/" if lead else "") + "/".join(parts) + ("/" if trail and parts else ""),
+    st.booleans(),
+    st.lists(component, min_size=0, max_size=3),
+    st.booleans(),
+)
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.sampled_from([0, "", False, b"", (), frozenset()]),
+)
+values = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4), st.tuples(inner, inner)
+    ),
+    max_leaves=12,
+)
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except (KeyError, ValueError) as exc:
+        return "error", type(exc)
+
+
+class _Model:
+    """What the SPEC says a store holds: objects, and folders that exist."""
+
+    def __init__(self, base_bytes: int) -> None:
+        self.room = MAX_PATH_BYTES - base_bytes
+        self.objects: dict[str, Any] = {}
+        self.kept: set[str] = set()  # folders that exist whatever the objects: made by mkdir, or seen to persist
+        self.ghosts: set[str] = set()  # folders that may or may not have outlived what implied them
+
+    # -- keys, by the SPEC's rules (not kydb's own implementation)
+
+    def _valid_parts(self, parts: list[str], system: bool = False) -> bool:
+        for part in parts:
+            if part in ("", ".", "..") or (part.startswith(".") and not system):
+                return False
+            if any(unicodedata.category(ch) == "Cc" for ch in part):
+                return False
+        return len(("/" + "/".join(parts)).encode()) <= self.room
+
+    def key(self, text: str) -> str | None:
+        """The object ``text`` names (a leading ``/`` is optional), or None if it is invalid."""
+        parts = text.removeprefix("/").split("/")
+        return "/" + "/".join(parts) if self._valid_parts(parts) else None
+
+    def folder(self, text: str, system: bool = False) -> str | None:
+        """The folder ``text`` names (leading and trailing ``/`` optional), or None if it is invalid.
+
+        Listing and is_dir may name system folders (``/.configs``); writes may not.
+        """
+        body = text.removeprefix("/").removesuffix("/")
+        if not body:
+            return "/"
+        parts = body.split("/")
+        return "/" + body + "/" if self._valid_parts(parts, system) else None
+
+    @staticmethod
+    def ancestors(path: str) -> list[str]:
+        """Every folder above ``path`` except the root: /a/b/c -> [/a/, /a/b/]."""
+        parts = path.strip("/").split("/")
+        return ["/" + "/".join(parts[:i]) + "/" for i in range(1, len(parts))]
+
+    def exists(self, folder: str) -> bool:
+        return folder == "/" or any(p.startswith(folder) for p in (*self.objects, *self.kept))
+
+    def children(self, folder: str) -> set[str]:
+        names = set()
+        for path in (*self.objects, *self.kept):
+            if path.startswith(folder) and path != folder:
+                head, sep, _ = path[len(folder) :].partition("/")
+                names.add(head + sep)
+        return names
+
+    def orphan(self, path: str) -> None:
+        """After ``path`` went away, ancestors nothing implies any more may or may not remain."""
+        self.ghosts |= {a for a in self.ancestors(path) if not self.exists(a)}
+
+    def remove_tree(self, folder: str) -> None:
+        self.objects = {k: v for k, v in self.objects.items() if not k.startswith(folder)}
+        self.kept = {f for f in self.kept if not f.startswith(folder)}
+        self.ghosts = {f for f in self.ghosts if not f.startswith(folder)}
+
+
+class _Machine(RuleBasedStateMachine):
+    new_db: Callable[[], kydb.BaseDB]
+    outcomes: Counter[str]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = type(self).new_db()
+        self.outcomes["examples"] += 1
+        base = getattr(self.db, "base_path", "")
+        self.model = _Model(len(base.encode()))
+        # Names that existed at some point, so later operations aim at them, not only at fresh names.
+        self.known_keys: list[str] = []
+        self.known_folders: list[str] = []
+
+    def _pick(self, data: st.DataObject, known: list[str], fresh: st.SearchStrategy[str]) -> str:
+        if known and data.draw(st.integers(0, 3), label="reuse") > 0:
+            return data.draw(st.sampled_from(known), label="known")
+        return data.draw(fresh, label="fresh")
+
+    def pick_key(self, data: st.DataObject) -> str:
+        return self._pick(data, self.known_keys, fresh_key_texts)
+
+    def pick_folder(self, data: st.DataObject) -> str:
+        return self._pick(data, self.known_folders, fresh_folder_texts)
+
+    def remember(self, key_text: str | None = None, folder_text: str | None = None) -> None:
+        if key_text is not None:
+            self.known_keys.append(key_text)
+            folder_text = key_text.rpartition("/")[0]
+        while folder_text and folder_text.strip("/"):
+            self.known_folders.append(folder_text)
+            folder_text = folder_text.rstrip("/").rpartition("/")[0]
+
+    def teardown(self) -> None:
+        self.db.rm_tree("/")
+
+    # -- learning what the SPEC leaves open
+
+    def resolve(self, folder: str) -> None:
+        if folder in self.model.ghosts:
+            self.model.ghosts.discard(folder)
+            if self.db.is_dir(folder):
+                self.model.kept.add(folder)
+
+    def resolve_below(self, folder: str) -> None:
+        for ghost in sorted(g for g in self.model.ghosts if g.startswith(folder)):
+            self.resolve(ghost)
+
+    def check(self, expected: tuple[str, Any], call: Callable[[], Any], rule: str) -> Any:
+        actual = _outcome(call)
+        assert actual == expected, f"{rule}: expected {expected!r}, got {actual!r}"
+        self.outcomes[f"{rule} -> {expected[1].__name__ if expected[0] == 'error' else 'ok'}"] += 1
+        return actual[1]
+
+    @initialize()
+    def start_empty(self) -> None:
+        assert self.db.ls("/") == []
+
+    # -- objects
+
+    @rule(data=st.data(), value=values)
+    def set_value(self, data: st.DataObject, value: Any) -> None:
+        self._set(self.pick_key(data), value)
+
+    def _set(self, text: str, value: Any) -> None:
+        key = self.model.key(text)
+        if key is None:
+            self.check(("error", kydb.InvalidKey), lambda: self.db.set(text, value), "set")
+            return
+        self.check(("ok", None), lambda: self.db.set(text, value), "set")
+        self.model.objects[key] = value
+        self.model.ghosts -= set(self.model.ancestors(key))
+        self.remember(key_text=text)
+
+    @rule(data=st.data(), reload=st.booleans())
+    def read(self, data: st.DataObject, reload: bool) -> None:
+        self._read(self.pick_key(data), reload)
+
+    def _read(self, text: str, reload: bool) -> None:
+        key = self.model.key(text)
+        if key is None:
+            expected: tuple[str, Any] = ("error", kydb.InvalidKey)
+        elif key in self.model.objects:
+            expected = ("ok", self.model.objects[key])
+        else:
+            expected = ("error", kydb.NotFound)
+        self.check(expected, lambda: self.db.read(text, reload=reload), "read")
+
+    @rule(data=st.data())
+    def exists(self, data: st.DataObject) -> None:
+        text = self.pick_key(data)
+        key = self.model.key(text)
+        expected = ("error", kydb.InvalidKey) if key is None else ("ok", key in self.model.objects)
+        self.check(expected, lambda: self.db.exists(text), "exists")
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        text = self.pick_key(data)
+        key = self.model.key(text)
+        if key is None or key not in self.model.objects:
+            expected = ("error", kydb.InvalidKey if key is None else kydb.NotFound)
+            self.check(expected, lambda: self.db.delete(text), "delete")
+            return
+        self.check(("ok", None), lambda: self.db.delete(text), "delete")
+        del self.model.objects[key]
+        self.model.orphan(key)
+
+    # -- folders
+
+    @rule(data=st.data())
+    def mkdir(self, data: st.DataObject) -> None:
+        text = self.pick_folder(data)
+        folder = self.model.folder(text)
+        if folder is None or folder == "/":
+            self.check(("error", kydb.InvalidKey), lambda: self.db.mkdir(text), "mkdir")
+            return
+        self.check(("ok", None), lambda: self.db.mkdir(text), "mkdir")
+        self.remember(folder_text=text)
+        self.model.kept.update([*self.model.ancestors(folder), folder])
+        self.model.ghosts -= {folder, *self.model.ancestors(folder)}
+
+    @rule(data=st.data())
+    def rmdir(self, data: st.DataObject) -> None:
+        text = self.pick_folder(data)
+        folder = self.model.folder(text)
+        if folder is None or folder == "/":
+            self.check(("error", kydb.InvalidKey), lambda: self.db.rmdir(text), "rmdir")
+            return
+        self.resolve(folder)
+        self.resolve_below(folder)
+        if not self.model.exists(folder):
+            expected: tuple[str, Any] = ("error", kydb.NotFound)
+        elif self.model.children(folder):
+            expected = ("error", kydb.FolderNotEmpty)
+        else:
+            expected = ("ok", None)
+        self.check(expected, lambda: self.db.rmdir(text), "rmdir")
+        if expected[0] == "ok":
+            self.model.kept.discard(folder)
+            self.model.orphan(folder)
+
+    @rule(data=st.data())
+    def rm_tree(self, data: st.DataObject) -> None:
+        text = self.pick_folder(data)
+        folder = self.model.folder(text)
+        if folder is None:
+            self.check(("error", kydb.InvalidKey), lambda: self.db.rm_tree(text), "rm_tree")
+            return
+        self.resolve(folder)
+        if not self.model.exists(folder):
+            self.check(("error", kydb.NotFound), lambda: self.db.rm_tree(text), "rm_tree")
+            return
+        self.check(("ok", None), lambda: self.db.rm_tree(text), "rm_tree")
+        self.model.remove_tree(folder)
+        self.model.orphan(folder)
+
+    @rule(data=st.data(), include_dir=st.booleans())
+    def ls(self, data: st.DataObject, include_dir: bool) -> None:
+        text = self.pick_folder(data)
+        folder = self.model.folder(text, system=True)
+        if folder is None:
+            self.check(("error", kydb.InvalidKey), lambda: self.db.ls(text, include_dir), "ls")
+            return
+        self.resolve_below(folder)
+        names = self.model.children(folder)
+        if not include_dir:
+            names = {n for n in names if not n.endswith("/")}
+        self.check(("ok", sorted(names)), lambda: self.db.ls(text, include_dir), "ls")
+
+    @rule(data=st.data())
+    def is_dir(self, data: st.DataObject) -> None:
+        text = self.pick_folder(data)
+        folder = self.model.folder(text, system=True)
+        if folder is None:
+            self.check(("error", kydb.InvalidKey), lambda: self.db.is_dir(text), "is_dir")
+            return
+        self.resolve(folder)
+        self.check(("ok", self.model.exists(folder)), lambda: self.db.is_dir(text), "is_dir")
+
+    # -- the cache
+
+    @rule(data=st.data(), everything=st.booleans())
+    def refresh(self, data: st.DataObject, everything: bool) -> None:
+        text = self.pick_key(data)
+        if everything:
+            self.db.refresh()
+        elif self.model.key(text) is not None:
+            self.db.refresh(text)
+
+    @rule(data=st.data(), reads=st.integers(0, 3), value=values)
+    def cache_context(self, data: st.DataObject, reads: int, value: Any) -> None:
+        text = self.pick_key(data)
+        with self.db.cache_context():
+            for _ in range(reads):
+                self._read(self.pick_key(data), reload=False)
+            self._set(text, value)
+            self._read(text, reload=False)
+        self._read(text, reload=False)
+
+    @invariant()
+    def root_listing_matches(self) -> None:
+        self.resolve_below("/")
+        assert self.db.ls("/") == sorted(self.model.children("/"))
+
+
+def check_against_model(
+    new_db: Callable[[], kydb.BaseDB], *, max_examples: int = 100, steps: int = 30, **settings: Any
+) -> Counter[str]:
+    """Run the model check: each example gets a fresh, empty DB from ``new_db`` and empties it at the end.
+
+    Returns how often each operation met each outcome (``"rmdir -> FolderNotEmpty"``),
+    so a caller can show the run exercised what it meant to.  Raises an
+    ``AssertionError`` describing the shortest operation sequence that made
+    the DB and the model disagree.
+    """
+    outcomes: Counter[str] = Counter()
+    machine = type("KydbModelCheck", (_Machine,), {"new_db": staticmethod(new_db), "outcomes": outcomes})
+    options = {"deadline": None, "max_examples": max_examples, "stateful_step_count": steps, **settings}
+    run_state_machine_as_test(machine, settings=hypothesis_settings(**options))
+    return outcomes
