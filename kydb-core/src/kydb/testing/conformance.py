@@ -183,16 +183,17 @@ class ConnectingTests(_Fixtures):
         assert child_value == ({"from": "parent"} if self.shared_between_processes else None)
 
     def test_processes_writing_one_folder_lose_nothing(self, db: kydb.DB) -> None:
+        """4 processes x 200 writes into one folder (each reconnects from a pickled DB)."""
         import multiprocessing
 
         db["/procs/parent"] = "parent"
         with multiprocessing.get_context("spawn").Pool(4) as pool:
-            pool.starmap(_child.write_in_child, [(db, "/procs", worker, 50) for worker in range(4)])
-        written = sorted(f"w{worker}-{i}" for worker in range(4) for i in range(50))
+            pool.starmap(_child.write_in_child, [(db, "/procs", worker, 200) for worker in range(4)])
+        written = sorted(f"w{worker}-{i}" for worker in range(4) for i in range(200))
         if self.shared_between_processes:
             assert db.ls("/procs") == sorted([*written, "parent"])
             assert db.get_many([f"/procs/{name}" for name in written], reload=True) == {
-                f"/procs/w{worker}-{i}": (worker, i) for worker in range(4) for i in range(50)
+                f"/procs/w{worker}-{i}": (worker, i) for worker in range(4) for i in range(200)
             }
         else:  # each process has its own store: the children's writes stay there
             assert db.ls("/procs") == ["parent"]
@@ -593,11 +594,12 @@ class CacheTests(_Fixtures):
         assert db.read("/k", reload=True) == "inside"
 
     def test_eight_threads_mixed_reads_and_writes(self, db: kydb.DB) -> None:
+        """8 threads x about 500 operations (write, cached and fresh reads, ls, refresh, contexts, deletes)."""
         errors: list[BaseException] = []
 
         def work(worker: int) -> None:
             try:
-                for i in range(60):
+                for i in range(100):
                     key = f"/mix/t{worker}/k{i % 7}"
                     db[key] = (worker, i)
                     assert db[key][0] == worker
@@ -622,7 +624,7 @@ class CacheTests(_Fixtures):
         assert not errors, errors
         for worker in range(8):
             assert db.ls(f"/mix/t{worker}") == [f"k{i}" for i in range(7)]
-            last = {i % 7: i for i in range(60)}
+            last = {i % 7: i for i in range(100)}
             for slot, i in last.items():
                 assert db[f"/mix/t{worker}/k{slot}"] == (worker, i)
                 assert db.read(f"/mix/t{worker}/k{slot}", reload=True) == (worker, i)
