@@ -31,7 +31,7 @@ from .errors import (
     UnknownScheme,
 )
 from .front import BaseDB
-from .hookspecs import ListPage, hookimpl
+from .hookspecs import ListPage, ObjectInfo, hookimpl
 from .registry import BackendInfo, backends, default_url, register_backend, unregister_backend
 from .url import StoreURL
 
@@ -51,6 +51,7 @@ __all__ = [
     "KydbError",
     "ListPage",
     "NotFound",
+    "ObjectInfo",
     "StoreURL",
     "StoreUnavailable",
     "StoredValue",

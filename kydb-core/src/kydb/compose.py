@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from .envelope import Codec
 from .front import BaseDB
+from .hookspecs import ObjectInfo
 
 __all__ = ["CacheDB", "UnionDB"]
 
@@ -83,6 +84,15 @@ class UnionDB(_Composite):
 
     def _exists(self, key: str) -> bool:
         return any(layer._exists(key) for layer in self._layers)
+
+    def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        found: dict[str, ObjectInfo] = {}
+        for layer in self._layers:
+            wanted = [k for k in keys if k not in found]
+            if not wanted:
+                break
+            found.update(layer._stat_keys(wanted))
+        return found
 
     def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
         return _dedupe(heapq.merge(*(layer._list(folder, include_dirs, page_size) for layer in self._layers)))
@@ -173,6 +183,9 @@ class CacheDB(_Composite):
 
     def _exists(self, key: str) -> bool:
         return any(layer._exists(key) for layer in self._layers)
+
+    def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        return self.persist_db._stat_keys(keys)  # the persistent store's size and times are the real ones
 
     def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
         return self.persist_db._list(folder, include_dirs, page_size)

@@ -23,6 +23,7 @@ from . import hookspecs
 from .defaults import DefaultHooks
 from .envelope import Codec
 from .front import BaseDB
+from .hookspecs import ObjectInfo
 from .keys import check_length
 from .registry import middleware_factories
 from .url import StoreURL
@@ -143,6 +144,12 @@ class DB(BaseDB):
         if keys:
             base = self.base_path
             self._hooks().kydb_delete(paths=[base + k for k in keys])
+
+    def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        base = self.base_path
+        found = self._hooks().kydb_stat(paths=[base + k for k in keys])
+        cut = len(base)
+        return {path[cut:]: info for path, info in found.items()}
 
     def _exists(self, key: str) -> bool:
         return bool(self._hooks().kydb_exists(path=self.base_path + key))

@@ -7,10 +7,10 @@ overrides one only where it has a faster native path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .hookspecs import hookimpl
+from .hookspecs import ObjectInfo, hookimpl
 
 __all__ = ["DefaultHooks"]
 
@@ -27,6 +27,10 @@ class DefaultHooks:
     @hookimpl(trylast=True)
     def kydb_exists(self, path: str) -> bool:
         return path in self._hook.kydb_get(paths=[path])
+
+    @hookimpl(trylast=True)
+    def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, ObjectInfo]:
+        return {path: ObjectInfo(len(blob)) for path, blob in self._hook.kydb_get(paths=paths).items()}
 
     @hookimpl(trylast=True)
     def kydb_walk(self, folder: str) -> Iterator[str]:

@@ -18,6 +18,7 @@ from . import envelope
 from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, resolve_class
 from .errors import DbObjException, FolderNotEmpty, InvalidKey, NotFound
+from .hookspecs import ObjectInfo
 from .keys import normalize_folder, normalize_key
 from .url import mask_url
 
@@ -60,6 +61,10 @@ class BaseDB(abc.ABC):
     @abc.abstractmethod
     def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
         """The sorted immediate children of ``folder``, fetched lazily."""
+
+    @abc.abstractmethod
+    def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        """:class:`ObjectInfo` of the keys that exist."""
 
     @abc.abstractmethod
     def _mkdir(self, folder: str) -> None:
@@ -225,6 +230,18 @@ class BaseDB(abc.ABC):
         if not isinstance(key, str):
             raise InvalidKey(f"invalid key {key!r}: keys are str, not {type(key).__name__}")
         return self.exists(key)
+
+    def stat(self, key: str, *, system_obj: bool = False) -> ObjectInfo:
+        """Size (and times, where the store keeps them) of the object at ``key``.
+
+        :class:`~kydb.NotFound` if there is none.  Does not read the value
+        where the store can answer from metadata.
+        """
+        k = self._key(key, system_obj)
+        info = self._stat_keys([k]).get(k)
+        if info is None:
+            raise NotFound(f"{k}: no such key in {self.url}")
+        return info
 
     def delete(self, key: str, *, system_obj: bool = False) -> None:
         """Delete the object at ``key``; :class:`~kydb.NotFound` if there is none."""

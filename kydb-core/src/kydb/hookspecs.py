@@ -30,7 +30,7 @@ encryption middleware sees every blob, whichever API call caused it.
 **Required hooks** (no default; missing ones fail at connect time):
 ``kydb_get``, ``kydb_put``, ``kydb_delete``, ``kydb_list``, ``kydb_mkdir``,
 ``kydb_rmdir``, ``kydb_is_dir``.  **Optional hooks** have generic defaults
-built on the required ones: ``kydb_exists``, ``kydb_walk``,
+built on the required ones: ``kydb_exists``, ``kydb_stat``, ``kydb_walk``,
 ``kydb_delete_tree``; ``kydb_close`` is called on every plugin.
 """
 
@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import pluggy
 
-__all__ = ["REQUIRED_HOOKS", "ListPage", "hookimpl", "hookspec"]
+__all__ = ["REQUIRED_HOOKS", "ListPage", "ObjectInfo", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("kydb")
 #: Decorate a store's (or a middleware's) methods with this to implement hooks.
@@ -68,6 +68,19 @@ class ListPage(NamedTuple):
 
     names: list[str]
     cursor: str | None
+
+
+class ObjectInfo(NamedTuple):
+    """What a store knows about one object without reading it.
+
+    ``size`` is the stored blob's length in bytes; ``mtime_ns`` and
+    ``ctime_ns`` are nanoseconds since the epoch when the store keeps them,
+    else ``None``.
+    """
+
+    size: int
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
 
 
 @hookspec(firstresult=True)
@@ -148,6 +161,16 @@ def kydb_exists(path: str) -> bool:
 
     Default: ``kydb_get`` of the one path.  Stores override it to avoid
     transferring the blob (EXISTS, HEAD, ``SELECT 1``).
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_stat(paths: Sequence[str]) -> Mapping[str, ObjectInfo]:
+    """:class:`ObjectInfo` for each of ``paths`` that is an object; absent paths are missing.
+
+    Default: ``kydb_get`` and the blobs' lengths, no times.  Stores override
+    it to answer from metadata (HEAD, ``LENGTH(data)``, ``STRLEN``) and to
+    report modification and creation times they keep.
     """
 
 

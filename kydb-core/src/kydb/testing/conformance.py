@@ -31,6 +31,7 @@ import datetime
 import os
 import pickle
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -469,6 +470,17 @@ class ObjectTests(_Fixtures):
         blob = self.raw_get(db, self.full_path(db, "/env"))
         assert blob is not None and blob.startswith(envelope.MAGIC)
         assert envelope.decode(blob, "/env") == {"x": 1}
+
+    def test_stat_reports_the_stored_size_and_any_times(self, db: kydb.DB) -> None:
+        before = time.time_ns()
+        db["/s/obj"] = "x" * 1000
+        info = db.stat("/s/obj")
+        assert info.size == len(self.raw_get(db, self.full_path(db, "/s/obj")) or b"")
+        for stamp in (info.mtime_ns, info.ctime_ns):
+            assert stamp is None or before - 5_000_000_000 <= stamp <= time.time_ns() + 5_000_000_000
+        for missing in ("/s", "/s/nothing"):
+            with pytest.raises(kydb.NotFound):
+                db.stat(missing)
 
     def test_object_and_folder_may_share_a_name(self, db: kydb.DB) -> None:
         db["/a"] = "object"

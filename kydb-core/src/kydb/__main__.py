@@ -1,0 +1,5 @@
+"""``python -m kydb``: the kydb command line."""
+
+from kydb.cli import main
+
+main()

@@ -1,0 +1,461 @@
+"""The ``kydb`` command line: browse, inspect and copy between stores.
+
+``kydb COMMAND --help`` documents each command.  The store is ``--url``,
+else ``$KYDB_URL``, else the embedded default (:func:`kydb.default_url`).
+Errors are one line on stderr naming the (masked) URL and what to do; no
+traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pprint
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, NoReturn, TextIO
+
+from . import envelope, registry, transfer
+from .connect import connect
+from .db import DB
+from .dbobj import DbObj
+from .errors import InvalidKey, KydbError, NotFound, StoreUnavailable, UnknownScheme
+from .front import BaseDB
+from .keys import normalize_folder, normalize_key
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+Browse, inspect and copy kydb stores.
+
+The store is --url/-u, else $KYDB_URL, else the embedded SQLite store
+(with kydb-sql installed).  A URL names a store and its base path exactly as
+kydb.connect reads it, e.g. 'sqlite:///local.db?base=/books' or
+'redis://cache|s3://prod'.
+"""
+
+EPILOG = """\
+exit status:
+  0    success
+  1    an error (missing key, unreachable store, unknown scheme...); one line on stderr
+  2    wrong usage of the command line
+  130  interrupted (Ctrl-C); a copy stops cleanly after the batch in flight
+
+Run 'kydb COMMAND --help' for a command's options.
+"""
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _write(text: str = "", stream: TextIO | None = None) -> None:
+    print(text, file=stream or sys.stdout)
+
+
+# ---------------------------------------------------------------------- stores and paths
+
+
+def _store(args: argparse.Namespace) -> BaseDB:
+    return connect(args.url or registry.default_url())
+
+
+def _split_object_url(url: str) -> tuple[BaseDB, str]:
+    """``store-url/with/base/name`` -> (the store rooted at the parent, ``/name``)."""
+    db = connect(url)
+    if not isinstance(db, DB) or not db.base_path:
+        raise CommandError(
+            f"{db.url} names a store, not an object; add the object's path to the URL "
+            "(e.g. memory://x/folder/key, or ?base=/folder/key) or use -r for a folder"
+        )
+    parent, _, name = db.base_path.rpartition("/")
+    return connect(db.store_url.with_base(parent or "/")), "/" + name
+
+
+def _endpoint(args: argparse.Namespace, text: str, *, folder: bool) -> tuple[BaseDB, str]:
+    """An argument that is a URL (``scheme://...``) or a path in the --url store."""
+    if "://" in text:
+        return (connect(text), "/") if folder else _split_object_url(text)
+    return _store(args), text
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    db = _store(args)
+    folder = normalize_folder(args.path)
+    names = db.ls(folder)
+    if args.t or args.long:
+        objects = [n for n in names if not n.endswith("/")]
+        infos: dict[str, Any] = {}
+        for start in range(0, len(objects), 500):
+            chunk = [folder + n for n in objects[start : start + 500]]
+            infos.update(db._stat_keys(chunk))
+        if args.t:
+            names.sort(key=lambda n: -(getattr(infos.get(folder + n), "mtime_ns", None) or 0))
+        if args.long:
+            for name in names:
+                info = infos.get(folder + name)
+                size = "-" if info is None else str(info.size)
+                when = "-" if info is None else _when(info.mtime_ns)
+                _write(f"{size:>12}  {when:<19}  {name}")
+            return
+    for name in names:
+        _write(name)
+
+
+def _tree_lines(db: BaseDB, folder: str, depth: int | None, prefix: str = "") -> Iterator[str]:
+    names = db.ls(folder)
+    for i, name in enumerate(names):
+        last = i == len(names) - 1
+        yield prefix + ("└── " if last else "├── ") + name
+        if name.endswith("/") and (depth is None or depth > 1):
+            yield from _tree_lines(
+                db, folder + name, None if depth is None else depth - 1, prefix + ("    " if last else "│   ")
+            )
+
+
+def cmd_tree(args: argparse.Namespace) -> None:
+    db = _store(args)
+    folder = normalize_folder(args.path)
+    if folder != "/" and not db.is_dir(folder):
+        raise NotFound(f"{folder}: no such folder in {db.url}")
+    _write(folder)
+    for line in _tree_lines(db, folder, args.depth):
+        _write(line)
+
+
+def cmd_cat(args: argparse.Namespace) -> None:
+    db = _store(args)
+    if args.raw:
+        key = normalize_key(args.key, system=True)
+        blob = db._fetch_blobs([key]).get(key)
+        if blob is None:
+            raise NotFound(f"{key}: no such key in {db.url}")
+        sys.stdout.buffer.write(blob)
+        sys.stdout.flush()
+        return
+    value = db.read(args.key, reload=True, system_obj=True)
+    if isinstance(value, DbObj):
+        _write(f"<{value.class_name} {value.key}> " + pprint.pformat(value.get_stored_dict(), sort_dicts=True))
+    else:
+        _write(pprint.pformat(value, sort_dicts=True))
+
+
+def cmd_put(args: argparse.Namespace) -> None:
+    db = _store(args)
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115 - closed below
+    try:
+        data = source.read()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    if args.bytes:
+        value: Any = data
+    else:
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise CommandError(f"{args.file}: not valid JSON ({exc}); use --bytes to store the raw bytes") from None
+    db.set(args.key, value)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    db = _store(args)
+    failures = 0
+    for path in args.paths:
+        try:
+            if args.recursive:
+                folder = normalize_folder(path, system=True)
+                if folder == "/" and not args.yes_really:
+                    raise CommandError(f"refusing to empty the whole store {db.url}; add --yes-really to do it")
+                if (
+                    not args.force
+                    and not args.yes_really
+                    and not _confirm(f"remove {folder} and everything below it in {db.url}?")
+                ):
+                    raise CommandError(f"{folder}: not removed (confirm on a terminal, or pass -f)")
+                db.rm_tree(folder, system_obj=True)
+            else:
+                db.delete(path, system_obj=True)
+        except (KydbError, KeyError, ValueError, CommandError) as exc:
+            _report(exc)
+            failures += 1
+    if failures:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_mkdir(args: argparse.Namespace) -> None:
+    db = _store(args)
+    for folder in args.folders:
+        db.mkdir(folder)
+
+
+def cmd_rmdir(args: argparse.Namespace) -> None:
+    db = _store(args)
+    for folder in args.folders:
+        db.rmdir(folder)
+
+
+def _format_of(blob: bytes) -> str:
+    if blob[:4] != envelope.MAGIC or len(blob) < envelope.HEADER_SIZE:
+        return "not kydb data"
+    flags, serializer = blob[5], blob[6]
+    name = {code: n for n, code in envelope.SERIALIZERS.items()}.get(serializer, f"serializer {serializer}")
+    parts = [name, "signed" if flags & envelope.FLAG_SIGNED else "unsigned"]
+    if flags & envelope.FLAG_DBOBJ:
+        parts.append("DbObj record")
+    return ", ".join(parts)
+
+
+def cmd_stat(args: argparse.Namespace) -> None:
+    db = _store(args)
+    key = normalize_key(args.key, system=True)
+    info = db.stat(key, system_obj=True)
+    blob = db._fetch_blobs([key]).get(key, b"")
+    _write(f"key:       {key}")
+    _write(f"store:     {db.url}")
+    _write(f"size:      {info.size} bytes ({_human_bytes(info.size)})")
+    _write(f"modified:  {_when(info.mtime_ns)}")
+    _write(f"created:   {_when(info.ctime_ns)}")
+    _write(f"format:    {_format_of(blob[: envelope.HEADER_SIZE])}")
+
+
+def cmd_backends(args: argparse.Namespace) -> None:
+    installed = registry.backends()
+    _write(f"{'scheme':<12} {'distribution':<22} {'version':<10} class")
+    for info in installed:
+        _write(f"{info.scheme:<12} {info.distribution:<22} {info.version:<10} {info.target}")
+    missing = sorted(set(registry.WELL_KNOWN_SCHEMES) - {info.scheme for info in installed})
+    if missing:
+        _write("\nnot installed:")
+        for scheme in missing:
+            dist = registry.WELL_KNOWN_SCHEMES[scheme]
+            _write(f"{scheme:<12} pip install {dist}")
+
+
+class _Progress:
+    """A one-line progress display on a terminal: objects, bytes, rate, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, stats: transfer.TransferStats) -> None:
+        if not self.enabled:
+            return
+        rate = stats.visited / stats.elapsed if stats.elapsed > 0 else 0.0
+        total = f"/{stats.total:,}" if stats.total is not None else ""
+        eta = ""
+        if stats.total is not None and rate > 0:
+            left = max(stats.total - stats.visited, 0) / rate
+            eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
+        sys.stderr.write(f"\r{stats.visited:,}{total} objects, {_human_bytes(stats.bytes)}, {rate:,.0f} obj/s{eta}   ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _copy(args: argparse.Namespace, sync: bool) -> None:
+    recursive = sync or args.recursive
+    src, src_path = _endpoint(args, args.src, folder=recursive)
+    dst, dst_path = _endpoint(args, args.dst, folder=recursive)
+    if not recursive:
+        if dst.is_dir(dst_path):
+            dst_path = dst_path.rstrip("/") + "/" + src_path.rstrip("/").rpartition("/")[2]
+        src_key = normalize_key(src_path, system=True)
+        blob = src._fetch_blobs([src_key]).get(src_key)
+        if blob is None:
+            raise NotFound(f"{src_key}: no such key in {src.url}")
+        dst_key = dst._key(dst_path, system=True)
+        dst._write_blobs({dst_key: blob})
+        dst._forget([dst_key])
+        if not args.quiet:
+            _write(f"copied 1 object ({_human_bytes(len(blob))}) to {dst_key} in {dst.url}", sys.stderr)
+        return
+    src_folder = normalize_folder(src_path)
+    if src_folder != "/" and not src.is_dir(src_folder):
+        raise NotFound(f"{src_folder}: no such folder in {src.url}")
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    stats = transfer.TransferStats(total=transfer.count_objects(src, src_folder) if progress.enabled else None)
+    stop = threading.Event()
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()  # finish the batch in flight, then stop; a second Ctrl-C aborts at once
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        transfer.copy_tree(src, src_folder, dst, dst_path, sync=sync, progress=progress, stop=stop, stats=stats)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.done()
+    verb = "synced" if sync else "copied"
+    summary = (
+        f"{verb} {stats.objects:,} objects ({_human_bytes(stats.bytes)}), "
+        f"{stats.skipped:,} already identical, {stats.folders:,} empty folders, "
+        f"from {src.url} {src_folder} to {dst.url} {normalize_folder(dst_path)} in {stats.elapsed:.1f} s"
+    )
+    if stats.interrupted:
+        _write(f"interrupted: {summary}; run 'kydb sync' with the same arguments to finish", sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED)
+    if not args.quiet:
+        _write(summary, sys.stderr)
+
+
+def cmd_cp(args: argparse.Namespace) -> None:
+    _copy(args, sync=False)
+
+
+def cmd_sync(args: argparse.Namespace) -> None:
+    _copy(args, sync=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .walkthrough import main as walkthrough  # noqa: PLC0415 - only the demo needs it
+
+    walkthrough(args.url or registry.default_url())
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kydb", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-u", "--url", help="the store (default: $KYDB_URL, else the embedded SQLite store)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=description or help_text)
+
+    p = command("ls", "list a folder's children (folders end with '/')")
+    p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
+    p.add_argument("-l", "--long", action="store_true", help="long form: size in bytes and modification time")
+    p.add_argument("-t", action="store_true", help="sort by modification time, newest first")
+    p.set_defaults(run=cmd_ls)
+
+    p = command("tree", "show a folder's tree")
+    p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
+    p.add_argument("--depth", type=int, default=None, metavar="N", help="descend at most N levels")
+    p.set_defaults(run=cmd_tree)
+
+    p = command("cat", "print a value (pretty-printed repr)")
+    p.add_argument("key")
+    p.add_argument("--raw", action="store_true", help="write the stored blob's bytes instead")
+    p.set_defaults(run=cmd_cat)
+
+    p = command("put", "store a JSON value (or raw bytes) read from a file or stdin")
+    p.add_argument("key")
+    p.add_argument("file", nargs="?", default="-", help="the file to read, or - for stdin (default)")
+    p.add_argument("--bytes", action="store_true", help="store the input's bytes as a bytes value, not JSON")
+    p.set_defaults(run=cmd_put)
+
+    p = command("rm", "delete objects, or folders with -r")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("-r", "--recursive", action="store_true", help="remove folders and everything below them")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes-really", action="store_true", help="needed to remove the root folder '/' with -r")
+    p.set_defaults(run=cmd_rm)
+
+    p = command("mkdir", "create folders (and their parents)")
+    p.add_argument("folders", nargs="+", metavar="FOLDER")
+    p.set_defaults(run=cmd_mkdir)
+
+    p = command("rmdir", "remove empty folders")
+    p.add_argument("folders", nargs="+", metavar="FOLDER")
+    p.set_defaults(run=cmd_rmdir)
+
+    p = command("stat", "show an object's size, times and stored format")
+    p.add_argument("key")
+    p.set_defaults(run=cmd_stat)
+
+    p = command("backends", "list installed backends, and how to install the others")
+    p.set_defaults(run=cmd_backends)
+
+    copy_help = (
+        "SRC and DST are each a URL (scheme://..., naming a store and its base path as kydb.connect "
+        "reads it) or a path in the --url store."
+    )
+    for name, run, help_text in (
+        ("cp", cmd_cp, "copy an object, or a folder's tree with -r, between stores"),
+        ("sync", cmd_sync, "copy a folder's tree, skipping objects already identical (resumes a copy)"),
+    ):
+        p = command(name, help_text, f"{help_text}. {copy_help}")
+        p.add_argument("src", metavar="SRC")
+        p.add_argument("dst", metavar="DST")
+        if name == "cp":
+            p.add_argument("-r", "--recursive", action="store_true", help="copy a folder and everything below it")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+        p.set_defaults(run=run)
+
+    p = command("demo", "run the kydb walkthrough on the store (default: the embedded store)")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+_HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (UnknownScheme, ""),
+    (StoreUnavailable, " (is the server running and reachable? --debug shows the cause)"),
+    (NotFound, " (kydb ls shows what is there)"),
+    (InvalidKey, ""),
+)
+
+
+def _report(exc: BaseException) -> None:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    hint = next((h for cls, h in _HINTS if isinstance(exc, cls)), "")
+    _write(f"kydb: error: {message}{hint}", sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line; exits with the status documented in ``kydb --help``."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _write("kydb: interrupted", sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (KydbError, KeyError, ValueError, OSError, ImportError, CommandError) as exc:
+        if args.debug:
+            raise
+        _report(exc)
+        raise SystemExit(EXIT_ERROR) from None
+    raise SystemExit(EXIT_OK)

@@ -1,0 +1,205 @@
+"""The kydb command line on memory stores: in-process for multi-step flows, subprocesses for the entry points."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import kydb
+from kydb import cli, transfer
+from kydb.testing import unique_name
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """Run ``kydb ARGS`` in this process; returns (exit status, stdout, stderr)."""
+
+    def _run(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return int(exit_info.value.code or 0), out, err
+
+    return _run
+
+
+@pytest.fixture
+def url() -> str:
+    return f"memory://{unique_name('cli')}"
+
+
+def test_help_documents_commands_options_and_exit_statuses(run: Run) -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for text in ("--url", "--debug", "KYDB_URL", "exit status", "130", "ls", "tree", "cat", "put", "rm", "mkdir",
+                 "rmdir", "stat", "backends", "cp", "sync", "demo"):
+        assert text in out
+    expected = {
+        "ls": ["--long", "-t"], "tree": ["--depth"], "cat": ["--raw"], "put": ["--bytes", "file"],
+        "rm": ["--recursive", "--force", "--yes-really"], "cp": ["--recursive", "--quiet", "SRC", "DST"],
+        "sync": ["--quiet", "SRC", "DST"], "mkdir": ["FOLDER"], "rmdir": ["FOLDER"], "stat": ["key"],
+        "backends": [], "demo": [],
+    }
+    for command, options in expected.items():
+        code, out, _ = run(command, "--help")
+        assert code == 0
+        for option in options:
+            assert option in out, (command, option)
+
+
+def test_put_ls_cat_stat_tree(run: Run, url: str, tmp_path: Path) -> None:
+    assert run("-u", url, "put", "/books/MYBOOK", stdin=b'{"pv": 1.5, "legs": [1, 2]}')[0] == 0
+    (tmp_path / "v.json").write_text('"from a file"')
+    assert run("-u", url, "put", "/books/other", str(tmp_path / "v.json"))[0] == 0
+    assert run("-u", url, "put", "/raw/blob", "--bytes", stdin=b"\x00\x01")[0] == 0
+    assert run("-u", url, "mkdir", "/empty/deep")[0] == 0
+    assert run("-u", url, "ls")[1].splitlines() == ["books/", "empty/", "raw/"]
+    assert run("-u", url, "ls", "/books")[1].splitlines() == ["MYBOOK", "other"]
+    long = run("-u", url, "ls", "-l", "/books")[1].splitlines()
+    size = kydb.connect(url).stat("/books/MYBOOK").size
+    assert long[0].split() == [str(size), "-", "MYBOOK"]
+    assert run("-u", url, "cat", "/books/MYBOOK")[1] == "{'legs': [1, 2], 'pv': 1.5}\n"
+    assert run("-u", url, "cat", "/raw/blob")[1] == "b'\\x00\\x01'\n"
+    stat = run("-u", url, "stat", "/books/MYBOOK")[1]
+    assert f"size:      {size} bytes" in stat and "format:    pickle, unsigned" in stat
+    assert run("-u", url, "tree")[1].splitlines() == [
+        "/", "├── books/", "│   ├── MYBOOK", "│   └── other", "├── empty/", "│   └── deep/", "└── raw/", "    └── blob"]
+    assert run("-u", url, "tree", "--depth", "1")[1].splitlines() == ["/", "├── books/", "├── empty/", "└── raw/"]
+
+
+def test_cat_raw_writes_the_stored_blob(url: str) -> None:
+    db = kydb.connect(url)
+    db["/k"] = {"x": 1}
+    # a subprocess cannot see this process's memory store, so call main with a binary stdout
+    out = io.BytesIO()
+    wrapper = io.TextIOWrapper(out)
+    saved = sys.stdout
+    sys.stdout = wrapper
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["-u", url, "cat", "--raw", "/k"])
+    finally:
+        sys.stdout = saved
+    wrapper.flush()
+    assert out.getvalue() == db.store.tree.objects["/k"]
+
+
+def test_put_rejects_bad_json_and_writes_nothing(run: Run, url: str) -> None:
+    code, _, err = run("-u", url, "put", "/k", stdin=b"{not json")
+    assert code == 1 and "not valid JSON" in err and "--bytes" in err
+    assert not kydb.connect(url).exists("/k")
+
+
+def test_rm_rmdir_and_their_safety_catches(run: Run, url: str) -> None:
+    db = kydb.connect(url)
+    db.set_many({"/a/x": 1, "/a/y": 2, "/b/z": 3})
+    db.mkdir("/e")
+    assert run("-u", url, "rm", "/a/x")[0] == 0
+    code, _, err = run("-u", url, "rm", "/a/missing", "/a/y")
+    assert code == 1 and "/a/missing" in err and not db.exists("/a/y")  # the others are still removed
+    code, _, err = run("-u", url, "rm", "-r", "/b")  # stdin is not a terminal: no confirmation possible
+    assert code == 1 and "not removed" in err and db.exists("/b/z")
+    assert run("-u", url, "rm", "-r", "-f", "/b")[0] == 0 and not db.is_dir("/b")
+    code, _, err = run("-u", url, "rm", "-rf", "/")
+    assert code == 1 and "--yes-really" in err and db.is_dir("/e")
+    assert run("-u", url, "rmdir", "/e")[0] == 0
+    code, _, err = run("-u", url, "rmdir", "/a/../a")
+    assert code == 1 and err.startswith("kydb: error:")
+    assert run("-u", url, "rm", "-r", "--yes-really", "/")[0] == 0
+    assert db.ls("/") == []
+
+
+def test_errors_are_one_line_with_masked_urls(run: Run, url: str) -> None:
+    code, out, err = run("-u", url, "cat", "/missing")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and url in err and "kydb ls" in err
+    code, _, err = run("-u", "redis://ann:hunter2@127.0.0.1:1/x", "ls")
+    assert code == 1 and "hunter2" not in err and "ann:***@" in err
+
+
+def test_debug_shows_the_traceback() -> None:
+    quiet = subprocess.run([sys.executable, "-m", "kydb", "-u", "memory://x", "cat", "/missing"],
+                           capture_output=True, text=True, check=False)
+    loud = subprocess.run([sys.executable, "-m", "kydb", "--debug", "-u", "memory://x", "cat", "/missing"],
+                          capture_output=True, text=True, check=False)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and quiet.stderr.startswith("kydb: error:")
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "NotFound" in loud.stderr
+
+
+def test_console_script_and_module_agree() -> None:
+    script = Path(sys.executable).with_name("kydb")
+    via_script = subprocess.run([str(script), "backends"], capture_output=True, text=True, check=True)
+    via_module = subprocess.run([sys.executable, "-m", "kydb", "backends"], capture_output=True, text=True, check=True)
+    assert via_script.stdout == via_module.stdout
+    assert "memory" in via_script.stdout and "pip install kydb-redis" in via_script.stdout
+
+
+def test_usage_errors_exit_2(run: Run) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_cp_object_and_tree_between_stores(run: Run, url: str) -> None:
+    src = kydb.connect(url)
+    other = f"memory://{unique_name('dst')}"
+    dst = kydb.connect(other)
+    src.set_many({f"/books/b{i}": i for i in range(1200)})
+    src.set_many({"/books/sub/deep": "deep", "/books/odd name é": "odd"})
+    src.mkdir("/books/empty")
+    code, _, err = run("-u", url, "cp", "-r", "/books", f"{other}/copy")
+    assert code == 0 and "copied 1,202 objects" in err
+    assert dst.ls("/copy") == src.ls("/books")
+    assert dst.read("/copy/odd name é", reload=True) == "odd" and dst.is_dir("/copy/empty")
+    assert run("-u", url, "cp", "/books/b7", f"{other}/single")[0] == 0
+    assert dst.read("/single", reload=True) == 7
+    assert run("-u", url, "cp", "/books/b8", f"{other}/copy/sub")[0] == 0  # into an existing folder
+    assert dst.read("/copy/sub/b8", reload=True) == 8
+    assert run("-u", url, "cp", f"{url}/books/b9", "/local-copy")[0] == 0  # URL to a path in --url
+    assert src.read("/local-copy", reload=True) == 9
+    code, _, err = run("-u", url, "cp", "/books/nothing", "/x")
+    assert code == 1 and "/books/nothing" in err
+
+
+def test_interrupted_copy_is_resumed_by_sync(url: str) -> None:
+    src, dst = kydb.connect(url), kydb.connect(f"memory://{unique_name('dst')}")
+    src.set_many({f"/t/{i:04d}": i for i in range(1500)})
+    stop = threading.Event()
+    first = transfer.copy_tree(src, "/t", dst, "/t", batch_size=500, stop=stop, progress=lambda s: stop.set())
+    assert first.interrupted and first.objects == 500
+    assert len(dst.ls("/t")) == 500
+    second = transfer.copy_tree(src, "/t", dst, "/t", sync=True, batch_size=500)
+    assert not second.interrupted and (second.objects, second.skipped) == (1000, 500)
+    assert dst.get_many(f"/t/{i:04d}" for i in range(1500)) == {f"/t/{i:04d}": i for i in range(1500)}
+
+
+def test_sync_rewrites_only_what_differs(run: Run, url: str) -> None:
+    src, other = kydb.connect(url), f"memory://{unique_name('dst')}"
+    src.set_many({"/s/a": 1, "/s/b": 2})
+    assert run("-u", url, "sync", "/s", f"{other}/s")[0] == 0
+    src["/s/b"] = 20
+    code, _, err = run("-u", url, "sync", "/s", f"{other}/s")
+    assert code == 0 and "synced 1 objects" in err and "1 already identical" in err
+    assert kydb.connect(other).read("/s/b", reload=True) == 20
+
+
+def test_demo_runs_the_walkthrough(run: Run, url: str) -> None:
+    code, out, _ = run("-u", url, "demo")
+    assert code == 0 and "'Hello Tony'" in out and out.rstrip().endswith("removed again.")
+    assert kydb.connect(url).ls("/") == []
+
+
+def test_json_values_round_trip_through_put_and_cat(run: Run, url: str) -> None:
+    value = {"a": [1, 2.5, None, True], "b": {"c": "é"}}
+    assert run("-u", url, "put", "/j", stdin=json.dumps(value).encode())[0] == 0
+    assert kydb.connect(url)["/j"] == value
