@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import subprocess
@@ -66,12 +67,14 @@ def test_put_ls_cat_stat_tree(run: Run, url: str, tmp_path: Path) -> None:
     assert run("-u", url, "ls")[1].splitlines() == ["books/", "empty/", "raw/"]
     assert run("-u", url, "ls", "/books")[1].splitlines() == ["MYBOOK", "other"]
     long = run("-u", url, "ls", "-l", "/books")[1].splitlines()
-    size = kydb.connect(url).stat("/books/MYBOOK").size
-    assert long[0].split() == [str(size), "-", "MYBOOK"]
+    info = kydb.connect(url).stat("/books/MYBOOK")
+    when = datetime.datetime.fromtimestamp(info.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+    assert long[0].split() == [str(info.size), *when.split(), "MYBOOK"]
     assert run("-u", url, "cat", "/books/MYBOOK")[1] == "{'legs': [1, 2], 'pv': 1.5}\n"
     assert run("-u", url, "cat", "/raw/blob")[1] == "b'\\x00\\x01'\n"
     stat = run("-u", url, "stat", "/books/MYBOOK")[1]
-    assert f"size:      {size} bytes" in stat and "format:    pickle, unsigned" in stat
+    assert f"size:      {info.size} bytes" in stat and "format:    pickle, unsigned" in stat
+    assert f"modified:  {when}" in stat
     assert run("-u", url, "tree")[1].splitlines() == [
         "/", "├── books/", "│   ├── MYBOOK", "│   └── other", "├── empty/", "│   └── deep/", "└── raw/", "    └── blob"]
     assert run("-u", url, "tree", "--depth", "1")[1].splitlines() == ["/", "├── books/", "├── empty/", "└── raw/"]

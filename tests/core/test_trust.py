@@ -40,7 +40,7 @@ def test_signature_covers_header_and_payload() -> None:
     db["/k"] = "value"
     blob = raw(db, "/k")
     for tampered in (blob[:-1] + bytes([blob[-1] ^ 1]), blob[:5] + bytes([blob[5] | envelope.FLAG_DBOBJ]) + blob[6:]):
-        db.store.kydb_put(items={"/k": tampered})  # type: ignore[attr-defined]
+        db.store.kydb_put(items={"/k": tampered}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
         with pytest.raises(kydb.CorruptValue, match="signature"):
             db.read("/k", reload=True)
 
@@ -61,7 +61,7 @@ def test_bad_options_are_refused_at_connect(options: dict[str, object], problem:
 def test_keys_never_appear_in_reprs_or_errors() -> None:
     db = fresh(signing_key=KEY)
     db["/k"] = 1
-    db.store.kydb_put(items={"/k": b"KYDB\x01\x02\x00" + b"\x00" * 40})  # type: ignore[attr-defined]
+    db.store.kydb_put(items={"/k": b"KYDB\x01\x02\x00" + b"\x00" * 40}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
     with pytest.raises(kydb.CorruptValue) as info:
         db.read("/k", reload=True)
     for text in (repr(db), repr(db._codec), str(info.value), db.url):

@@ -12,6 +12,7 @@ from kydb.testing import StoreConformance, unique_name
 
 class TestMemoryStore(StoreConformance):
     shared_between_processes = False  # an in-process store: other processes have their own
+    native_queries = True
 
     @pytest.fixture
     def new_url(self) -> Callable[[], str]:
@@ -21,7 +22,7 @@ class TestMemoryStore(StoreConformance):
         return db.store.tree.objects.get(path)
 
     def raw_put(self, db: kydb.DB, path: str, blob: bytes) -> None:
-        db.store.kydb_put(items={path: blob})
+        db.store.kydb_put(items={path: blob}, mtime_ns=0, indexes={})
 
 
 def test_named_stores_are_shared_by_every_connect() -> None:

@@ -24,6 +24,7 @@ from .errors import (
     CorruptValue,
     DbObjException,
     FolderNotEmpty,
+    IndexNotSupported,
     InvalidKey,
     KydbError,
     NotFound,
@@ -31,7 +32,8 @@ from .errors import (
     UnknownScheme,
 )
 from .front import BaseDB
-from .hookspecs import ListPage, ObjectInfo, hookimpl
+from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, hookimpl
+from .query import FolderQuery
 from .registry import BackendInfo, backends, default_url, register_backend, unregister_backend
 from .url import StoreURL
 
@@ -46,12 +48,16 @@ __all__ = [
     "CorruptValue",
     "DbObj",
     "DbObjException",
+    "Entry",
     "FolderNotEmpty",
+    "FolderQuery",
+    "IndexNotSupported",
     "InvalidKey",
     "KydbError",
     "ListPage",
     "NotFound",
     "ObjectInfo",
+    "QueryPage",
     "StoreURL",
     "StoreUnavailable",
     "StoredValue",

@@ -15,6 +15,7 @@ import pprint
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TextIO
@@ -300,7 +301,10 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
         if blob is None:
             raise NotFound(f"{src_key}: no such key in {src.url}")
         dst_key = dst._key(dst_path, system=True)
-        dst._write_blobs({dst_key: blob})
+        info = src._stat_keys([src_key]).get(src_key)
+        dst._write_blobs(
+            {dst_key: blob}, time.time_ns(), {dst_key: dict(info.indexes)} if info and info.indexes else {}
+        )
         dst._forget([dst_key])
         if not args.quiet:
             _write(f"copied 1 object ({_human_bytes(len(blob))}) to {dst_key} in {dst.url}", sys.stderr)

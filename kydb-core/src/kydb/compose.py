@@ -10,11 +10,14 @@ whatever it writes behind their backs.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from .envelope import Codec
 from .front import BaseDB
-from .hookspecs import ObjectInfo
+from .hookspecs import Entry, ObjectInfo
+from .query import FolderQuery
 
 __all__ = ["CacheDB", "UnionDB"]
 
@@ -25,6 +28,11 @@ def _dedupe(sorted_names: Iterator[str]) -> Iterator[str]:
         if name != last:
             yield name
             last = name
+
+
+def _tagged(layer_number: int, entries: Iterator[Entry]) -> Iterator[tuple[int, Entry]]:
+    for entry in entries:
+        yield layer_number, entry
 
 
 class _Composite(BaseDB):
@@ -76,8 +84,28 @@ class UnionDB(_Composite):
             wanted = [k for k in wanted if k not in found]
         return found
 
-    def _write_blobs(self, items: dict[str, bytes]) -> None:
-        self._layers[0]._write_blobs(items)
+    def _write_blobs(
+        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+    ) -> None:
+        self._layers[0]._write_blobs(items, mtime_ns, indexes)
+
+    def _query(self, query: FolderQuery) -> Iterator[Entry]:
+        """Every layer's results merged in order; on a name in several layers, the front one wins."""
+        streams = [_tagged(i, layer._query(replace(query, db=layer))) for i, layer in enumerate(self._layers)]
+        merged = heapq.merge(*streams, key=lambda pair: (pair[1].index_value, pair[1].key), reverse=not query.ascending)
+        seen: set[str] = set()
+        count = 0
+        for layer_number, entry in merged:
+            if entry.key in seen:
+                continue
+            key = query.folder + entry.key
+            if any(layer._exists(key) for layer in self._layers[:layer_number]):
+                continue  # a layer in front holds this name; its own entry counts
+            seen.add(entry.key)
+            yield entry
+            count += 1
+            if query.limit_n is not None and count >= query.limit_n:
+                return
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         self._layers[0]._delete_keys(keys)
@@ -167,15 +195,20 @@ class CacheDB(_Composite):
         if missing:
             loaded = persist._fetch_blobs(missing)
             if loaded:
-                cache._write_blobs(loaded)
+                cache._write_blobs(loaded, time.time_ns(), {})
                 cache._forget(list(loaded))
                 found.update(loaded)
         return found
 
-    def _write_blobs(self, items: dict[str, bytes]) -> None:
+    def _write_blobs(
+        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+    ) -> None:
         cache, persist = self._layers
-        persist._write_blobs(items)
-        cache._write_blobs(items)
+        persist._write_blobs(items, mtime_ns, indexes)
+        cache._write_blobs(items, mtime_ns, indexes)
+
+    def _query(self, query: FolderQuery) -> Iterator[Entry]:
+        return self.persist_db._query(replace(query, db=self.persist_db))
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         for layer in self._layers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pluggy
@@ -23,8 +23,9 @@ from . import hookspecs
 from .defaults import DefaultHooks
 from .envelope import Codec
 from .front import BaseDB
-from .hookspecs import ObjectInfo
+from .hookspecs import Entry, ObjectInfo
 from .keys import check_length
+from .query import QUERY_PAGE, FolderQuery
 from .registry import middleware_factories
 from .url import StoreURL
 
@@ -136,9 +137,39 @@ class DB(BaseDB):
         cut = len(base)
         return {path[cut:]: blob for path, blob in found.items()}
 
-    def _write_blobs(self, items: dict[str, bytes]) -> None:
+    def _write_blobs(
+        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+    ) -> None:
         base = self.base_path
-        self._hooks().kydb_put(items={base + k: blob for k, blob in items.items()})
+        self._hooks().kydb_put(
+            items={base + k: blob for k, blob in items.items()},
+            mtime_ns=mtime_ns,
+            indexes={base + k: values for k, values in indexes.items()},
+        )
+
+    def _query(self, query: FolderQuery) -> Iterator[Entry]:
+        hook = self._hooks()
+        remaining = query.limit_n
+        cursor: str | None = None
+        while True:
+            page = hook.kydb_query(
+                folder=self.base_path + query.folder,
+                index=query.index,
+                ascending=query.ascending,
+                since=query.since_value,
+                until=query.until_value,
+                limit=QUERY_PAGE if remaining is None else min(remaining, QUERY_PAGE),
+                cursor=cursor,
+                allow_scan=query.allow_scan,
+            )
+            yield from page.entries
+            if remaining is not None:
+                remaining -= len(page.entries)
+                if remaining <= 0:
+                    return
+            if page.cursor is None:
+                return
+            cursor = page.cursor
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         if keys:

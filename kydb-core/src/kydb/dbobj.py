@@ -125,9 +125,9 @@ class DbObj:
         """The stored attributes and their current values (defaults included)."""
         return {name: getattr(self, name)() for name in self._stored_names}
 
-    def write(self) -> None:
-        """Store this object at its key (same as ``db[obj.key] = obj``)."""
-        self.db[self.key] = self
+    def write(self, index: Mapping[str, int | None] | None = None) -> None:
+        """Store this object at its key (same as ``db[obj.key] = obj``), optionally with index values."""
+        self.db.set(self.key, self, index=index)
 
     def delete(self) -> None:
         """Delete this object from its DB."""

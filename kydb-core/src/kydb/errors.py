@@ -17,6 +17,7 @@ __all__ = [
     "CorruptValue",
     "DbObjException",
     "FolderNotEmpty",
+    "IndexNotSupported",
     "InvalidKey",
     "KydbError",
     "NotFound",
@@ -66,3 +67,7 @@ class StoreUnavailable(KydbError):
 
 class BackendConflict(KydbError, RuntimeError):
     """Two installed distributions claim the same URL scheme or plugin name."""
+
+
+class IndexNotSupported(KydbError):
+    """The store cannot answer an ordered folder query from an index (pass ``allow_scan=True`` to scan)."""

@@ -10,6 +10,7 @@ folders (``/a/b/``) *without* any base path and never touch the read cache.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -18,8 +19,9 @@ from . import envelope
 from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, resolve_class
 from .errors import DbObjException, FolderNotEmpty, InvalidKey, NotFound
-from .hookspecs import ObjectInfo
+from .hookspecs import Entry, ObjectInfo
 from .keys import normalize_folder, normalize_key
+from .query import FolderQuery, check_index_values
 from .url import mask_url
 
 __all__ = ["BaseDB"]
@@ -47,8 +49,10 @@ class BaseDB(abc.ABC):
         """The blobs of the keys that exist (missing keys are absent)."""
 
     @abc.abstractmethod
-    def _write_blobs(self, items: dict[str, bytes]) -> None:
-        """Store encoded blobs (creating folders along the way)."""
+    def _write_blobs(
+        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+    ) -> None:
+        """Store encoded blobs (creating folders along the way), written at ``mtime_ns``, with index values."""
 
     @abc.abstractmethod
     def _delete_keys(self, keys: Sequence[str]) -> None:
@@ -61,6 +65,10 @@ class BaseDB(abc.ABC):
     @abc.abstractmethod
     def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
         """The sorted immediate children of ``folder``, fetched lazily."""
+
+    @abc.abstractmethod
+    def _query(self, query: FolderQuery) -> Iterator[Entry]:
+        """The query's entries, lazily, fetching no more pages than its limit needs."""
 
     @abc.abstractmethod
     def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
@@ -202,17 +210,23 @@ class BaseDB(abc.ABC):
         except NotFound:
             return default
 
-    def set(self, key: str, value: Any, system_obj: bool = False) -> None:
+    def set(
+        self, key: str, value: Any, system_obj: bool = False, *, index: Mapping[str, int | None] | None = None
+    ) -> None:
         """Store ``value`` at ``key`` and cache it.
 
         ``system_obj`` allows dot-prefixed components (``/.configs/objdb``).
-        A value that cannot be pickled raises the pickling error and nothing
-        is written.  If the store write fails, the cache entry is dropped.
+        ``index`` sets user index values for :meth:`folder` queries (names
+        ``[A-Za-z][A-Za-z0-9_]*``, int values, ``None`` to clear); indexes
+        not mentioned keep their values.  A value that cannot be pickled, or
+        a bad index, raises before anything is written.  If the store write
+        fails, the cache entry is dropped.
         """
         k = self._key(key, system_obj)
+        indexes = check_index_values(index)
         blob = self._encode(k, value)
         try:
-            self._write_blobs({k: blob})
+            self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else {})
         except BaseException:
             self._forget([k])
             raise
@@ -290,7 +304,7 @@ class BaseDB(abc.ABC):
             values[k] = value
         keys = list(items)
         try:
-            self._write_blobs(items)
+            self._write_blobs(items, time.time_ns(), {})
         except BaseException:
             self._forget(keys)
             raise
@@ -388,6 +402,22 @@ class BaseDB(abc.ABC):
             self._delete_tree(f)
         finally:
             self._forget_folder(f)
+
+    # ------------------------------------------------------------------ queries
+
+    def folder(self, folder: str, allow_scan: bool = False) -> FolderQuery:
+        """A query over the objects directly in ``folder`` (see :class:`~kydb.query.FolderQuery`).
+
+        Ordered by modification time unless ``.by(...)`` says otherwise.
+        Stores without an ordered index raise :class:`~kydb.IndexNotSupported`
+        when the query runs, unless ``allow_scan``.
+        """
+        return FolderQuery(self, self._folder(folder), allow_scan=allow_scan)
+
+    def recent(self, folder: str, limit: int | None = None, allow_scan: bool = False) -> list[str]:
+        """Names of the objects directly in ``folder``, newest first by modification time."""
+        query = self.folder(folder, allow_scan).by("mtime").desc()
+        return list(query if limit is None else query.limit(limit))
 
     # ------------------------------------------------------------------ DbObj
 

@@ -27,21 +27,29 @@ replace values in the ``items`` dict before it yields, and one on
 ``kydb_get`` may transform the returned mapping — that is how compression or
 encryption middleware sees every blob, whichever API call caused it.
 
+**Times and indexes.** ``kydb_put`` also receives the write's time
+(``mtime_ns``, one clock reading per write call) and any user index values
+given with it.  A store that keeps them serves ``kydb_stat`` with times and
+indexes and, if it can answer ordered queries from an index, ``kydb_query``
+natively; the default ``kydb_query`` refuses with
+:class:`kydb.IndexNotSupported` unless the caller allows a scan.
+
 **Required hooks** (no default; missing ones fail at connect time):
 ``kydb_get``, ``kydb_put``, ``kydb_delete``, ``kydb_list``, ``kydb_mkdir``,
 ``kydb_rmdir``, ``kydb_is_dir``.  **Optional hooks** have generic defaults
-built on the required ones: ``kydb_exists``, ``kydb_stat``, ``kydb_walk``,
-``kydb_delete_tree``; ``kydb_close`` is called on every plugin.
+built on the required ones: ``kydb_exists``, ``kydb_stat``, ``kydb_query``,
+``kydb_walk``, ``kydb_delete_tree``; ``kydb_close`` is called on every plugin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 import pluggy
 
-__all__ = ["REQUIRED_HOOKS", "ListPage", "ObjectInfo", "hookimpl", "hookspec"]
+__all__ = ["REQUIRED_HOOKS", "Entry", "ListPage", "ObjectInfo", "QueryPage", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("kydb")
 #: Decorate a store's (or a middleware's) methods with this to implement hooks.
@@ -75,12 +83,30 @@ class ObjectInfo(NamedTuple):
 
     ``size`` is the stored blob's length in bytes; ``mtime_ns`` and
     ``ctime_ns`` are nanoseconds since the epoch when the store keeps them,
-    else ``None``.
+    else ``None``; ``indexes`` are the object's user index values, when the
+    store keeps them.
     """
 
     size: int
     mtime_ns: int | None = None
     ctime_ns: int | None = None
+    indexes: Mapping[str, int] = MappingProxyType({})
+
+
+class Entry(NamedTuple):
+    """One result of a folder query: the object's name in the folder, its times and the index's value."""
+
+    key: str
+    mtime: int
+    ctime: int
+    index_value: int
+
+
+class QueryPage(NamedTuple):
+    """One page of a folder query, in query order; ``cursor`` is ``None`` on the last page."""
+
+    entries: list[Entry]
+    cursor: str | None
 
 
 @hookspec(firstresult=True)
@@ -95,8 +121,15 @@ def kydb_get(paths: Sequence[str]) -> Mapping[str, bytes]:
 
 
 @hookspec(firstresult=True)
-def kydb_put(items: dict[str, bytes]) -> None:
+def kydb_put(items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
     """Store each ``path -> blob`` in ``items``, replacing existing objects.
+
+    ``mtime_ns`` is the write's time (nanoseconds since the epoch): stores
+    that keep times record it as each object's modification time, and as its
+    creation time only when the object is new (an overwrite keeps its
+    creation time).  ``indexes`` maps some paths to user index values to set
+    (``None`` clears one); an index not mentioned keeps its value.  Stores
+    that keep neither may ignore both arguments.
 
     Each object is written atomically (a reader sees the old or the new blob,
     never a mix), and every ancestor folder of each path becomes visible to
@@ -171,6 +204,30 @@ def kydb_stat(paths: Sequence[str]) -> Mapping[str, ObjectInfo]:
     Default: ``kydb_get`` and the blobs' lengths, no times.  Stores override
     it to answer from metadata (HEAD, ``LENGTH(data)``, ``STRLEN``) and to
     report modification and creation times they keep.
+    """
+
+
+@hookspec(firstresult=True)
+def kydb_query(
+    folder: str,
+    index: str,
+    ascending: bool,
+    since: int | None,
+    until: int | None,
+    limit: int,
+    cursor: str | None,
+    allow_scan: bool,
+) -> QueryPage:
+    """One page (at most ``limit`` entries) of the objects directly in ``folder``, ordered by ``index``.
+
+    ``index`` is ``'mtime'``, ``'ctime'`` or a user index name; objects
+    without a user index are left out.  ``since``/``until`` bound the index
+    value inclusively (an inverted range yields nothing).  Ties are ordered
+    by name.  ``cursor`` is ``None`` for the first page, else a value from
+    the previous page.  A store serving this natively costs one indexed
+    query per page, whatever the folder's size.  The default refuses with
+    :class:`kydb.IndexNotSupported` unless ``allow_scan``, and then reads the
+    whole folder's :func:`kydb_stat` and sorts it.
     """
 
 

@@ -8,7 +8,8 @@ are already identical, which makes an interrupted copy resumable.  Empty
 folders are recreated; folders with content come with their objects.
 
 Blobs are copied as they are: a blob signed in the source stays signed
-with the source's key.
+with the source's key.  User index values come along; modification and
+creation times are those of the copy.
 """
 
 from __future__ import annotations
@@ -98,8 +99,15 @@ def copy_tree(
     batch: list[str] = []
 
     def flush() -> None:
-        blobs = src._fetch_blobs([src_root + rel for rel in batch])
+        keys = [src_root + rel for rel in batch]
+        blobs = src._fetch_blobs(keys)
+        infos = src._stat_keys(keys)
         items = {dst_root + rel: blobs[src_root + rel] for rel in batch if src_root + rel in blobs}
+        indexes = {
+            dst_root + rel: dict(infos[src_root + rel].indexes)
+            for rel in batch
+            if src_root + rel in infos and infos[src_root + rel].indexes
+        }
         if sync and items:
             present = dst._fetch_blobs(list(items))
             for key in [k for k, blob in items.items() if present.get(k) == blob]:
@@ -109,7 +117,7 @@ def copy_tree(
             for key in items:
                 dst._check_length(key)
             try:
-                dst._write_blobs(items)
+                dst._write_blobs(items, time.time_ns(), {k: v for k, v in indexes.items() if k in items})
             finally:
                 dst._forget(list(items))
             stats.objects += len(items)

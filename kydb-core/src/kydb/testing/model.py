@@ -51,11 +51,17 @@ fresh_key_texts = st.builds(
     st.booleans(),
     st.lists(component, min_size=1, max_size=4),
 )
-fresh_folder_texts = st.builds(
-    lambda lead, parts, trail: ("/" if lead else "") + "/".join(parts) + ("/" if trail and parts else ""),
-    st.booleans(),
-    st.lists(component, min_size=0, max_size=3),
-    st.booleans(),
+fresh_folder_texts = st.one_of(
+    *[
+        st.builds(
+            lambda lead, parts, trail: ("/" if lead else "") + "/".join(parts) + ("/" if trail else ""),
+            st.booleans(),
+            st.lists(component, min_size=1, max_size=3),
+            st.booleans(),
+        )
+    ]
+    * 6,
+    st.sampled_from(["", "/"]),  # the root
 )
 scalar = st.one_of(
     st.none(),
