@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,15 @@ def test_put_ls_cat_stat_tree(run: Run, url: str, tmp_path: Path) -> None:
     assert run("-u", url, "tree")[1].splitlines() == [
         "/", "├── books/", "│   ├── MYBOOK", "│   └── other", "├── empty/", "│   └── deep/", "└── raw/", "    └── blob"]
     assert run("-u", url, "tree", "--depth", "1")[1].splitlines() == ["/", "├── books/", "├── empty/", "└── raw/"]
+
+
+def test_ls_t_lists_newest_first_then_folders(run: Run, url: str) -> None:
+    db = kydb.connect(url)
+    for name in ("old", "middle", "new"):
+        db[f"/t/{name}"] = name
+        time.sleep(0.002)
+    db.mkdir("/t/a-folder")
+    assert run("-u", url, "ls", "-t", "/t")[1].splitlines() == ["new", "middle", "old", "a-folder/"]
 
 
 def test_cat_raw_writes_the_stored_blob(url: str) -> None:

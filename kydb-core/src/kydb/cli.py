@@ -109,24 +109,25 @@ def _endpoint(args: argparse.Namespace, text: str, *, folder: bool) -> tuple[Bas
 def cmd_ls(args: argparse.Namespace) -> None:
     db = _store(args)
     folder = normalize_folder(args.path)
-    names = db.ls(folder)
-    if args.t or args.long:
-        objects = [n for n in names if not n.endswith("/")]
-        infos: dict[str, Any] = {}
-        for start in range(0, len(objects), 500):
-            chunk = [folder + n for n in objects[start : start + 500]]
-            infos.update(db._stat_keys(chunk))
-        if args.t:
-            names.sort(key=lambda n: -(getattr(infos.get(folder + n), "mtime_ns", None) or 0))
-        if args.long:
-            for name in names:
-                info = infos.get(folder + name)
-                size = "-" if info is None else str(info.size)
-                when = "-" if info is None else _when(info.mtime_ns)
-                _write(f"{size:>12}  {when:<19}  {name}")
-            return
+    if args.t:
+        # Objects newest first (by the store's index, or a scan), then the subfolders, which have no time.
+        names = [*db.folder(folder, allow_scan=True).by("mtime").desc()]
+        names += [n for n in db.ls(folder) if n.endswith("/")]
+    else:
+        names = db.ls(folder)
+    if not args.long:
+        for name in names:
+            _write(name)
+        return
+    objects = [folder + n for n in names if not n.endswith("/")]
+    infos: dict[str, Any] = {}
+    for start in range(0, len(objects), 500):
+        infos.update(db._stat_keys(objects[start : start + 500]))
     for name in names:
-        _write(name)
+        info = infos.get(folder + name)
+        size = "-" if info is None else str(info.size)
+        when = "-" if info is None else _when(info.mtime_ns)
+        _write(f"{size:>12}  {when:<19}  {name}")
 
 
 def _tree_lines(db: BaseDB, folder: str, depth: int | None, prefix: str = "") -> Iterator[str]:
