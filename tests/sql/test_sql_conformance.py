@@ -1,4 +1,4 @@
-"""kydb-sql against the whole conformance suite, on a SQLite file, PostgreSQL and MariaDB."""
+"""kydb-sql against the whole conformance suite: a SQLite file, in-memory SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import kydb
-from kydb.testing import StoreConformance
+from kydb.testing import StoreConformance, unique_name
 
 from .conftest import Database
 
@@ -32,6 +32,14 @@ class TestSQLite(SQLConformance):
     @pytest.fixture
     def database(self, sqlite_database: Database) -> Database:
         return sqlite_database
+
+
+class TestSQLiteInMemory(SQLConformance):
+    shared_between_processes = False  # sqlite:// lives in the process that connected it
+
+    @pytest.fixture
+    def new_url(self) -> Callable[[], str]:
+        return lambda: f"sqlite://?base=/{unique_name('t')}"
 
 
 class TestPostgreSQL(SQLConformance):

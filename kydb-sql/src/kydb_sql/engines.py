@@ -11,15 +11,19 @@
 * SQLite files use WAL journaling and a 30 s busy timeout (``?timeout=``
   overrides it), so several processes can read and write one file; the
   path is made absolute, and its folder is created on first use.
-  ``sqlite://`` is an in-memory database private to its store, with one
-  connection the store serialises.
+* ``sqlite://`` is one in-memory database per process, shared by every
+  store connected to it (whatever their base path or table) like a named
+  ``memory://`` store: one connection, used by one operation at a time,
+  kept until the process exits.  A forked child starts with a copy of it.
 * PostgreSQL gets a 10 s ``connect_timeout`` unless the URL sets one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -29,25 +33,37 @@ from sqlalchemy.pool import StaticPool
 
 from kydb.url import StoreURL
 
-__all__ = ["Target", "create_store_engine"]
+__all__ = ["StoreEngine", "Target", "create_store_engine"]
 
 #: URL scheme -> (driver SQLAlchemy uses when the URL names none, kydb-sql extra that installs it)
-_DEFAULT_DRIVERS = {"postgresql": ("psycopg", "postgresql"), "mysql": ("pymysql", "mysql"), "mariadb": ("pymysql", "mysql")}
+_DEFAULT_DRIVERS = {
+    "postgresql": ("psycopg", "postgresql"),
+    "mysql": ("pymysql", "mysql"),
+    "mariadb": ("pymysql", "mysql"),
+}
 _EXTRA_OF_DRIVER = {driver: extra for driver, extra in _DEFAULT_DRIVERS.values()}
 _PRETTY = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 _live_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+# In-memory SQLite: URL -> (engine, the lock every use of its one connection holds)
+_memory_databases: dict[str, tuple[sa.Engine, threading.RLock]] = {}
+_memory_lock = threading.Lock()
 
 
-def _forget_pools_after_fork() -> None:
+def _after_fork_in_child() -> None:
+    global _memory_lock
     # A forked child must never use or close the parent's connections (it
     # opens its own store); dropping them without closing leaves them to the parent.
     for engine in list(_live_engines):
         engine.dispose(close=False)
+    # An in-memory database is the child's own copy; only its locks may be stuck.
+    _memory_lock = threading.Lock()
+    for url, (engine, _) in list(_memory_databases.items()):
+        _memory_databases[url] = (engine, threading.RLock())
 
 
-os.register_at_fork(after_in_child=_forget_pools_after_fork)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,22 @@ def _use_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
-def create_store_engine(url: StoreURL) -> tuple[sa.Engine, Target]:
+@dataclass(frozen=True)
+class StoreEngine:
+    """A store's engine, what it points at, and what to hold while using it."""
+
+    engine: sa.Engine
+    target: Target
+    #: held around every use of the engine: the in-memory database's lock, else nothing
+    serial: contextlib.AbstractContextManager[Any]
+
+    @property
+    def shared(self) -> bool:
+        """Whether the engine outlives the store (an in-memory database): never dispose of it."""
+        return self.target.in_memory
+
+
+def create_store_engine(url: StoreURL) -> StoreEngine:
     """An engine for ``url`` (its ``table``/``base`` options removed), and what it points at.
 
     Connects to nothing.  Raises ``ValueError`` for a URL SQLAlchemy cannot
@@ -126,7 +157,13 @@ def create_store_engine(url: StoreURL) -> tuple[sa.Engine, Target]:
         connect_args["connect_timeout"] = 10
     target = _target(sa_url)
     if target.in_memory:
-        kwargs["poolclass"] = StaticPool
+        key = sa_url.render_as_string(hide_password=False)
+        with _memory_lock:
+            if key not in _memory_databases:
+                engine = sa.create_engine(sa_url, connect_args=connect_args, poolclass=StaticPool, **kwargs)
+                _memory_databases[key] = (engine, threading.RLock())
+            engine, lock = _memory_databases[key]
+        return StoreEngine(engine, target, lock)
     try:
         engine = sa.create_engine(sa_url, connect_args=connect_args, **kwargs)
     except sa.exc.NoSuchModuleError as exc:
@@ -136,7 +173,7 @@ def create_store_engine(url: StoreURL) -> tuple[sa.Engine, Target]:
         extra = _EXTRA_OF_DRIVER.get(driver)
         hint = f"pip install 'kydb-sql[{extra}]'" if extra else f"install the {driver} package"
         raise ImportError(f"{url.masked!r} needs the {driver} driver, which failed to import ({exc}): {hint}") from exc
-    if backend == "sqlite" and not target.in_memory:
+    if backend == "sqlite":
         sa.event.listen(engine, "connect", _use_wal)
     _live_engines.add(engine)
-    return engine, target
+    return StoreEngine(engine, target, contextlib.nullcontext())

@@ -24,15 +24,13 @@ class ValueTooLarge(kydb.KydbError, ValueError):
 
 
 # Deadlocks and serialization failures: the transaction was rolled back and may simply be run again.
-_PG_RETRY = {"40001", "40P01"}
-_MYSQL_RETRY = {1205, 1213}  # lock wait timeout, deadlock
-_PG_DENIED = {"42501", "28000", "28P01"}
-_MYSQL_DENIED = {1044, 1045, 1142, 1143, 1227}
+_RETRY: set[str | int] = {"40001", "40P01", 1205, 1213}  # + MySQL's lock wait timeout and deadlock
+_DENIED: set[str | int] = {"42501", "28000", "28P01", 1044, 1045, 1142, 1143, 1227}
 _SQLITE_DENIED = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
-_TOO_BIG = {"54000", "SQLITE_TOOBIG"}  # PostgreSQL program_limit_exceeded
+_TOO_BIG: set[str | int] = {"54000", "SQLITE_TOOBIG"}  # PostgreSQL's program_limit_exceeded
 
 
-def _code(orig: BaseException) -> str | int | None:
+def _code(orig: BaseException | None) -> str | int | None:
     """The database's error code: a SQLSTATE, a MySQL error number or a SQLite error name."""
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate:
@@ -48,7 +46,7 @@ def _code(orig: BaseException) -> str | int | None:
 
 def is_retryable(exc: sa.exc.DBAPIError) -> bool:
     """Whether running the same (idempotent) operation again may succeed at once."""
-    return exc.connection_invalidated or _code(exc.orig) in _PG_RETRY | _MYSQL_RETRY
+    return exc.connection_invalidated or _code(exc.orig) in _RETRY
 
 
 def _reason(exc: BaseException, password: str | None) -> str:
@@ -69,14 +67,12 @@ def translate(
     """
     reason = _reason(exc, password)
     code = _code(exc.orig) if isinstance(exc, sa.exc.DBAPIError) else None
-    if code in _PG_DENIED or code in _MYSQL_DENIED or (isinstance(code, str) and code.startswith(_SQLITE_DENIED)):
+    if code in _DENIED or (isinstance(code, str) and code.startswith(_SQLITE_DENIED)):
         return PermissionError(f"{where} refused access ({masked_url}): {reason}")
     if code in _TOO_BIG:
         return ValueTooLarge(f"{where} refused a value as too large ({masked_url}): {reason}")
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)) or (
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
     ):
-        return kydb.StoreUnavailable(
-            f"{where} is unavailable ({masked_url}): {reason}. {hint}".rstrip()
-        )
+        return kydb.StoreUnavailable(f"{where} is unavailable ({masked_url}): {reason}. {hint}".rstrip())
     return exc

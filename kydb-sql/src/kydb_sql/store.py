@@ -50,14 +50,8 @@ _ATTEMPTS = 4
 _MYSQL = ("mysql", "mariadb")
 # Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, escaped).
 _MYSQL_ROW_OVERHEAD = 8 * 1024
-# Bytes PyMySQL sends as two (backslash escapes) in a literal.
-_MYSQL_ESCAPED = tuple(bytes([c]) for c in b"\0\n\r\\'\"\x1a")
 
 Row = dict[str, Any]
-
-
-def _mysql_literal_size(blob: bytes) -> int:
-    return len(blob) + sum(blob.count(c) for c in _MYSQL_ESCAPED)
 
 
 class SQLStore:
@@ -81,21 +75,19 @@ class SQLStore:
                 f"(letters, digits and '_', not starting with a digit, at most 48 characters), got {table!r}"
             )
         self.url = url
-        self.engine, self.target = create_store_engine(url)
+        self._engine = create_store_engine(url)
+        self.engine = self._engine.engine
+        self.target = self._engine.target
         self.table = make_table(table)
         self._dialect = self.engine.dialect.name
         self._ready = False
         self._ready_lock = threading.Lock()
-        # An in-memory SQLite database is one connection: one operation at a time.
-        self._serial: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if self.target.in_memory else contextlib.nullcontext()
-        )
         self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
         self._begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
 
         t = self.table
-        paths = sa.bindparam("paths", expanding=True)
-        path = sa.bindparam("path")
+        paths: sa.BindParameter[str] = sa.bindparam("paths", expanding=True)
+        path: sa.BindParameter[str] = sa.bindparam("path")
         in_range = sa.and_(t.c.path >= sa.bindparam("low"), t.c.path < sa.bindparam("high"))
         self._select_blobs = sa.select(t.c.path, t.c.data).where(t.c.path.in_(paths))
         self._select_row = sa.select(sa.literal(1)).where(t.c.path == path)
@@ -103,7 +95,7 @@ class SQLStore:
         self._delete_path = sa.delete(t).where(t.c.path == path)
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
         self._delete_range = sa.delete(t).where(in_range)
-        self._list: dict[tuple[bool, bool], sa.Select[tuple[str]]] = {}
+        self._list: dict[tuple[bool, bool], sa.Select[Any]] = {}
         for include_dirs in (True, False):
             for after in (True, False):
                 query = sa.select(t.c.name).where(t.c.parent == sa.bindparam("folder"))
@@ -148,7 +140,7 @@ class SQLStore:
             try:
                 if self.target.file and not self._ready:
                     os.makedirs(os.path.dirname(self.target.file), exist_ok=True)
-                with self._serial, self.engine.connect() as conn:
+                with self._engine.serial, self.engine.connect() as conn:
                     if not self._ready:
                         with self._ready_lock:
                             if not self._ready:
@@ -214,10 +206,11 @@ class SQLStore:
         size = 0
         for row in rows:
             blob = row["data"] or b""
-            cost = _mysql_literal_size(blob) + _MYSQL_ROW_OVERHEAD if packet else len(blob)
+            # MySQL drivers send binary as SQL text: hex (PyMySQL 1.2) or escaped, at most twice its size.
+            cost = 2 * len(blob) + _MYSQL_ROW_OVERHEAD if packet else len(blob)
             if packet and cost > packet:
                 raise ValueTooLarge(
-                    f"{row['path']}: the value is {len(blob):,} bytes ({cost:,} bytes as sent), over "
+                    f"{row['path']}: the value is {len(blob):,} bytes, sent as up to {cost:,} bytes of SQL, over "
                     f"max_allowed_packet = {packet:,} bytes of the {self.target.where} ({self.url.masked}); "
                     "store a smaller value or raise max_allowed_packet on the server. Nothing was written."
                 )
@@ -347,4 +340,5 @@ class SQLStore:
 
     @kydb.hookimpl
     def kydb_close(self) -> None:
-        self.engine.dispose()
+        if not self._engine.shared:
+            self.engine.dispose()
