@@ -1,8 +1,10 @@
 """The kydb walkthrough, step by step, printing what each step returns.
 
-    python examples/walkthrough.py [URL]        # default: memory://walkthrough
+    python examples/walkthrough.py [URL]        # default: sqlite:///kydb-demo.db
 
 Runs on any store; it works under its own folders and removes them at the end.
+The default is the embedded store: a SQLite file in the current directory,
+kept between runs (pip install kydb-sql).
 """
 
 import sys
@@ -19,7 +21,7 @@ def show(expression, value):
     print(f"{expression:<44} # {value!r}")
 
 
-def main(url="memory://walkthrough"):
+def main(url="sqlite:///kydb-demo.db"):
     db = kydb.connect(url)
     print(f"connected: {db!r}")
 

@@ -114,14 +114,12 @@ def test_each_operation_is_a_fixed_number_of_statements(db: Any) -> None:
     db["/warm"] = 0  # the table's check on first use is not counted below
     with statements(db) as put:
         db["/s/deep/er/obj"] = 1
-    assert put == ["INSERT"], "a put is one upsert of the object and its ancestor folders"
+    assert put == ["BEGIN", "INSERT", "COMMIT"], "a put is one upsert of the object and its ancestor folders"
     with statements(db) as many:
-        db.set_many({f"/s/m{i}/o": i for i in range(200)})
-    assert many == ["INSERT"]  # 400 rows with their folders: one statement
-    assert len(db.ls("/s")) == 201
-    with statements(db) as bigger:
-        db.set_many({f"/s/b/o{i}": i for i in range(1200)})
-    assert bigger == ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]  # at most 500 rows a statement
+        db.set_many({f"/s/m{i}/o": i for i in range(1200)})
+    assert many == ["BEGIN", "INSERT", "COMMIT"]  # 2,400 rows with their folders: one executemany
+    assert len(db.ls("/s")) == 1201
+    db.set_many({f"/s/b/o{i}": i for i in range(1200)})
     with statements(db) as listing:
         assert len(list(db.list_dir("/s/b", page_size=500))) == 1200
     assert listing == ["SELECT"] * 3, "one query per page"
@@ -499,3 +497,16 @@ def test_sqlalchemy_is_imported_only_when_a_sql_url_is_used() -> None:
 
 def test_walkthrough(database: Database, check_walkthrough: Callable[[str], None]) -> None:
     check_walkthrough(database.fresh_url())
+
+
+def test_walkthrough_default_is_a_sqlite_file_that_persists(tmp_path: Path) -> None:
+    walkthrough = Path(__file__).resolve().parents[2] / "examples" / "walkthrough.py"
+    for _ in range(2):  # a second run finds the file of the first
+        result = subprocess.run(
+            [sys.executable, str(walkthrough)], capture_output=True, text=True, cwd=tmp_path, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "sqlite:///kydb-demo.db" in result.stdout and result.stdout.rstrip().endswith("removed again.")
+    db = kydb.connect(f"sqlite:///{tmp_path}/kydb-demo.db")
+    assert db.ls("/") == []  # the walkthrough removed everything it created
+    db.close()

@@ -2,9 +2,10 @@
 
 Costs, in statements (each one round trip; the pool's ping is extra):
 
-* ``put``/``set_many`` — one multi-row upsert of the objects and their
-  ancestor folders per 500 rows (MySQL/MariaDB: per ``max_allowed_packet``),
-  several of them inside one transaction;
+* ``put``/``set_many`` — one upsert, run with ``executemany`` over the
+  objects and their ancestor folders in one transaction (the drivers send
+  the rows together: psycopg in one pipeline, PyMySQL as multi-row
+  statements of at most 1 MB, SQLite in process);
 * ``get``/``get_many`` — one ``SELECT ... WHERE path IN (...)`` per 500 keys;
 * ``ls`` — one indexed ``SELECT ... WHERE parent = ? [AND name > ?] ORDER BY
   name LIMIT ?`` per page (keyset pagination, never ``OFFSET``);
@@ -44,11 +45,10 @@ __all__ = ["SQLStore"]
 
 _T = TypeVar("_T")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
-_ROWS_PER_STATEMENT = 500
-_BYTES_PER_STATEMENT = 16 * 1024 * 1024
+_KEYS_PER_STATEMENT = 500
 _ATTEMPTS = 4
 _MYSQL = ("mysql", "mariadb")
-# Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, escaped).
+# Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, as text).
 _MYSQL_ROW_OVERHEAD = 8 * 1024
 
 Row = dict[str, Any]
@@ -90,11 +90,13 @@ class SQLStore:
         path: sa.BindParameter[str] = sa.bindparam("path")
         in_range = sa.and_(t.c.path >= sa.bindparam("low"), t.c.path < sa.bindparam("high"))
         self._select_blobs = sa.select(t.c.path, t.c.data).where(t.c.path.in_(paths))
+        self._select_blob = sa.select(t.c.path, t.c.data).where(t.c.path == path)  # no IN list to expand
         self._select_row = sa.select(sa.literal(1)).where(t.c.path == path)
         self._delete_paths = sa.delete(t).where(t.c.path.in_(paths))
         self._delete_path = sa.delete(t).where(t.c.path == path)
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
         self._delete_range = sa.delete(t).where(in_range)
+        self._upsert = self._make_upsert()
         self._list: dict[tuple[bool, bool], sa.Select[Any]] = {}
         for include_dirs in (True, False):
             for after in (True, False):
@@ -176,61 +178,48 @@ class SQLStore:
 
     # ------------------------------------------------------------------ writes
 
-    def _upsert(self, rows: list[Row]) -> sa.Executable:
-        """One statement inserting ``rows``; an existing object gets the new data and mtime (ctime stays)."""
+    def _make_upsert(self) -> sa.Executable:
+        """The upsert of one row: an existing object gets the new data and mtime (its ctime stays)."""
         t = self.table
+        # Inline, not a bound parameter: PyMySQL's executemany leaves the ON DUPLICATE clause unformatted.
+        is_object = sa.literal_column(f"'{KIND_OBJECT}'")
         if self._dialect in _MYSQL:
-            mine = mysql.insert(t).values(rows)
+            mine = mysql.insert(t)
             return mine.on_duplicate_key_update(
                 data=mine.inserted.data,
-                mtime=sa.case((mine.inserted.kind == KIND_OBJECT, mine.inserted.mtime), else_=t.c.mtime),
+                mtime=sa.case((mine.inserted.kind == is_object, mine.inserted.mtime), else_=t.c.mtime),
             )
         dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        ins = dialect_insert(t).values(rows)
+        ins = dialect_insert(t)
         return ins.on_conflict_do_update(
             index_elements=[t.c.path],
             set_={"data": ins.excluded.data, "mtime": ins.excluded.mtime},
-            where=ins.excluded.kind == KIND_OBJECT,  # existing folder rows stay untouched
+            where=ins.excluded.kind == is_object,  # existing folder rows stay untouched
         )
 
-    def _batches(self, rows: list[Row]) -> list[list[Row]]:
-        """``rows`` cut into statements small enough for the database; checks every value first.
-
-        Raises :class:`ValueTooLarge` before anything is sent if one row
-        exceeds MySQL/MariaDB's ``max_allowed_packet``.
-        """
+    def _check_packet(self, rows: list[Row]) -> None:
+        """Raise :class:`ValueTooLarge`, before anything is sent, for a value over MySQL's ``max_allowed_packet``."""
         packet = self._max_packet
-        limit = packet - _MYSQL_ROW_OVERHEAD if packet else _BYTES_PER_STATEMENT
-        batches: list[list[Row]] = []
-        batch: list[Row] = []
-        size = 0
+        if not packet:
+            return
         for row in rows:
-            blob = row["data"] or b""
             # MySQL drivers send binary as SQL text: hex (PyMySQL 1.2) or escaped, at most twice its size.
-            cost = 2 * len(blob) + _MYSQL_ROW_OVERHEAD if packet else len(blob)
-            if packet and cost > packet:
+            size = len(row["data"] or b"")
+            if 2 * size + _MYSQL_ROW_OVERHEAD > packet:
                 raise ValueTooLarge(
-                    f"{row['path']}: the value is {len(blob):,} bytes, sent as up to {cost:,} bytes of SQL, over "
-                    f"max_allowed_packet = {packet:,} bytes of the {self.target.where} ({self.url.masked}); "
-                    "store a smaller value or raise max_allowed_packet on the server. Nothing was written."
+                    f"{row['path']}: the value is {size:,} bytes, sent as up to {2 * size + _MYSQL_ROW_OVERHEAD:,} "
+                    f"bytes of SQL, over max_allowed_packet = {packet:,} bytes of the {self.target.where} "
+                    f"({self.url.masked}); store a smaller value or raise max_allowed_packet on the server. "
+                    "Nothing was written."
                 )
-            if batch and (len(batch) >= _ROWS_PER_STATEMENT or size + cost > limit):
-                batches.append(batch)
-                batch, size = [], 0
-            batch.append(row)
-            size += cost
-        if batch:
-            batches.append(batch)
-        return batches
 
     def _write(self, rows: Mapping[str, Row]) -> None:
         ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
 
         def write(conn: sa.Connection) -> None:
-            batches = self._batches(ordered)
-            with self._transaction(conn, needed=len(batches) > 1):
-                for batch in batches:
-                    conn.execute(self._upsert(batch))
+            self._check_packet(ordered)
+            with self._transaction(conn, needed=len(ordered) > 1):
+                conn.execute(self._upsert, ordered)
 
         self._run(write)
 
@@ -281,9 +270,9 @@ class SQLStore:
             return
 
         def delete(conn: sa.Connection) -> None:
-            with self._transaction(conn, needed=len(unique) > _ROWS_PER_STATEMENT):
-                for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-                    conn.execute(self._delete_paths, {"paths": unique[start : start + _ROWS_PER_STATEMENT]})
+            with self._transaction(conn, needed=len(unique) > _KEYS_PER_STATEMENT):
+                for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                    conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
 
         self._run(delete)
 
@@ -310,12 +299,14 @@ class SQLStore:
         unique = list(dict.fromkeys(paths))
 
         def get(conn: sa.Connection) -> dict[str, bytes]:
-            found: dict[str, bytes] = {}
-            for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-                chunk = unique[start : start + _ROWS_PER_STATEMENT]
-                for path, data in conn.execute(self._select_blobs, {"paths": chunk}):
-                    found[path] = data if type(data) is bytes else bytes(data)
-            return found
+            if len(unique) == 1:
+                found = conn.execute(self._select_blob, {"path": unique[0]}).all()
+            else:
+                found = []
+                for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                    chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                    found.extend(conn.execute(self._select_blobs, {"paths": chunk}))
+            return {path: data if type(data) is bytes else bytes(data) for path, data in found}
 
         return self._run(get) if unique else {}
 
