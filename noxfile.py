@@ -49,11 +49,11 @@ def integration(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core."""
-    session.install("ruff", "mypy", "pytest", "pluggy")
+    """ruff on the whole repository, mypy --strict on kydb-core and kydb-sql."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "sqlalchemy")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
-    session.run("mypy", "--strict", "kydb-core/src/kydb")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-sql/src")
+    session.run("mypy", "--strict", "kydb-core/src/kydb", "kydb-sql/src/kydb_sql")
 
 
 @nox.session

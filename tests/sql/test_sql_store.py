@@ -217,6 +217,17 @@ def test_a_foreign_table_is_refused_and_left_alone(database: Database, connect: 
     engine.dispose()
 
 
+def test_rm_tree_of_the_root_keeps_the_table_usable(database: Database, connect: Callable[[str], Any]) -> None:
+    url = database.url(table=table_name())
+    db = connect(url)
+    db.set_many({"/a/b": 1, "/c": 2})
+    db.rm_tree("/")
+    assert db.ls("/") == []
+    again = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))  # checks the table afresh
+    assert again.kydb_list("/", True, 10, None) == kydb.ListPage([], None)
+    again.kydb_close()
+
+
 def test_an_interrupted_table_creation_is_finished(database: Database, connect: Callable[[str], Any]) -> None:
     url = database.url(table=table_name())
     table = make_table(sa.make_url(url).query["table"])  # type: ignore[arg-type]

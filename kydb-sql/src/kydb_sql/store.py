@@ -23,12 +23,13 @@ to four times.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -130,7 +131,7 @@ class SQLStore:
             return
         with self._transaction(conn):
             if self._dialect == "postgresql":
-                key = int.from_bytes(lock_name.encode()[-8:].rjust(8, b"\0"), "big", signed=True)
+                key = int.from_bytes(hashlib.blake2b(lock_name.encode(), digest_size=8).digest(), "big", signed=True)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             ensure_layout(conn, self.table, time.time_ns())
 
@@ -182,7 +183,7 @@ class SQLStore:
         """The upsert of one row: an existing object gets the new data and mtime (its ctime stays)."""
         t = self.table
         # Inline, not a bound parameter: PyMySQL's executemany leaves the ON DUPLICATE clause unformatted.
-        is_object = sa.literal_column(f"'{KIND_OBJECT}'")
+        is_object: sa.ColumnElement[str] = sa.literal_column(f"'{KIND_OBJECT}'")
         if self._dialect in _MYSQL:
             mine = mysql.insert(t)
             return mine.on_duplicate_key_update(
@@ -224,8 +225,8 @@ class SQLStore:
         self._run(write)
 
     @staticmethod
-    def _add_folders(rows: dict[str, Row], path: str, now: int) -> None:
-        for folder in ancestors(path):
+    def _add_folders(rows: dict[str, Row], folders: Iterable[str], now: int) -> None:
+        for folder in folders:
             if folder not in rows:
                 parent, name = folder[:-1].rsplit("/", 1)
                 rows[folder] = {
@@ -243,7 +244,7 @@ class SQLStore:
         now = time.time_ns()
         rows: dict[str, Row] = {}
         for path, blob in items.items():
-            self._add_folders(rows, path, now)
+            self._add_folders(rows, ancestors(path), now)
             parent, name = path.rsplit("/", 1)
             rows[path] = {
                 "path": path,
@@ -260,7 +261,7 @@ class SQLStore:
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
         rows: dict[str, Row] = {}
-        self._add_folders(rows, folder + "x", time.time_ns())
+        self._add_folders(rows, [*ancestors(folder), folder], time.time_ns())
         self._write(rows)
 
     @kydb.hookimpl
