@@ -124,8 +124,9 @@ def range_of(folder: str) -> tuple[str, str]:
 def ensure_layout(conn: Connection, table: sa.Table, now: int) -> None:
     """Create ``table`` and its index if missing, or check that it has this layout.
 
-    Runs inside a transaction that the caller holds exclusively for this
-    table (concurrent first connects must not both create it).  A
+    The caller holds a lock on this table's creation (concurrent first
+    connects must not both create it): a transaction with an advisory lock
+    on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite, ``GET_LOCK`` on MySQL.  A
     creation interrupted before the layout row was written (MySQL commits
     DDL at once) is finished.  Raises :class:`TableLayoutError` for a table
     of another layout version or one kydb did not create.

@@ -12,7 +12,8 @@ Costs, in statements (each one round trip; the pool's ping is extra):
 * ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys;
 * ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
   transaction, whatever the size of the tree;
-* ``exists``, ``is_dir``, ``mkdir``, ``rmdir`` — one statement.
+* ``mkdir`` — the same upsert as ``put``, for the folder and its ancestors;
+* ``exists``, ``is_dir``, ``rmdir`` — one statement.
 
 Upserts list rows in path order, so concurrent writers take row locks in the
 same order; a deadlock or serialization failure the database reports anyway,
@@ -126,7 +127,9 @@ class SQLStore:
             try:
                 ensure_layout(conn, self.table, time.time_ns())
             finally:
-                conn.execute(sa.select(sa.func.release_lock(lock_name)))
+                # Closing the connection releases the lock too: never hide the first error behind this one.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.execute(sa.select(sa.func.release_lock(lock_name)))
             self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
             return
         with self._transaction(conn):
