@@ -153,16 +153,14 @@ class SQLStore:
                                 self._prepare(conn)
                                 self._ready = True
                     return operation(conn)
-            except sa.exc.DBAPIError as exc:
-                if attempt < _ATTEMPTS and is_retryable(exc):
+            except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
+                if isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
                     time.sleep(random.uniform(0, 0.01 * 2**attempt))
                     continue
-                raise self._translate(exc) from exc
-            except sa.exc.TimeoutError as exc:  # no pooled connection came free in time
-                raise self._translate(exc) from exc
-
-    def _translate(self, exc: sa.exc.SQLAlchemyError) -> BaseException:
-        return translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
+                translated = translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
+                if translated is exc:  # a programming error: SQLAlchemy's own exception says it best
+                    raise
+                raise translated from exc
 
     @contextlib.contextmanager
     def _transaction(self, conn: sa.Connection, needed: bool = True) -> Iterator[None]:
