@@ -16,11 +16,12 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "integration"]
+nox.options.sessions = ["lint", "core", "sql", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
+SQL = "./kydb-sql[postgresql,mysql]"
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -33,25 +34,32 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
+def sql(session: nox.Session) -> None:
+    """kydb-sql with both drivers, alone: SQLite, and the PostgreSQL and MariaDB servers."""
+    session.install(CORE, SQL, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/sql", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
     """Everything installed: examples, cross-backend unions and cache DBs."""
-    session.install(CORE, MEMORY, *TEST_TOOLS)
+    session.install(CORE, MEMORY, SQL, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core."""
-    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis")
+    """ruff on the whole repository, mypy --strict on kydb-core and kydb-sql."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
-    session.run("mypy", "--strict", "kydb-core/src/kydb")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-sql/src")
+    session.run("mypy", "--strict", "kydb-core/src/kydb", "kydb-sql/src/kydb_sql")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The seed walkthrough on the embedded default store."""
-    session.install("./kydb-core", MEMORY)
+    """The seed walkthrough on the embedded default store (sqlite:///kydb-demo.db)."""
+    session.install("./kydb-core", MEMORY, "./kydb-sql")
     session.run("python", "examples/walkthrough.py", *session.posargs)
 
 
@@ -60,3 +68,10 @@ def bench(session: nox.Session) -> None:
     """Side-by-side ratios (never timed asserts): kydb versus the raw operation."""
     session.install("./kydb-core", MEMORY)
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(name="bench-sql")
+def bench_sql(session: nox.Session) -> None:
+    """kydb-sql on SQLite and PostgreSQL next to bare SQLAlchemy Core; ls and rm_tree against table size."""
+    session.install("./kydb-core", "./kydb-sql[postgresql]")
+    session.run("python", "benchmarks/bench_sql.py", *session.posargs)

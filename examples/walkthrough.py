@@ -1,9 +1,12 @@
 """The kydb walkthrough, step by step, printing what each step returns.
 
-    python examples/walkthrough.py [URL]        # default: memory://walkthrough
+    python examples/walkthrough.py [URL]        # default: sqlite:///kydb-demo.db
 
-The steps live in ``kydb.walkthrough`` (so ``kydb demo`` runs the same ones);
-read that module alongside the README's tour.
+Runs on any store; it works under its own folders and removes them at the end.
+The default is the embedded store: a SQLite file in the current directory,
+kept between runs (pip install kydb-sql).  The steps live in
+``kydb.walkthrough`` (so ``kydb demo`` runs the same ones); read that module
+alongside the README's tour.
 """
 
 import sys
@@ -11,4 +14,4 @@ import sys
 from kydb.walkthrough import main
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "memory://walkthrough")
+    main(sys.argv[1] if len(sys.argv) > 1 else "sqlite:///kydb-demo.db")

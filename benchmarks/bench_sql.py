@@ -1,0 +1,204 @@
+"""kydb-sql side by side with bare SQLAlchemy Core, and against the size of its table.
+
+    python -m nox -s bench-sql
+
+On SQLite (a file in a temporary folder) and PostgreSQL
+(``$KYDB_TEST_POSTGRESQL_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``):
+
+* put and cold get — ``db[key] = blob`` and ``db.read(key, reload=True)``
+  next to a bare Core ``INSERT`` (in ``engine.begin()``) and ``SELECT`` of the
+  same blob in a table of the same shape (same columns, types and index), on
+  a default engine;
+* ``ls`` of a 10-entry folder with 1,000 and with 100,000 other rows in the
+  table (target: within 1.5x — the listing does not depend on the table's size);
+* ``rm_tree`` of 100 and of 10,000 rows: SQL statements issued (target: the
+  same number, O(1)) and time.
+
+Each timing is the best of 5 rounds' mean.  Prints ratios; asserts nothing.
+Every table it creates is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+import kydb
+from kydb_sql.engines import create_store_engine
+from kydb_sql.layout import make_table
+
+POSTGRESQL_URL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BLOB = os.urandom(10 * 1024)
+ROUNDS = 5
+
+
+def best_mean(operation: Callable[[int], object], count: int) -> float:
+    """Seconds per call of ``operation(i)``: the best of ``ROUNDS`` rounds of ``count`` calls."""
+    best = float("inf")
+    offset = 0
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for i in range(offset, offset + count):
+            operation(i)
+        best = min(best, (time.perf_counter() - start) / count)
+        offset += count
+    return best
+
+
+def fill(db: Any, folder: str, count: int) -> None:
+    for start in range(0, count, 5000):
+        db.set_many({f"{folder}/f{i % 100}/o{i}": i for i in range(start, min(count, start + 5000))})
+
+
+class Bench:
+    def __init__(self, label: str, root: str, count: int) -> None:
+        self.label = label
+        self.root = root
+        self.count = count  # calls per round for put/get
+        self.tables: list[str] = []
+        self.engine = create_store_engine(kydb.url.parse_store_url(root, path_is_base=False)).engine
+
+    def url(self, tag: str) -> str:
+        name = f"bench_{tag}_{uuid.uuid4().hex[:8]}"
+        self.tables.append(name)
+        return f"{self.root}?table={name}"
+
+    def put_and_get(self) -> list[tuple[str, float, float]]:
+        db: Any = kydb.connect(self.url("kydb"))
+        db["/bench/warm"] = BLOB
+        bare_table = make_table(f"bench_bare_{uuid.uuid4().hex[:8]}")
+        self.tables.append(bare_table.name)
+        bare_engine = sa.create_engine(self.engine.url)  # a default engine, as a bare Core user would
+        bare_table.create(bare_engine)
+
+        def bare_put(i: int) -> None:
+            with bare_engine.begin() as conn:
+                now = time.time_ns()
+                conn.execute(
+                    bare_table.insert(),
+                    {
+                        "path": f"/bench/k{i}",
+                        "parent": "/bench/",
+                        "name": f"k{i}",
+                        "kind": "o",
+                        "data": BLOB,
+                        "mtime": now,
+                        "ctime": now,
+                    },
+                )
+
+        select = sa.select(bare_table.c.data).where(bare_table.c.path == sa.bindparam("path"))
+
+        def bare_get(i: int) -> bytes:
+            with bare_engine.connect() as conn:
+                return conn.execute(select, {"path": f"/bench/k{i}"}).scalar_one()  # type: ignore[no-any-return]
+
+        def kydb_put(i: int) -> None:
+            db[f"/bench/k{i}"] = BLOB
+
+        put = (best_mean(kydb_put, self.count), best_mean(bare_put, self.count))
+        get = (best_mean(lambda i: db.read(f"/bench/k{i}", reload=True), self.count), best_mean(bare_get, self.count))
+        bare_engine.dispose()
+        db.close()
+        return [("put 10 kB", *put), ("cold get 10 kB", *get)]
+
+    def ls_by_table_size(self) -> tuple[float, float]:
+        times = []
+        for others in (1_000, 100_000):
+            db: Any = kydb.connect(self.url("ls"))
+            fill(db, "/bulk", others)
+            db.set_many({f"/target/o{i}": i for i in range(10)})
+            assert db.ls("/target") == sorted(f"o{i}" for i in range(10))
+            times.append(best_mean(lambda _, db=db: db.ls("/target"), 200))
+            db.close()
+        return times[0], times[1]
+
+    def rm_tree(self) -> list[tuple[int, int, float]]:
+        db: Any = kydb.connect(self.url("rm"))
+        results = []
+        for size in (100, 10_000):
+            fill(db, f"/tree{size}", size)
+            issued: list[str] = []
+
+            def record(conn: Any, cursor: Any, statement: str, *rest: Any, issued: list[str] = issued) -> None:
+                issued.append(statement)
+
+            sa.event.listen(db.store.engine, "before_cursor_execute", record)
+            start = time.perf_counter()
+            db.rm_tree(f"/tree{size}")
+            elapsed = time.perf_counter() - start
+            sa.event.remove(db.store.engine, "before_cursor_execute", record)
+            assert not db.is_dir(f"/tree{size}")
+            results.append((size, len(issued), elapsed))
+        db.close()
+        return results
+
+    def drop_tables(self) -> None:
+        with self.engine.begin() as conn:
+            for name in self.tables:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        self.engine.dispose()
+
+
+def reachable(root: str) -> str | None:
+    engine = create_store_engine(kydb.url.parse_store_url(root, path_is_base=False)).engine
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        return str(exc.orig).strip().splitlines()[0]
+    finally:
+        engine.dispose()
+    return None
+
+
+def micro(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def line(operation: str, database: str, *cells: str) -> None:
+    print(f"{operation:<16} {database:<11}" + "".join(f" {cell:>11}" for cell in cells))
+
+
+def main() -> None:
+    folder = tempfile.mkdtemp(prefix="kydb-bench-")
+    targets = [("SQLite", f"sqlite:///{folder}/bench.db", 200), ("PostgreSQL", POSTGRESQL_URL, 500)]
+    print(f"kydb-sql benchmark — best of {ROUNDS} rounds; SQLite file in {folder}; PostgreSQL {POSTGRESQL_URL}")
+    print()
+    line("operation", "database", "kydb", "bare Core", "ratio")
+    benches = []
+    for label, root, count in targets:
+        problem = reachable(root)
+        if problem:
+            line("-", label, f"skipped: {problem}")
+            continue
+        bench = Bench(label, root, count)
+        benches.append(bench)
+        for name, kydb_time, bare_time in bench.put_and_get():
+            line(name, label, micro(kydb_time), micro(bare_time), f"{kydb_time / bare_time:.2f}x")
+    try:
+        print()
+        line("ls, 10 entries", "database", "1k rows", "100k rows", "ratio", "(target: <= 1.5x)")
+        for bench in benches:
+            small, large = bench.ls_by_table_size()
+            line("", bench.label, micro(small), micro(large), f"{large / small:.2f}x")
+        print()
+        line("rm_tree", "database", "rows", "statements", "time", "(target: O(1) statements)")
+        for bench in benches:
+            for size, statements, elapsed in bench.rm_tree():
+                line("", bench.label, f"{size:,}", str(statements), f"{elapsed * 1e3:.1f} ms")
+    finally:
+        for bench in benches:
+            bench.drop_tables()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

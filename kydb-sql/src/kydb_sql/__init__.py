@@ -1,0 +1,21 @@
+"""kydb's SQL backend: any SQLAlchemy database is a kydb store.
+
+::
+
+    import kydb
+    db = kydb.connect('sqlite:///kydb.db')                              # one file, zero setup
+    db = kydb.connect('postgresql://user@db-host/dbname?base=/team')    # pip install 'kydb-sql[postgresql]'
+    db = kydb.connect('mysql://user@db-host/dbname?table=kydb_prod')    # pip install 'kydb-sql[mysql]'
+
+Schemes ``sqlite``, ``postgresql``, ``mysql`` and ``mariadb`` (with or
+without a ``+driver``).  The table layout is described in
+:mod:`kydb_sql.layout`, the cost of each operation in :mod:`kydb_sql.store`.
+"""
+
+from __future__ import annotations
+
+from .errors import TableLayoutError, ValueTooLarge
+from .store import SQLStore
+
+__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge"]
+__version__ = "0.1.0"

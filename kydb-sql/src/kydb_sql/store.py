@@ -1,0 +1,337 @@
+"""The kydb hooks over one SQL table (see :mod:`kydb_sql.layout` for the table).
+
+Costs, in statements (each one round trip; the pool's ping is extra):
+
+* ``put``/``set_many`` — one upsert, run with ``executemany`` over the
+  objects and their ancestor folders in one transaction (the drivers send
+  the rows together: psycopg in one pipeline, PyMySQL as multi-row
+  statements of at most 1 MB, SQLite in process);
+* ``get``/``get_many`` — one ``SELECT ... WHERE path IN (...)`` per 500 keys;
+* ``ls`` — one indexed ``SELECT ... WHERE parent = ? [AND name > ?] ORDER BY
+  name LIMIT ?`` per page (keyset pagination, never ``OFFSET``);
+* ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys;
+* ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
+  transaction, whatever the size of the tree;
+* ``mkdir`` — the same upsert as ``put``, for the folder and its ancestors;
+* ``exists``, ``is_dir``, ``rmdir`` — one statement.
+
+Upserts list rows in path order, so concurrent writers take row locks in the
+same order; a deadlock or serialization failure the database reports anyway,
+or a connection lost mid-operation, runs the (idempotent) operation again, up
+to four times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+import kydb
+from kydb.url import StoreURL
+
+from .engines import create_store_engine
+from .errors import ValueTooLarge, is_retryable, translate
+from .layout import KIND_FOLDER, KIND_OBJECT, ancestors, ensure_layout, make_table, range_of
+
+__all__ = ["SQLStore"]
+
+_T = TypeVar("_T")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+_KEYS_PER_STATEMENT = 500
+_ATTEMPTS = 4
+_MYSQL = ("mysql", "mariadb")
+# Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, as text).
+_MYSQL_ROW_OVERHEAD = 8 * 1024
+
+Row = dict[str, Any]
+
+
+class SQLStore:
+    """A kydb store in one table of a SQL database: ``sqlite:///file.db``, ``postgresql://...``, ``mysql://...``.
+
+    ``?table=NAME`` (default ``kydb``) names the table, created with its
+    index on first use; ``?base=/a/b`` sets the base path; every other query
+    option goes to SQLAlchemy and the driver.  Connecting opens no
+    connection: the first operation does, and checks the table's layout.
+    ``engine`` and ``table`` are the SQLAlchemy objects, for inspection.
+    """
+
+    # The URL path names the database (or the SQLite file), not a base path.
+    url_path_is_base = False
+
+    def __init__(self, url: StoreURL) -> None:
+        table = url.options.get("table", "kydb")
+        if not _TABLE_NAME.fullmatch(table):
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: ?table= takes a plain SQL name "
+                f"(letters, digits and '_', not starting with a digit, at most 48 characters), got {table!r}"
+            )
+        self.url = url
+        self._engine = create_store_engine(url)
+        self.engine = self._engine.engine
+        self.target = self._engine.target
+        self.table = make_table(table)
+        self._dialect = self.engine.dialect.name
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
+        self._begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
+
+        t = self.table
+        paths: sa.BindParameter[str] = sa.bindparam("paths", expanding=True)
+        path: sa.BindParameter[str] = sa.bindparam("path")
+        in_range = sa.and_(t.c.path >= sa.bindparam("low"), t.c.path < sa.bindparam("high"))
+        self._select_blobs = sa.select(t.c.path, t.c.data).where(t.c.path.in_(paths))
+        self._select_blob = sa.select(t.c.path, t.c.data).where(t.c.path == path)  # no IN list to expand
+        self._select_row = sa.select(sa.literal(1)).where(t.c.path == path)
+        self._delete_paths = sa.delete(t).where(t.c.path.in_(paths))
+        self._delete_path = sa.delete(t).where(t.c.path == path)
+        self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
+        self._delete_range = sa.delete(t).where(in_range)
+        self._upsert = self._make_upsert()
+        self._list: dict[tuple[bool, bool], sa.Select[Any]] = {}
+        for include_dirs in (True, False):
+            for after in (True, False):
+                query = sa.select(t.c.name).where(t.c.parent == sa.bindparam("folder"))
+                if after:
+                    query = query.where(t.c.name > sa.bindparam("after"))
+                if not include_dirs:
+                    query = query.where(t.c.kind == KIND_OBJECT)
+                self._list[include_dirs, after] = query.order_by(t.c.name).limit(sa.bindparam("limit"))
+
+    def __repr__(self) -> str:
+        return f"<SQLStore {self.url.masked}>"
+
+    # ------------------------------------------------------------------ running statements
+
+    def _prepare(self, conn: sa.Connection) -> None:
+        """First use: create or check the table, under a lock no other process holds at the same time."""
+        lock_name = f"kydb:{self.table.name}"
+        if self._dialect in _MYSQL:
+            # MySQL commits DDL at once, so a transaction cannot serialise creators: a named lock does.
+            if conn.execute(sa.select(sa.func.get_lock(lock_name, 60))).scalar() != 1:
+                raise kydb.StoreUnavailable(
+                    f"{self.target.where}: timed out waiting for another process creating table "
+                    f"{self.table.name!r} ({self.url.masked})"
+                )
+            try:
+                ensure_layout(conn, self.table, time.time_ns())
+            finally:
+                # Closing the connection releases the lock too: never hide the first error behind this one.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.execute(sa.select(sa.func.release_lock(lock_name)))
+            self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+            return
+        with self._transaction(conn):
+            if self._dialect == "postgresql":
+                key = int.from_bytes(hashlib.blake2b(lock_name.encode(), digest_size=8).digest(), "big", signed=True)
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            ensure_layout(conn, self.table, time.time_ns())
+
+    def _run(self, operation: Callable[[sa.Connection], _T]) -> _T:
+        """Run ``operation`` on a pooled connection, retrying transient failures; translate errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if self.target.file and not self._ready:
+                    os.makedirs(os.path.dirname(self.target.file), exist_ok=True)
+                with self._engine.serial, self.engine.connect() as conn:
+                    if not self._ready:
+                        with self._ready_lock:
+                            if not self._ready:
+                                self._prepare(conn)
+                                self._ready = True
+                    return operation(conn)
+            except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
+                if isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                translated = translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
+                if translated is exc:  # a programming error: SQLAlchemy's own exception says it best
+                    raise
+                raise translated from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sa.Connection, needed: bool = True) -> Iterator[None]:
+        """Run the block in one transaction (or as it is when not ``needed``); roll back on any error."""
+        if not needed:
+            yield
+            return
+        conn.exec_driver_sql(self._begin)
+        try:
+            yield
+        except BaseException:
+            # A broken connection cannot roll back; the pool resets or discards it on return.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+
+    def _make_upsert(self) -> sa.Executable:
+        """The upsert of one row: an existing object gets the new data and mtime (its ctime stays)."""
+        t = self.table
+        # Inline, not a bound parameter: PyMySQL's executemany leaves the ON DUPLICATE clause unformatted.
+        is_object: sa.ColumnElement[str] = sa.literal_column(f"'{KIND_OBJECT}'")
+        if self._dialect in _MYSQL:
+            mine = mysql.insert(t)
+            return mine.on_duplicate_key_update(
+                data=mine.inserted.data,
+                mtime=sa.case((mine.inserted.kind == is_object, mine.inserted.mtime), else_=t.c.mtime),
+            )
+        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        ins = dialect_insert(t)
+        return ins.on_conflict_do_update(
+            index_elements=[t.c.path],
+            set_={"data": ins.excluded.data, "mtime": ins.excluded.mtime},
+            where=ins.excluded.kind == is_object,  # existing folder rows stay untouched
+        )
+
+    def _check_packet(self, rows: list[Row]) -> None:
+        """Raise :class:`ValueTooLarge`, before anything is sent, for a value over MySQL's ``max_allowed_packet``."""
+        packet = self._max_packet
+        if not packet:
+            return
+        for row in rows:
+            # MySQL drivers send binary as SQL text: hex (PyMySQL 1.2) or escaped, at most twice its size.
+            size = len(row["data"] or b"")
+            if 2 * size + _MYSQL_ROW_OVERHEAD > packet:
+                raise ValueTooLarge(
+                    f"{row['path']}: the value is {size:,} bytes, sent as up to {2 * size + _MYSQL_ROW_OVERHEAD:,} "
+                    f"bytes of SQL, over max_allowed_packet = {packet:,} bytes of the {self.target.where} "
+                    f"({self.url.masked}); store a smaller value or raise max_allowed_packet on the server. "
+                    "Nothing was written."
+                )
+
+    def _write(self, rows: Mapping[str, Row]) -> None:
+        ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
+
+        def write(conn: sa.Connection) -> None:
+            self._check_packet(ordered)
+            with self._transaction(conn, needed=len(ordered) > 1):
+                conn.execute(self._upsert, ordered)
+
+        self._run(write)
+
+    @staticmethod
+    def _add_folders(rows: dict[str, Row], folders: Iterable[str], now: int) -> None:
+        for folder in folders:
+            if folder not in rows:
+                parent, name = folder[:-1].rsplit("/", 1)
+                rows[folder] = {
+                    "path": folder,
+                    "parent": parent + "/",
+                    "name": name + "/",
+                    "kind": KIND_FOLDER,
+                    "data": None,
+                    "mtime": now,
+                    "ctime": now,
+                }
+
+    @kydb.hookimpl
+    def kydb_put(self, items: dict[str, bytes]) -> None:
+        now = time.time_ns()
+        rows: dict[str, Row] = {}
+        for path, blob in items.items():
+            self._add_folders(rows, ancestors(path), now)
+            parent, name = path.rsplit("/", 1)
+            rows[path] = {
+                "path": path,
+                "parent": parent + "/",
+                "name": name,
+                "kind": KIND_OBJECT,
+                "data": bytes(blob),
+                "mtime": now,
+                "ctime": now,
+            }
+        if rows:
+            self._write(rows)
+
+    @kydb.hookimpl
+    def kydb_mkdir(self, folder: str) -> None:
+        rows: dict[str, Row] = {}
+        self._add_folders(rows, [*ancestors(folder), folder], time.time_ns())
+        self._write(rows)
+
+    @kydb.hookimpl
+    def kydb_delete(self, paths: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(paths))
+        if not unique:
+            return
+
+        def delete(conn: sa.Connection) -> None:
+            with self._transaction(conn, needed=len(unique) > _KEYS_PER_STATEMENT):
+                for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                    conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
+
+        self._run(delete)
+
+    @kydb.hookimpl
+    def kydb_rmdir(self, folder: str) -> None:
+        self._run(lambda conn: conn.execute(self._delete_path, {"path": folder}))
+
+    @kydb.hookimpl
+    def kydb_delete_tree(self, folder: str) -> int:
+        low, high = range_of(folder)
+
+        def delete_tree(conn: sa.Connection) -> int:
+            with self._transaction(conn):
+                deleted = conn.execute(self._delete_objects_in_range, {"low": low, "high": high}).rowcount
+                conn.execute(self._delete_range, {"low": low, "high": high})
+            return deleted
+
+        return self._run(delete_tree)
+
+    # ------------------------------------------------------------------ reads
+
+    @kydb.hookimpl
+    def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
+        unique = list(dict.fromkeys(paths))
+
+        def get(conn: sa.Connection) -> dict[str, bytes]:
+            if len(unique) == 1:
+                found = conn.execute(self._select_blob, {"path": unique[0]}).all()
+            else:
+                found = []
+                for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                    chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                    found.extend(conn.execute(self._select_blobs, {"paths": chunk}))
+            return {path: data if type(data) is bytes else bytes(data) for path, data in found}
+
+        return self._run(get) if unique else {}
+
+    @kydb.hookimpl
+    def kydb_exists(self, path: str) -> bool:
+        return self._run(lambda conn: conn.execute(self._select_row, {"path": path}).first() is not None)
+
+    @kydb.hookimpl
+    def kydb_is_dir(self, folder: str) -> bool:
+        return folder == "/" or self.kydb_exists(folder)
+
+    @kydb.hookimpl
+    def kydb_list(self, folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> kydb.ListPage:
+        query = self._list[include_dirs, cursor is not None]
+        params: dict[str, Any] = {"folder": folder, "limit": page_size + 1}
+        if cursor is not None:
+            params["after"] = cursor
+        names: list[str] = self._run(lambda conn: list(conn.execute(query, params).scalars()))
+        if len(names) > page_size:
+            return kydb.ListPage(names[:page_size], names[page_size - 1])
+        return kydb.ListPage(names, None)
+
+    @kydb.hookimpl
+    def kydb_close(self) -> None:
+        if not self._engine.shared:
+            self.engine.dispose()

@@ -1,0 +1,531 @@
+"""What kydb-sql promises beyond the conformance suite, on a SQLite file, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import kydb
+from kydb.testing import _child, unique_name
+from kydb_sql import SQLStore, TableLayoutError, ValueTooLarge
+from kydb_sql.layout import make_table
+
+from .conftest import Database, TCPProxy, table_name
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[str], Any]]:
+    """``connect(url)``; every DB it opened is emptied and closed after the test."""
+    opened: list[Any] = []
+
+    def _connect(url: str) -> Any:
+        db = kydb.connect(url)
+        opened.append(db)
+        return db
+
+    yield _connect
+    for db in opened:
+        with suppress(kydb.StoreUnavailable, TableLayoutError):
+            db.rm_tree("/")
+        db.close()
+
+
+@pytest.fixture
+def db(database: Database, connect: Callable[[str], Any]) -> Any:
+    return connect(database.fresh_url())
+
+
+@contextmanager
+def statements(db: Any) -> Iterator[list[str]]:
+    """The SQL statements ``db`` sends inside the block (the pool's pings are not statements)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    sa.event.listen(db.store.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(db.store.engine, "before_cursor_execute", record)
+
+
+def rows(db: Any, folder: str = "/") -> dict[str, tuple[str, int, int]]:
+    """``{path: (kind, mtime, ctime)}`` of every row at or below ``folder`` of ``db``, read with plain SQL."""
+    table = db.store.table
+    low = db.base_path + folder
+    with db.store.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(table.c.path, table.c.kind, table.c.mtime, table.c.ctime).where(
+                table.c.path >= low, table.c.path < low[:-1] + "0"
+            )
+        ).all()
+    return {path[len(db.base_path) :]: (kind, mtime, ctime) for path, kind, mtime, ctime in found}
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def test_keys_differing_in_case_accents_or_trailing_spaces_are_distinct(db: Any) -> None:
+    names = ["e", "é", "e\u0301", "E", "É", "a", "a ", "a  ", "ss", "ß", "i", "ı", "A", "Z", "z", "~", "😀", "ａ"]
+    db.set_many({f"/k/{name}": name for name in names})
+    db.refresh()
+    assert db.get_many([f"/k/{name}" for name in names]) == {f"/k/{name}": name for name in names}
+    assert db.ls("/k") == sorted(names)  # code-point order, whatever the database's collation
+    assert list(db.list_dir("/k", page_size=2)) == sorted(names)
+    db.delete("/k/a ")
+    assert db.read("/k/a", reload=True) == "a" and db.read("/k/a  ", reload=True) == "a  "
+
+
+def test_rm_tree_range_stops_at_the_folder_whatever_its_neighbours(db: Any) -> None:
+    # '.' sorts just before '/', '0' just after it; '%' and '_' are LIKE wildcards.
+    neighbours = ["a.b", "a-", "a0", "a0/x", "a_", "a%", "ab", "a b", "aa"]
+    for name in neighbours:
+        db[f"/w/{name}/leaf"] = name
+        db[f"/w/{name}"] = name
+    db["/w/a/deep/er/leaf"] = "victim"
+    db["/w/a"] = "the object a"
+    db.rm_tree("/w/a")
+    assert not db.is_dir("/w/a") and not db.exists("/w/a/deep/er/leaf")
+    for name in neighbours:
+        assert db.read(f"/w/{name}/leaf", reload=True) == name
+    assert db.read("/w/a", reload=True) == "the object a"  # the object named like the folder stays
+    for victim in ("a_", "a%"):
+        db.rm_tree(f"/w/{victim}")
+        assert not db.exists(f"/w/{victim}/leaf") and db.read(f"/w/{victim}", reload=True) == victim
+        assert db.is_dir("/w/ab") and db.read("/w/ab/leaf", reload=True) == "ab"
+
+
+# ---------------------------------------------------------------------------- statements
+
+
+def test_each_operation_is_a_fixed_number_of_statements(db: Any) -> None:
+    db["/warm"] = 0  # the table's check on first use is not counted below
+    with statements(db) as put:
+        db["/s/deep/er/obj"] = 1
+    assert put == ["BEGIN", "INSERT", "COMMIT"], "a put is one upsert of the object and its ancestor folders"
+    with statements(db) as many:
+        db.set_many({f"/s/m{i}/o": i for i in range(1200)})
+    assert many == ["BEGIN", "INSERT", "COMMIT"]  # 2,400 rows with their folders: one executemany
+    assert len(db.ls("/s")) == 1201
+    db.set_many({f"/s/b/o{i}": i for i in range(1200)})
+    with statements(db) as listing:
+        assert len(list(db.list_dir("/s/b", page_size=500))) == 1200
+    assert listing == ["SELECT"] * 3, "one query per page"
+    db.refresh()
+    with statements(db) as gets:
+        assert len(db.get_many(f"/s/b/o{i}" for i in range(1200))) == 1200
+    assert gets == ["SELECT"] * 3
+    with statements(db) as checks:
+        assert db.exists("/s/b/o1") and db.is_dir("/s/b") and not db.exists("/s/b")
+    assert checks == ["SELECT"] * 3
+
+
+def test_rm_tree_costs_the_same_statements_for_10_or_3000_objects(db: Any) -> None:
+    counts = []
+    for size in (10, 3000):
+        db.set_many({f"/t{size}/d{i % 10}/o{i}": i for i in range(size)})
+        with statements(db) as issued:
+            db.rm_tree(f"/t{size}")
+        counts.append(issued)
+        assert not db.is_dir(f"/t{size}") and db.ls("/") == []
+    assert counts[0] == counts[1] == ["SELECT", "BEGIN", "DELETE", "DELETE", "COMMIT"]  # is_dir, then the range
+
+
+def test_mtime_and_ctime_are_nanoseconds_and_ctime_survives_overwrite(db: Any) -> None:
+    db["/t/obj"] = 1
+    kind, mtime, ctime = rows(db)["/t/obj"]
+    assert kind == "o" and mtime == ctime and abs(mtime - time.time_ns()) < 60 * 10**9
+    folder_before = rows(db)["/t/"]
+    db["/t/obj"] = 2
+    _, mtime2, ctime2 = rows(db)["/t/obj"]
+    assert ctime2 == ctime and mtime2 > mtime
+    assert rows(db)["/t/"] == folder_before  # writing into a folder leaves its row alone
+    assert folder_before[0] == "f"
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def test_table_layout_per_database(db: Any, database: Database) -> None:
+    db["/x"] = 1
+    table = db.store.table.name
+    inspector = sa.inspect(db.store.engine)
+    columns = {c["name"]: c for c in inspector.get_columns(table)}
+    assert list(columns) == ["path", "parent", "name", "kind", "data", "mtime", "ctime"]
+    assert inspector.get_pk_constraint(table)["constrained_columns"] == ["path"]
+    assert [ix["column_names"] for ix in inspector.get_indexes(table)] == [["parent", "name"]]
+    with db.store.engine.connect() as conn:
+        if database.kind == "postgresql":
+            collations = conn.execute(
+                sa.text("SELECT column_name, collation_name FROM information_schema.columns WHERE table_name = :t"),
+                {"t": table},
+            ).all()
+            assert {c: coll for c, coll in collations if coll} == {"path": "C", "parent": "C", "name": "C"}
+        elif database.kind == "mariadb":
+            types = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT column_name, column_type FROM information_schema.columns "
+                        "WHERE table_schema = DATABASE() AND table_name = :t"
+                    ),
+                    {"t": table},
+                ).all()
+            )
+            assert types["path"] == types["parent"] == types["name"] == "varbinary(1025)"
+            assert types["data"] == "longblob"
+        else:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_table_of_another_layout_version_is_refused(database: Database, connect: Callable[[str], Any]) -> None:
+    url = database.url(table=table_name())
+    connect(url)["/x"] = 1
+    table = make_table(sa.make_url(url).query["table"])  # type: ignore[arg-type]
+    engine = database.engine()
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.path == "kydb:layout").values(data=b"7"))
+    engine.dispose()
+    other = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))
+    with pytest.raises(TableLayoutError, match=r"layout '7'.* reads layout 1"):
+        other.kydb_get(["/x"])
+    other.kydb_close()
+
+
+def test_a_foreign_table_is_refused_and_left_alone(database: Database, connect: Callable[[str], Any]) -> None:
+    name = table_name()
+    url = database.url(table=name)
+    engine = database.engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
+        conn.execute(sa.text(f"INSERT INTO {name} VALUES (1, 'precious')"))
+    with pytest.raises(TableLayoutError, match=name):
+        connect(url)["/x"] = 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT id, note FROM {name}")).all() == [(1, "precious")]
+    engine.dispose()
+
+
+def test_rm_tree_of_the_root_keeps_the_table_usable(database: Database, connect: Callable[[str], Any]) -> None:
+    url = database.url(table=table_name())
+    db = connect(url)
+    db.set_many({"/a/b": 1, "/c": 2})
+    db.rm_tree("/")
+    assert db.ls("/") == []
+    again = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))  # checks the table afresh
+    assert again.kydb_list("/", True, 10, None) == kydb.ListPage([], None)
+    again.kydb_close()
+
+
+def test_an_interrupted_table_creation_is_finished(database: Database, connect: Callable[[str], Any]) -> None:
+    url = database.url(table=table_name())
+    table = make_table(sa.make_url(url).query["table"])  # type: ignore[arg-type]
+    engine = database.engine()
+    with engine.begin() as conn:
+        table.create(conn)  # created, but the process died before the layout row
+    engine.dispose()
+    db = connect(url)
+    db["/x"] = 1
+    assert db.read("/x", reload=True) == 1
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+@pytest.fixture
+def reject_path(database: Database) -> Iterator[Callable[[Any, str], None]]:
+    """``reject_path(db, path)``: the database itself fails any insert of ``path`` into db's table."""
+    functions: list[str] = []  # PostgreSQL's trigger functions outlive their table
+
+    def install(db: Any, path: str) -> None:
+        db["/warm"] = 0
+        table = db.store.table.name
+        engine = database.engine()
+        with engine.begin() as conn:
+            if database.kind == "postgresql":
+                functions.append(f"{table}_reject")
+                conn.execute(
+                    sa.text(
+                        f"CREATE FUNCTION {table}_reject() RETURNS trigger AS $$ BEGIN "
+                        f"RAISE EXCEPTION 'rejected by test trigger'; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER {table}_reject BEFORE INSERT ON {table} FOR EACH ROW "
+                        f"WHEN (NEW.path = '{path}') EXECUTE FUNCTION {table}_reject()"
+                    )
+                )
+            elif database.kind == "mariadb":
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER {table}_reject BEFORE INSERT ON {table} FOR EACH ROW "
+                        f"IF NEW.path = '{path}' THEN "
+                        f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'rejected by test trigger'; END IF"
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER {table}_reject BEFORE INSERT ON {table} WHEN NEW.path = '{path}' "
+                        f"BEGIN SELECT RAISE(ABORT, 'rejected by test trigger'); END"
+                    )
+                )
+        engine.dispose()
+
+    yield install
+    if functions:
+        engine = database.engine()
+        with engine.begin() as conn:
+            for function in functions:
+                conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {function}() CASCADE"))
+        engine.dispose()
+
+
+def _rejected(info: pytest.ExceptionInfo[BaseException]) -> bool:
+    """Whether the database rejected the write (not an outage: never StoreUnavailable)."""
+    return "rejected by test trigger" in str(info.value) and not isinstance(info.value, kydb.StoreUnavailable)
+
+
+def test_a_failing_put_leaves_no_folder_rows(
+    database: Database, connect: Callable[[str], Any], reject_path: Callable[[Any, str], None]
+) -> None:
+    db = connect(database.url(table=table_name(), base=f"/{unique_name('t')}"))
+    reject_path(db, f"{db.base_path}/new/deep/bad")
+    with pytest.raises(Exception) as info:
+        db["/new/deep/bad"] = 1
+    assert _rejected(info)
+    assert rows(db, "/new/") == {} and not db.is_dir("/new")
+    # set_many across several statements: the first statements' rows are rolled back too
+    with pytest.raises(Exception) as info:
+        db.set_many({**{f"/new/batch/o{i:04d}": i for i in range(1200)}, "/new/deep/bad": 1})
+    assert _rejected(info)
+    assert rows(db, "/new/") == {} and db.ls("/") == ["warm"]
+
+
+def test_a_value_over_max_allowed_packet_is_refused_before_writing(
+    mariadb_database: Database, connect: Callable[[str], Any]
+) -> None:
+    db = connect(mariadb_database.fresh_url())
+    db["/warm"] = 0
+    limit = db.store._max_packet
+    with pytest.raises(ValueTooLarge) as info:
+        db["/big/value"] = os.urandom(limit + 1)
+    message = str(info.value)
+    assert "max_allowed_packet" in message and f"{limit:,}" in message and "/big/value" in message
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, KeyError)
+    assert not db.is_dir("/big") and rows(db, "/big/") == {}
+    # values that fit one at a time are spread over several statements
+    values = {f"/big/v{i}": os.urandom(limit // 3) for i in range(4)}
+    db.set_many(values)
+    db.refresh()
+    assert db.get_many(values) == values
+
+
+def test_a_dropped_connection_is_replaced_transparently(
+    server_database: Database, connect: Callable[[str], Any]
+) -> None:
+    database = server_database
+    db = connect(database.fresh_url())
+    db["/k"] = "value"
+    with db.store.engine.connect() as conn:
+        if database.kind == "postgresql":
+            server_id = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        else:
+            server_id = conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
+    engine = database.engine()
+    with engine.connect() as conn:
+        if database.kind == "postgresql":
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": server_id}).scalar()
+        else:
+            conn.execute(sa.text(f"KILL {int(server_id)}"))  # type: ignore[arg-type]
+    engine.dispose()
+    assert db.read("/k", reload=True) == "value"
+
+
+def test_a_server_going_away_is_store_unavailable_naming_host_and_database(
+    server_database: Database, connect: Callable[[str], Any], proxy_to: Callable[[Database], TCPProxy]
+) -> None:
+    database = server_database
+    proxy = proxy_to(database)
+    db = connect(database.url(base=f"/{unique_name('t')}", root=database.via(proxy.port)))
+    db["/k"] = "value"
+    proxy.cut()
+    dbname = sa.make_url(database.root).database
+    for attempt in (lambda: db.read("/k", reload=True), lambda: db.get("/missing"), lambda: db.ls("/")):
+        with pytest.raises(kydb.StoreUnavailable) as info:
+            attempt()
+        assert f"127.0.0.1:{proxy.port}" in str(info.value) and repr(dbname) in str(info.value)
+    assert db["/k"] == "value"  # the cached value is still there
+    proxy.start()  # the server is back: the pool reconnects
+    assert db.read("/k", reload=True) == "value"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql", "mariadb"])
+def test_an_unreachable_server_never_shows_the_password(scheme: str) -> None:
+    dbname = "kydb_nowhere"
+    with socket_port() as port:
+        url = f"{scheme}://kydb_user:Secr3t-pw@127.0.0.1:{port}/{dbname}?table=t&base=/b"
+    db = kydb.connect(url)
+    assert "Secr3t-pw" not in repr(db) and "***" in repr(db)
+    with pytest.raises(kydb.StoreUnavailable) as info:
+        db.get("/k")
+    texts = [str(info.value), str(info.value.__cause__), repr(info.value)]
+    assert all("Secr3t-pw" not in text for text in texts)
+    assert f"127.0.0.1:{port}" in str(info.value) and repr(dbname) in str(info.value)
+    db.close()
+
+
+@contextmanager
+def socket_port() -> Iterator[int]:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
+
+
+def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    db = kydb.connect(f"sqlite:///{tmp_path}/dir.db")
+    with pytest.raises(kydb.StoreUnavailable, match=f"SQLite file {tmp_path}/dir.db"):
+        db.get("/k")
+    db.close()
+
+
+# ---------------------------------------------------------------------------- processes and threads
+
+
+def test_four_processes_writing_one_folder_lose_nothing(db: Any) -> None:
+    db["/procs/parent"] = "parent"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_child.write_in_child, [(db, "/procs", worker, 200) for worker in range(4)])
+    written = {f"/procs/w{worker}-{i}": (worker, i) for worker in range(4) for i in range(200)}
+    assert db.ls("/procs") == sorted([*(key.rsplit("/", 1)[1] for key in written), "parent"])
+    assert db.get_many(written, reload=True) == written
+
+
+def test_in_memory_sqlite_is_one_database_per_process(connect: Callable[[str], Any]) -> None:
+    base = f"/{unique_name('t')}"
+    db = connect(f"sqlite://?base={base}")
+    db["/x"] = 1
+    assert connect("sqlite://").read(f"{base}/x", reload=True) == 1  # every base path and table: one database
+    assert connect(f"sqlite:///:memory:?base={base}").ls("/") == []  # another URL, another database
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_child.read_in_child, (db, "/x"))[1] is None  # other processes have their own
+
+
+# ---------------------------------------------------------------------------- URLs and drivers
+
+
+def test_plain_schemes_use_the_drivers_kydb_sql_installs() -> None:
+    for url, dialect, driver in (
+        ("postgresql://u@127.0.0.1/db", "postgresql", "psycopg"),
+        ("mysql://u@127.0.0.1/db", "mysql", "pymysql"),
+        ("mariadb://u@127.0.0.1/db", "mariadb", "pymysql"),
+        ("postgresql+psycopg://u@127.0.0.1/db", "postgresql", "psycopg"),
+        ("sqlite:///relative.db", "sqlite", "pysqlite"),
+    ):
+        db: Any = kydb.connect(f"{url}?table={table_name()}")
+        assert (db.store.engine.dialect.name, db.store.engine.dialect.driver) == (dialect, driver), url
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("postgresql://u:Secr3t@127.0.0.1/db", "psycopg", "postgresql"),
+        ("postgresql+psycopg://u:Secr3t@127.0.0.1/db", "psycopg", "postgresql"),
+        ("mysql://u:Secr3t@127.0.0.1/db", "pymysql", "mysql"),
+        ("mariadb+pymysql://u:Secr3t@127.0.0.1/db", "pymysql", "mysql"),
+    ],
+)
+def test_a_missing_driver_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(ImportError) as info:
+        kydb.connect(f"{url}?table={table_name()}")
+    assert f"pip install 'kydb-sql[{extra}]'" in str(info.value)
+    assert "Secr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:Secr3t@127.0.0.1/db?table=bad-name", "plain SQL name"),
+        ("postgresql://u:Secr3t@127.0.0.1/db?table=1abc", "plain SQL name"),
+        ("postgresql+nodriver://u:Secr3t@127.0.0.1/db", "nodriver"),
+        ("sqlite:///x.db?base=/a/../b", "bad base path"),
+    ],
+)
+def test_bad_urls_are_value_errors_with_the_password_masked(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        kydb.connect(url)
+    assert "Secr3t" not in str(info.value)
+
+
+def test_kydb_options_are_stripped_and_the_rest_reach_the_driver(
+    postgresql_database: Database, connect: Callable[[str], Any]
+) -> None:
+    db = connect(postgresql_database.url(base="/b", application_name="kydb-options-test"))
+    assert set(db.store.engine.url.query) == {"application_name"}
+    with db.store.engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW application_name")).scalar() == "kydb-options-test"
+    assert db.base_path == "/b"
+
+
+def test_sqlite_paths_are_absolute_and_their_folder_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connect: Callable[[str], Any]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = connect("sqlite:///nested/deeper/kydb.db")
+    db["/x"] = 1
+    monkeypatch.chdir("/")
+    assert db.read("/x", reload=True) == 1
+    assert (tmp_path / "nested" / "deeper" / "kydb.db").is_file()
+
+
+def test_sqlalchemy_is_imported_only_when_a_sql_url_is_used() -> None:
+    program = (
+        "import sys, kydb\n"
+        "kydb.backends(); kydb.default_url()\n"
+        "print('sqlalchemy' in sys.modules)\n"
+        "kydb.connect('sqlite://')\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
+
+
+# ---------------------------------------------------------------------------- the walkthrough
+
+
+def test_walkthrough(database: Database, check_walkthrough: Callable[[str], None]) -> None:
+    check_walkthrough(database.fresh_url())
+
+
+def test_walkthrough_default_is_a_sqlite_file_that_persists(tmp_path: Path) -> None:
+    walkthrough = Path(__file__).resolve().parents[2] / "examples" / "walkthrough.py"
+    for _ in range(2):  # a second run finds the file of the first
+        result = subprocess.run(
+            [sys.executable, str(walkthrough)], capture_output=True, text=True, cwd=tmp_path, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "sqlite:///kydb-demo.db" in result.stdout and result.stdout.rstrip().endswith("removed again.")
+    db = kydb.connect(f"sqlite:///{tmp_path}/kydb-demo.db")
+    assert db.ls("/") == []  # the walkthrough removed everything it created
+    db.close()
