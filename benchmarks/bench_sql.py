@@ -12,7 +12,9 @@ On SQLite (a file in a temporary folder) and PostgreSQL
 * ``ls`` of a 10-entry folder with 1,000 and with 100,000 other rows in the
   table (target: within 1.5x — the listing does not depend on the table's size);
 * ``rm_tree`` of 100 and of 10,000 rows: SQL statements issued (target: the
-  same number, O(1)) and time.
+  same number, O(1)) and time;
+* ``recent(folder, limit=10)`` on a folder of 100 and of 100,000 objects:
+  statements issued (target: one indexed query) and time (target: within 2x).
 
 Each timing is the best of 5 rounds' mean.  Prints ratios; asserts nothing.
 Every table it creates is dropped at the end.
@@ -140,9 +142,30 @@ class Bench:
         db.close()
         return results
 
+    def recent_by_folder_size(self) -> list[tuple[int, int, float]]:
+        results = []
+        for size in (100, 100_000):
+            db: Any = kydb.connect(self.url("recent"))
+            for start in range(0, size, 5000):
+                db.set_many({f"/reports/r{i:06d}": i for i in range(start, min(size, start + 5000))})
+            db["/reports/newest"] = "last"
+            issued: list[str] = []
+
+            def record(conn: Any, cursor: Any, statement: str, *rest: Any, issued: list[str] = issued) -> None:
+                issued.append(statement)
+
+            sa.event.listen(db.store.engine, "before_cursor_execute", record)
+            assert db.recent("/reports", limit=10)[0] == "newest"
+            sa.event.remove(db.store.engine, "before_cursor_execute", record)
+            elapsed = best_mean(lambda _, db=db: db.recent("/reports", limit=10), 200)
+            results.append((size, len(issued), elapsed))
+            db.close()
+        return results
+
     def drop_tables(self) -> None:
         with self.engine.begin() as conn:
             for name in self.tables:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}_idx"))
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         self.engine.dispose()
 
@@ -194,6 +217,12 @@ def main() -> None:
         for bench in benches:
             for size, statements, elapsed in bench.rm_tree():
                 line("", bench.label, f"{size:,}", str(statements), f"{elapsed * 1e3:.1f} ms")
+        print()
+        line("recent, limit 10", "database", "objects", "statements", "time", "ratio", "(target: 1 query, <= 2x)")
+        for bench in benches:
+            (_, _, small), *_ = rows = bench.recent_by_folder_size()
+            for size, statements, elapsed in rows:
+                line("", bench.label, f"{size:,}", str(statements), micro(elapsed), f"{elapsed / small:.2f}x")
     finally:
         for bench in benches:
             bench.drop_tables()

@@ -71,6 +71,7 @@ class Database:
         engine = self.engine()
         with engine.begin() as conn:
             for table in sorted(self.made):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}_idx"))  # a kydb table's user index values
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,7 @@ from .conftest import Database
 
 
 class SQLConformance(StoreConformance):
+    native_queries = True
     @pytest.fixture
     def new_url(self, database: Database) -> Callable[[], str]:
         return database.fresh_url
@@ -25,7 +27,7 @@ class SQLConformance(StoreConformance):
         return None if data is None else bytes(data)
 
     def raw_put(self, db: kydb.DB, path: str, blob: bytes) -> None:
-        db.store.kydb_put(items={path: blob})
+        db.store.kydb_put(items={path: blob}, mtime_ns=time.time_ns(), indexes={})
 
 
 class TestSQLite(SQLConformance):

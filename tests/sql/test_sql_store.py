@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import kydb
 from kydb.testing import _child, unique_name
 from kydb_sql import SQLStore, TableLayoutError, ValueTooLarge
-from kydb_sql.layout import make_table
+from kydb_sql.layout import LAYOUT_VERSION, make_table
 
 from .conftest import Database, TCPProxy, table_name
 
@@ -142,7 +142,20 @@ def test_rm_tree_costs_the_same_statements_for_10_or_3000_objects(db: Any) -> No
             db.rm_tree(f"/t{size}")
         counts.append(issued)
         assert not db.is_dir(f"/t{size}") and db.ls("/") == []
-    assert counts[0] == counts[1] == ["SELECT", "BEGIN", "DELETE", "DELETE", "COMMIT"]  # is_dir, then the range
+    # is_dir, then the range: objects, folders, user index values
+    assert counts[0] == counts[1] == ["SELECT", "BEGIN", "DELETE", "DELETE", "DELETE", "COMMIT"]
+
+
+def test_recent_and_index_queries_are_one_statement_per_page(db: Any) -> None:
+    db.set_many({f"/r/o{i:03d}": i for i in range(300)})
+    db.set("/r/o007", 7, index={"rank": 1})
+    with statements(db) as issued:
+        assert db.recent("/r", limit=10)[0] == "o007"
+        assert list(db.folder("/r").by("rank")) == ["o007"]
+    assert issued == ["SELECT", "SELECT"]
+    with statements(db) as issued:
+        assert len(list(db.folder("/r"))) == 300  # pages of 200: two keyset queries
+    assert issued == ["SELECT", "SELECT"]
 
 
 def test_mtime_and_ctime_are_nanoseconds_and_ctime_survives_overwrite(db: Any) -> None:
@@ -167,7 +180,11 @@ def test_table_layout_per_database(db: Any, database: Database) -> None:
     columns = {c["name"]: c for c in inspector.get_columns(table)}
     assert list(columns) == ["path", "parent", "name", "kind", "data", "mtime", "ctime"]
     assert inspector.get_pk_constraint(table)["constrained_columns"] == ["path"]
-    assert [ix["column_names"] for ix in inspector.get_indexes(table)] == [["parent", "name"]]
+    assert sorted(ix["column_names"] for ix in inspector.get_indexes(table)) == [
+        ["parent", "kind", "ctime", "name"], ["parent", "kind", "mtime", "name"], ["parent", "name"]]
+    assert sorted(ix["column_names"] for ix in inspector.get_indexes(f"{table}_idx")) == [
+        ["parent", "index_name", "value", "name"]]
+    assert inspector.get_pk_constraint(f"{table}_idx")["constrained_columns"] == ["path", "index_name"]
     with db.store.engine.connect() as conn:
         if database.kind == "postgresql":
             collations = conn.execute(
@@ -200,7 +217,7 @@ def test_a_table_of_another_layout_version_is_refused(database: Database, connec
         conn.execute(table.update().where(table.c.path == "kydb:layout").values(data=b"7"))
     engine.dispose()
     other = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))
-    with pytest.raises(TableLayoutError, match=r"layout '7'.* reads layout 1"):
+    with pytest.raises(TableLayoutError, match=rf"layout '7'.* reads layout {LAYOUT_VERSION}"):
         other.kydb_get(["/x"])
     other.kydb_close()
 

@@ -14,7 +14,14 @@ ctime     first write, integer nanoseconds; kept when an object is overwritten
 ========  =====================================================================
 
 An index on ``(parent, name)`` serves listings: one indexed range per page,
-in listing order.  Keys compare bytewise everywhere — ``COLLATE "C"`` on
+in listing order; indexes on ``(parent, kind, mtime, name)`` and ``(parent,
+kind, ctime, name)`` serve recency queries the same way.
+
+User index values live in a side table ``<table>_idx``: one row per object
+and index name — ``path``, ``parent``, ``name``, ``index_name``, ``value``
+(a 64-bit integer) — primary key ``(path, index_name)``, with an index on
+``(parent, index_name, value, name)`` so a query by a user index is one
+indexed range per page too.  Keys compare bytewise everywhere — ``COLLATE "C"`` on
 PostgreSQL, ``VARBINARY`` holding UTF-8 on MySQL/MariaDB (whose default
 collations ignore case, accents and trailing spaces, and would make ``/e`` and
 ``/é`` one primary key), SQLite's default ``BINARY`` — so distinct keys are
@@ -37,18 +44,22 @@ from sqlalchemy.engine import Connection, Dialect
 from .errors import TableLayoutError
 
 __all__ = [
+    "INDEX_NAME_LENGTH",
     "KIND_FOLDER",
     "KIND_OBJECT",
     "LAYOUT_VERSION",
     "KeyText",
     "ancestors",
     "ensure_layout",
+    "index_table",
     "make_table",
     "range_of",
 ]
 
 #: The version of the layout described above, stored in the layout row.
-LAYOUT_VERSION = 1
+#: 2 added the recency indexes and the user index table.
+LAYOUT_VERSION = 2
+INDEX_NAME_LENGTH = 64
 KIND_OBJECT = "o"
 KIND_FOLDER = "f"
 _KIND_LAYOUT = "m"
@@ -86,10 +97,22 @@ class KeyText(sa.types.TypeDecorator[str]):
 
 
 def make_table(name: str) -> sa.Table:
-    """The kydb table ``name`` (not created: see :func:`ensure_layout`)."""
+    """The kydb table ``name`` and, in its metadata, its user index table (created by :func:`ensure_layout`)."""
+    metadata = sa.MetaData()
+    sa.Table(
+        f"{name}_idx",
+        metadata,
+        sa.Column("path", KeyText(), primary_key=True),
+        sa.Column("index_name", sa.String(INDEX_NAME_LENGTH), primary_key=True),
+        sa.Column("parent", KeyText(), nullable=False),
+        sa.Column("name", KeyText(), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.Index(f"{name}_idx_query", "parent", "index_name", "value", "name"),
+        mysql_engine="InnoDB",
+    )
     return sa.Table(
         name,
-        sa.MetaData(),
+        metadata,
         sa.Column("path", KeyText(), primary_key=True),
         sa.Column("parent", KeyText(), nullable=False),
         sa.Column("name", KeyText(), nullable=False),
@@ -98,8 +121,15 @@ def make_table(name: str) -> sa.Table:
         sa.Column("mtime", sa.BigInteger(), nullable=False),
         sa.Column("ctime", sa.BigInteger(), nullable=False),
         sa.Index(f"{name}_parent_name", "parent", "name"),
+        sa.Index(f"{name}_recent", "parent", "kind", "mtime", "name"),
+        sa.Index(f"{name}_created", "parent", "kind", "ctime", "name"),
         mysql_engine="InnoDB",
     )
+
+
+def index_table(table: sa.Table) -> sa.Table:
+    """The user index table that goes with ``table``."""
+    return table.metadata.tables[f"{table.name}_idx"]
 
 
 def ancestors(path: str) -> Iterator[str]:

@@ -10,8 +10,12 @@ Costs, in statements (each one round trip; the pool's ping is extra):
 * ``ls`` — one indexed ``SELECT ... WHERE parent = ? [AND name > ?] ORDER BY
   name LIMIT ?`` per page (keyset pagination, never ``OFFSET``);
 * ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys;
-* ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
-  transaction, whatever the size of the tree;
+* ``rm_tree`` — three range ``DELETE``s (objects, counted; folders; index
+  values) in one transaction, whatever the size of the tree;
+* ``stat`` — one ``SELECT`` of sizes and times, one of index values, per 500 keys;
+* ``query`` (``recent``, ``folder(...).by(...)``) — one indexed ``SELECT ...
+  ORDER BY value, name LIMIT ?`` per page, keyset-paginated, whatever the
+  folder's size;
 * ``mkdir`` — the same upsert as ``put``, for the folder and its ancestors;
 * ``exists``, ``is_dir``, ``rmdir`` — one statement.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import re
@@ -41,7 +46,7 @@ from kydb.url import StoreURL
 
 from .engines import create_store_engine
 from .errors import ValueTooLarge, is_retryable, translate
-from .layout import KIND_FOLDER, KIND_OBJECT, ancestors, ensure_layout, make_table, range_of
+from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
 
 __all__ = ["SQLStore"]
 
@@ -99,6 +104,19 @@ class SQLStore:
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
         self._delete_range = sa.delete(t).where(in_range)
         self._upsert = self._make_upsert()
+        ix = self.index_table = index_table(t)
+        self._select_infos = sa.select(t.c.path, sa.func.length(t.c.data), t.c.mtime, t.c.ctime).where(
+            t.c.path.in_(paths), t.c.kind == KIND_OBJECT
+        )
+        self._select_index_values = sa.select(ix.c.path, ix.c.index_name, ix.c.value).where(ix.c.path.in_(paths))
+        self._delete_index_values = sa.delete(ix).where(ix.c.path.in_(paths))
+        self._delete_index_value = sa.delete(ix).where(
+            ix.c.path == sa.bindparam("path"), ix.c.index_name == sa.bindparam("index_name")
+        )
+        self._delete_index_range = sa.delete(ix).where(
+            ix.c.path >= sa.bindparam("low"), ix.c.path < sa.bindparam("high")
+        )
+        self._upsert_index = self._make_index_upsert()
         self._list: dict[tuple[bool, bool], sa.Select[Any]] = {}
         for include_dirs in (True, False):
             for after in (True, False):
@@ -199,6 +217,18 @@ class SQLStore:
             where=ins.excluded.kind == is_object,  # existing folder rows stay untouched
         )
 
+    def _make_index_upsert(self) -> sa.Executable:
+        """The upsert of one user index value."""
+        ix = self.index_table
+        if self._dialect in _MYSQL:
+            mine = mysql.insert(ix)
+            return mine.on_duplicate_key_update(value=mine.inserted.value)
+        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        ins = dialect_insert(ix)
+        return ins.on_conflict_do_update(
+            index_elements=[ix.c.path, ix.c.index_name], set_={"value": ins.excluded.value}
+        )
+
     def _check_packet(self, rows: list[Row]) -> None:
         """Raise :class:`ValueTooLarge`, before anything is sent, for a value over MySQL's ``max_allowed_packet``."""
         packet = self._max_packet
@@ -215,13 +245,28 @@ class SQLStore:
                     "Nothing was written."
                 )
 
-    def _write(self, rows: Mapping[str, Row]) -> None:
+    def _write(self, rows: Mapping[str, Row], indexes: Mapping[str, Mapping[str, int | None]] | None = None) -> None:
         ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
+        values: list[Row] = []
+        cleared: list[Row] = []
+        for path in sorted(indexes or {}):
+            parent, name = path.rsplit("/", 1)
+            for index_name, value in sorted((indexes or {})[path].items()):
+                if value is None:
+                    cleared.append({"path": path, "index_name": index_name})
+                else:
+                    values.append(
+                        {"path": path, "index_name": index_name, "parent": parent + "/", "name": name, "value": value}
+                    )
 
         def write(conn: sa.Connection) -> None:
             self._check_packet(ordered)
-            with self._transaction(conn, needed=len(ordered) > 1):
+            with self._transaction(conn, needed=len(ordered) > 1 or bool(values or cleared)):
                 conn.execute(self._upsert, ordered)
+                if values:
+                    conn.execute(self._upsert_index, values)
+                if cleared:
+                    conn.execute(self._delete_index_value, cleared)
 
         self._run(write)
 
@@ -241,8 +286,8 @@ class SQLStore:
                 }
 
     @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes]) -> None:
-        now = time.time_ns()
+    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
+        now = mtime_ns
         rows: dict[str, Row] = {}
         for path, blob in items.items():
             self._add_folders(rows, ancestors(path), now)
@@ -257,7 +302,7 @@ class SQLStore:
                 "ctime": now,
             }
         if rows:
-            self._write(rows)
+            self._write(rows, indexes)
 
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
@@ -272,9 +317,11 @@ class SQLStore:
             return
 
         def delete(conn: sa.Connection) -> None:
-            with self._transaction(conn, needed=len(unique) > _KEYS_PER_STATEMENT):
+            with self._transaction(conn):
                 for start in range(0, len(unique), _KEYS_PER_STATEMENT):
-                    conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
+                    chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                    conn.execute(self._delete_paths, {"paths": chunk})
+                    conn.execute(self._delete_index_values, {"paths": chunk})
 
         self._run(delete)
 
@@ -290,6 +337,7 @@ class SQLStore:
             with self._transaction(conn):
                 deleted = conn.execute(self._delete_objects_in_range, {"low": low, "high": high}).rowcount
                 conn.execute(self._delete_range, {"low": low, "high": high})
+                conn.execute(self._delete_index_range, {"low": low, "high": high})
             return deleted
 
         return self._run(delete_tree)
@@ -311,6 +359,65 @@ class SQLStore:
             return {path: data if type(data) is bytes else bytes(data) for path, data in found}
 
         return self._run(get) if unique else {}
+
+    @kydb.hookimpl
+    def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
+        unique = list(dict.fromkeys(paths))
+
+        def stat(conn: sa.Connection) -> dict[str, kydb.ObjectInfo]:
+            rows: list[Any] = []
+            values: dict[str, dict[str, int]] = {}
+            for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                chunk = {"paths": unique[start : start + _KEYS_PER_STATEMENT]}
+                rows.extend(conn.execute(self._select_infos, chunk))
+                for path, index_name, value in conn.execute(self._select_index_values, chunk):
+                    values.setdefault(path, {})[index_name] = value
+            return {
+                path: kydb.ObjectInfo(size or 0, mtime, ctime, values.get(path, {}))
+                for path, size, mtime, ctime in rows
+            }
+
+        return self._run(stat) if unique else {}
+
+    @kydb.hookimpl
+    def kydb_query(
+        self,
+        folder: str,
+        index: str,
+        ascending: bool,
+        since: int | None,
+        until: int | None,
+        limit: int,
+        cursor: str | None,
+    ) -> kydb.QueryPage:
+        t, ix = self.table, self.index_table
+        if index in ("mtime", "ctime"):
+            value, name = t.c[index], t.c.name
+            query = sa.select(t.c.name, t.c.mtime, t.c.ctime, value).where(
+                t.c.parent == folder, t.c.kind == KIND_OBJECT
+            )
+        else:
+            value, name = ix.c.value, ix.c.name
+            query = (
+                sa.select(ix.c.name, t.c.mtime, t.c.ctime, value)
+                .select_from(ix.join(t, t.c.path == ix.c.path))
+                .where(ix.c.parent == folder, ix.c.index_name == index)
+            )
+        if since is not None:
+            query = query.where(value >= since)
+        if until is not None:
+            query = query.where(value <= until)
+        if cursor is not None:
+            after_value, after_name = json.loads(cursor)
+            position = sa.tuple_(value, name)
+            after = sa.tuple_(sa.literal(int(after_value), sa.BigInteger()), sa.literal(after_name, KeyText()))
+            query = query.where(position > after if ascending else position < after)
+        order = (value.asc(), name.asc()) if ascending else (value.desc(), name.desc())
+        query = query.order_by(*order).limit(limit + 1)
+        rows = self._run(lambda conn: conn.execute(query).all())
+        entries = [kydb.Entry(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
+        more = len(rows) > limit
+        return kydb.QueryPage(entries, json.dumps([entries[-1].index_value, entries[-1].key]) if more else None)
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:
