@@ -104,7 +104,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # ---------------------------------------------------------------------- private servers
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (at the time of asking)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -122,7 +123,7 @@ class PrivateRedis:
     def __init__(self, binary: str, directory: Path, *extra: str, persistent: bool = False) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.args = [
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
@@ -239,7 +240,9 @@ def command_stats(client: redis.Redis) -> Counter[str]:
     an ``evalsha``).
     """
     stats = client.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items() if name != "cmdstat_info"})
+    return Counter(
+        {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items() if name != "cmdstat_info"}
+    )
 
 
 @contextmanager

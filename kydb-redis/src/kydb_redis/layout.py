@@ -21,20 +21,22 @@ it directly:
   scripts below update them in the same call.
 
 Every change goes through one Lua script call, which Redis runs atomically:
-a put sets the object *and* adds it and every ancestor to their folders in one
-command and one round trip, whatever the depth; a delete unlinks the object
-and removes its folder entry together.  The scripts name every key they touch
-in ``KEYS``.  They assume a single Redis node (one database), not a Redis
-Cluster, whose slots would split a path's ancestors.
+a put sets the object and lists it (and any ancestor not listed yet) in one
+command and one round trip whatever the depth; a delete unlinks the object and
+removes its folder entry together.  The scripts keep one invariant: a
+non-empty folder is listed in its parent.  They receive object and folder
+paths in ``KEYS`` and derive the folder keys above them from the paths, which
+keeps a put's request as small as a ``SET``; so they need a single Redis node
+(one database), not a Redis Cluster, whose hash slots would split a path from
+its ancestors.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import NamedTuple
 
-__all__ = ["DELETE", "PUT", "LuaScript", "ancestry", "split_path"]
+__all__ = ["DELETE", "GET_MANY", "PUT", "LuaScript", "split_path"]
 
 
 class LuaScript(NamedTuple):
@@ -48,71 +50,109 @@ def _script(body: str) -> LuaScript:
     return LuaScript(body, hashlib.sha1(body.encode()).hexdigest())
 
 
-#: Write objects and folder entries.
-#: ``ARGV[1]`` = n, the number of objects; ``KEYS[1..n]`` are object keys and
-#: ``ARGV[2..n+1]`` their blobs; every further key ``KEYS[i]`` (i > n) is a
-#: folder that gets the member ``ARGV[i+1]`` (a child's name).  ``mkdir`` is
-#: a call with n = 0.  Returns n.
+# Lua shared by the scripts.  cuts(path) lists the positions of the slashes
+# that end path's ancestor folders, the root's first: '/a/b/c' -> {1, 3, 5},
+# and the folder '/a/b/' -> {1, 3} (its own trailing slash is not a cut).  The
+# folder holding path is path[1..last cut] and path's name there is the rest.
+_CUTS = """
+local function cuts(path)
+  local found = {1}
+  local at = string.find(path, '/', 2, true)
+  while at and at < #path do
+    found[#found + 1] = at
+    at = string.find(path, '/', at + 1, true)
+  end
+  return found
+end
+"""
+
+#: Write objects, create folders.  ``KEYS[1..n]`` are object paths and
+#: ``ARGV[1..n]`` their blobs (n = ``#ARGV``); further ``KEYS`` are folder
+#: paths to create (``mkdir`` is a call with no ``ARGV``).  Each path is then
+#: added to its folder, that folder to its parent and so on up to the root,
+#: stopping at the first entry that was already there: a folder with an entry
+#: in it is non-empty, and a non-empty folder is always listed in its parent
+#: (every script keeps that true), so everything above is listed too.  A put
+#: into an existing folder therefore runs one SET and one or two ZADDs
+#: whatever the depth.  The folder keys are derived from the path here rather
+#: than sent in ``KEYS``, which keeps the request as small as a ``SET``.
+#: Returns n.
 PUT = _script(
-    """
-local n = tonumber(ARGV[1])
+    _CUTS
+    + """
+local function link(path)
+  local found = cuts(path)
+  local stop = #path
+  for k = #found, 1, -1 do
+    local cut = found[k]
+    if redis.call('ZADD', string.sub(path, 1, cut), 0, string.sub(path, cut + 1, stop)) == 0 then
+      return
+    end
+    stop = cut
+  end
+end
+local n = #ARGV
 for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[i + 1])
+  redis.call('SET', KEYS[i], ARGV[i])
+  link(KEYS[i])
 end
 for i = n + 1, #KEYS do
-  redis.call('ZADD', KEYS[i], 0, ARGV[i + 1])
+  link(KEYS[i])
 end
 return n
 """
 )
 
-#: Delete objects, then remove empty folders from their parents.
-#: ``ARGV[1]`` = n objects, ``ARGV[2]`` = m folders.  For object i:
-#: ``KEYS[i]`` is the object, ``KEYS[n+i]`` its folder and ``ARGV[2+i]`` its
-#: name there.  For folder j (deepest first): ``KEYS[2n+j]`` is the folder,
-#: ``KEYS[2n+m+j]`` its parent and ``ARGV[2+n+j]`` its name (``x/``) there;
-#: its entry goes only if the folder is empty (its key does not exist), so a
-#: folder that a concurrent writer has just filled stays listed.
-#: Returns the number of objects that existed.
+#: Delete objects, then remove empty folders.  ``ARGV[1]`` = n:
+#: ``KEYS[1..n]`` are object paths, unlinked with their folder entries;
+#: further ``KEYS`` are folder paths, deepest first, whose entries in their
+#: parents go only if the folder is empty (its key does not exist), so a
+#: folder a concurrent writer has just filled stays listed.  Returns the
+#: number of objects that existed.
 DELETE = _script(
-    """
+    _CUTS
+    + """
+local function unlink(path)
+  local found = cuts(path)
+  local cut = found[#found]
+  redis.call('ZREM', string.sub(path, 1, cut), string.sub(path, cut + 1))
+end
 local n = tonumber(ARGV[1])
-local m = tonumber(ARGV[2])
 local deleted = 0
 for i = 1, n do
   deleted = deleted + redis.call('UNLINK', KEYS[i])
-  redis.call('ZREM', KEYS[n + i], ARGV[2 + i])
+  unlink(KEYS[i])
 end
-for j = 1, m do
-  if redis.call('EXISTS', KEYS[2 * n + j]) == 0 then
-    redis.call('ZREM', KEYS[2 * n + m + j], ARGV[2 + n + j])
+for i = n + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    unlink(KEYS[i])
   end
 end
 return deleted
 """
 )
 
+#: Read the strings at ``KEYS`` like ``MGET`` (``false`` for a missing key),
+#: but fail with ``WRONGTYPE`` naming the first key that exists without
+#: holding a string, where ``MGET`` would answer "missing".
+GET_MANY = _script(
+    """
+local blobs = redis.call('MGET', unpack(KEYS))
+for i = 1, #KEYS do
+  if not blobs[i] and redis.call('EXISTS', KEYS[i]) == 1 then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. redis.call('TYPE', KEYS[i])['ok'] ..
+      ', not a string: something other than kydb wrote it')
+  end
+end
+return blobs
+"""
+)
+
 
 def split_path(path: str) -> tuple[str, str]:
-    """``/a/b/c`` -> ``('/a/b/', 'c')``; ``/a/b/`` -> ``('/a/', 'b/')``: the folder holding a path and its name there."""
+    """The folder holding ``path`` and its name there.
+
+    ``/a/b/c`` -> ``('/a/b/', 'c')``; the folder ``/a/b/`` -> ``('/a/', 'b/')``.
+    """
     cut = path.rfind("/", 0, len(path) - 1) + 1
     return path[:cut], path[cut:]
-
-
-@functools.lru_cache(maxsize=4096)
-def ancestry(folder: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The folder entries that make ``folder`` visible, from the root down.
-
-    ``ancestry('/a/b/')`` is ``(('/', '/a/'), ('a/', 'b/'))``: member ``a/``
-    in the sorted set ``/`` and member ``b/`` in ``/a/``.  The root has none.
-    Cached: writes into one folder reuse the tuples.
-    """
-    keys: list[str] = []
-    names: list[str] = []
-    start = 1
-    while start < len(folder):
-        end = folder.index("/", start) + 1
-        keys.append(folder[:start])
-        names.append(folder[start:end])
-        start = end
-    return tuple(keys), tuple(names)

@@ -109,7 +109,9 @@ def parse_options(url: StoreURL) -> RedisOptions:
         known = OPTIONS.get(name)
         if known is None:
             listing = ", ".join(sorted(OPTIONS))
-            raise ValueError(f"invalid kydb URL {url.masked!r}: unknown option {name!r}; {url.scheme}:// takes {listing}")
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: unknown option {name!r}; {url.scheme}:// takes {listing}"
+            )
         parse, tls_only, meaning = known
         if tls_only and not tls:
             raise ValueError(f"invalid kydb URL {url.masked!r}: {name} is a TLS option; use rediss:// for TLS")

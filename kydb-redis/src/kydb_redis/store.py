@@ -36,7 +36,7 @@ from redis.retry import Retry
 import kydb
 from kydb.url import StoreURL
 
-from .layout import DELETE, PUT, LuaScript, ancestry, split_path
+from .layout import DELETE, GET_MANY, PUT, LuaScript, split_path
 from .options import RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, RedisOptions, parse_options
 
 __all__ = ["MAX_VALUE_BYTES", "RedisCommandError", "RedisStore"]
@@ -70,6 +70,11 @@ def _describe(paths: Sequence[str]) -> str:
         return repr(paths[0])
     shown = ", ".join(repr(p) for p in paths[:3])
     return f"{len(paths)} paths ({shown}{', ...' if len(paths) > 3 else ''})"
+
+
+def _execute(target: Any, *args: Any) -> Any:
+    """``target.execute_command(*args)`` on a client or pipeline (redis-py leaves it untyped)."""
+    return target.execute_command(*args)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -121,10 +126,10 @@ class RedisStore:
         """Run ``script`` once: one round trip (``EVAL`` the first time this store uses it, then ``EVALSHA``)."""
         if script.sha in self._loaded:
             try:
-                return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return _execute(self.client, "EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:  # the server restarted or its script cache was flushed
                 self._loaded.discard(script.sha)
-        result = self.client.execute_command("EVAL", script.body, len(keys), *keys, *args)
+        result = _execute(self.client, "EVAL", script.body, len(keys), *keys, *args)
         self._loaded.add(script.sha)
         return result
 
@@ -150,14 +155,14 @@ class RedisStore:
         if script.sha in self._loaded:
             pipe = self.client.pipeline(transaction=False)
             for keys, args, _ in group:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                _execute(pipe, "EVALSHA", script.sha, len(keys), *keys, *args)
             try:
                 return pipe.execute()
             except NoScriptError:  # every call is idempotent: send them again with EVAL
                 self._loaded.discard(script.sha)
         pipe = self.client.pipeline(transaction=False)
         for keys, args, _ in group:
-            pipe.execute_command("EVAL", script.body, len(keys), *keys, *args)
+            _execute(pipe, "EVAL", script.body, len(keys), *keys, *args)
         results = pipe.execute()
         self._loaded.add(script.sha)
         return results
@@ -166,17 +171,18 @@ class RedisStore:
 
     @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
+        # A key holding something other than a string (written by something
+        # else) must not read as absent: GET raises WRONGTYPE for it, and so
+        # does the GET_MANY script, which checks the keys MGET found empty.
         try:
-            if len(paths) <= BATCH:
-                blobs = self.client.execute_command("MGET", *paths) if paths else []
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for chunk in _chunks(paths, BATCH):
-                    pipe.execute_command("MGET", *chunk)
-                blobs = [blob for reply in pipe.execute() for blob in reply]
+            if len(paths) == 1:
+                blob = _execute(self.client, "GET", paths[0])
+                return {} if blob is None else {paths[0]: blob}
+            calls: Iterator[Call] = ((list(chunk), [], 0) for chunk in _chunks(paths, BATCH))
+            blobs = [blob for reply in self._call_many(GET_MANY, calls) for blob in reply]
         except RedisError as exc:
             raise self._failure(exc, f"reading {_describe(paths)}") from exc
-        return {path: blob for path, blob in zip(paths, blobs) if blob is not None}
+        return {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
 
     @kydb.hookimpl
     def kydb_put(self, items: dict[str, bytes]) -> None:
@@ -189,9 +195,7 @@ class RedisStore:
         try:
             if len(items) == 1:
                 ((path, blob),) = items.items()
-                folder, name = split_path(path)
-                keys, names = ancestry(folder)
-                self._call(PUT, [path, *keys, folder], [1, blob, *names, name])
+                self._call(PUT, [path], [blob])
             else:
                 self._call_many(PUT, self._put_calls(items))
         except RedisError as exc:
@@ -200,29 +204,18 @@ class RedisStore:
     @staticmethod
     def _put_calls(items: dict[str, bytes]) -> Iterator[Call]:
         """Script calls writing ``items``: each at most :data:`BATCH` objects and :data:`BATCH_BYTES`."""
-        chunk: list[tuple[str, bytes]] = []
+        paths: list[Any] = []
+        blobs: list[Any] = []
         size = 0
         for path, blob in items.items():
-            if chunk and (len(chunk) >= BATCH or size + len(blob) > BATCH_BYTES):
-                yield RedisStore._put_call(chunk, size)
-                chunk, size = [], 0
-            chunk.append((path, blob))
+            if paths and (len(paths) >= BATCH or size + len(blob) > BATCH_BYTES):
+                yield paths, blobs, size
+                paths, blobs, size = [], [], 0
+            paths.append(path)
+            blobs.append(blob)
             size += len(blob)
-        if chunk:
-            yield RedisStore._put_call(chunk, size)
-
-    @staticmethod
-    def _put_call(chunk: list[tuple[str, bytes]], size: int) -> Call:
-        keys: list[Any] = [path for path, _ in chunk]
-        args: list[Any] = [len(chunk), *(blob for _, blob in chunk)]
-        entries: dict[tuple[str, str], None] = {}  # each folder entry once, ancestors first
-        for path, _ in chunk:
-            folder, name = split_path(path)
-            entries.update(dict.fromkeys(zip(*ancestry(folder))))
-            entries[folder, name] = None
-        keys += [key for key, _ in entries]
-        args += [member for _, member in entries]
-        return keys, args, size
+        if paths:
+            yield paths, blobs, size
 
     @kydb.hookimpl
     def kydb_delete(self, paths: Sequence[str]) -> None:
@@ -235,16 +228,14 @@ class RedisStore:
     def _delete_calls(objects: Sequence[str], folders: Sequence[str]) -> Iterator[Call]:
         """Script calls deleting ``objects``, then removing ``folders`` (deepest first) if empty."""
         for chunk in _chunks(objects, BATCH):
-            parents, names = zip(*map(split_path, chunk))
-            yield [*chunk, *parents], [len(chunk), 0, *names], 0
+            yield list(chunk), [len(chunk)], 0
         for chunk in _chunks(folders, BATCH):
-            parents, names = zip(*map(split_path, chunk))
-            yield [*chunk, *parents], [0, len(chunk), *names], 0
+            yield list(chunk), [0], 0
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:
         try:
-            return bool(self.client.execute_command("EXISTS", path))
+            return bool(_execute(self.client, "EXISTS", path))
         except RedisError as exc:
             raise self._failure(exc, f"checking {path!r}") from exc
 
@@ -254,7 +245,7 @@ class RedisStore:
     def kydb_list(self, folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> kydb.ListPage:
         start = b"(" + cursor.encode() if cursor is not None else b"-"
         try:
-            raw = self.client.execute_command("ZRANGEBYLEX", folder, start, b"+", "LIMIT", 0, page_size)
+            raw = _execute(self.client, "ZRANGEBYLEX", folder, start, b"+", "LIMIT", 0, page_size)
         except RedisError as exc:
             raise self._failure(exc, f"listing {folder!r}") from exc
         names = [name.decode() for name in raw]
@@ -265,16 +256,15 @@ class RedisStore:
 
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
-        keys, names = ancestry(folder)
         try:
-            self._call(PUT, keys, [0, *names])
+            self._call(PUT, [folder], [])
         except RedisError as exc:
             raise self._failure(exc, f"creating folder {folder!r}") from exc
 
     @kydb.hookimpl
     def kydb_rmdir(self, folder: str) -> None:
         try:
-            self._call_many(DELETE, self._delete_calls([], [folder]))
+            self._call(DELETE, [folder], [0])
         except RedisError as exc:
             raise self._failure(exc, f"removing folder {folder!r}") from exc
 
@@ -284,7 +274,7 @@ class RedisStore:
             return True
         parent, name = split_path(folder)
         try:
-            return self.client.execute_command("ZSCORE", parent, name) is not None
+            return _execute(self.client, "ZSCORE", parent, name) is not None
         except RedisError as exc:
             raise self._failure(exc, f"checking folder {folder!r}") from exc
 
@@ -301,12 +291,12 @@ class RedisStore:
             batch, pending = pending[:BATCH], pending[BATCH:]
             pipe = self.client.pipeline(transaction=False)
             for folder, start in batch:
-                pipe.execute_command("ZRANGEBYLEX", folder, start, b"+", "LIMIT", 0, WALK_PAGE)
+                _execute(pipe, "ZRANGEBYLEX", folder, start, b"+", "LIMIT", 0, WALK_PAGE)
             try:
                 replies = pipe.execute()
             except RedisError as exc:
                 raise self._failure(exc, f"walking {top!r}") from exc
-            for (folder, _), raw in zip(batch, replies):
+            for (folder, _), raw in zip(batch, replies, strict=True):
                 names = [name.decode() for name in raw]
                 if len(raw) == WALK_PAGE:
                     pending.append((folder, b"(" + raw[-1]))
@@ -321,7 +311,7 @@ class RedisStore:
 
     @kydb.hookimpl
     def kydb_delete_tree(self, folder: str) -> int:
-        deleted = 0
+        deleted: int = 0
         objects: list[str] = []
         folders: list[str] = [] if folder == "/" else [folder]
         try:
@@ -329,10 +319,10 @@ class RedisStore:
                 for name in names:
                     (folders if name.endswith("/") else objects).append(parent + name)
                 if len(objects) >= BATCH * PIPELINE_CALLS:  # delete as we go: memory stays bounded
-                    deleted += sum(self._call_many(DELETE, self._delete_calls(objects, [])))
+                    deleted += sum(map(int, self._call_many(DELETE, self._delete_calls(objects, []))))
                     objects = []
             folders.sort(key=lambda path: path.count("/"), reverse=True)
-            deleted += sum(self._call_many(DELETE, self._delete_calls(objects, folders)))
+            deleted += sum(map(int, self._call_many(DELETE, self._delete_calls(objects, folders))))
         except RedisError as exc:
             raise self._failure(exc, f"deleting the tree {folder!r}") from exc
         return deleted

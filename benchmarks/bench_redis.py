@@ -1,0 +1,177 @@
+"""kydb on Redis side by side with bare redis-py, in the same run.
+
+    python -m nox -s bench-redis                      # a private redis-server on a free port
+    python benchmarks/bench_redis.py [REDIS_URL]      # or the server at REDIS_URL (no base path)
+
+Compares, for the same pickled payload on the same server:
+
+* ``db[key] = value`` at depth 4 and 8 with ``SET key payload``;
+* ``db.read(key, reload=True)`` (a cold read) with ``GET key``;
+* ``db.get_many(1000 keys, reload=True)`` with one ``MGET`` of the same keys.
+
+kydb's side includes everything it does (key checks, the envelope, pickling,
+the cache, keeping folder listings); the raw side sends bytes pickled once
+beforehand.  Throughput ratios are kydb / raw (1.0 = as fast as raw redis-py).
+It then reports the commands the server ran per put (``INFO commandstats``),
+which is exact on the private server.  Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+
+import kydb
+
+PAYLOAD = {"book": "MYBOOK", "pv": 1.5, "ccy": "USD", "legs": [1, 2, 3]}
+KEYS_PER_FOLDER = 1000
+REPEATS = 7
+
+
+@contextmanager
+def private_server() -> Iterator[str]:
+    """A redis-server of our own on a free loopback port, without persistence."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as directory:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+        process = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(200):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            client.close()
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def per_second(run: Callable[[int], object], count: int) -> float:
+    """Operations per second of ``run(i)`` over ``count`` calls."""
+    start = time.perf_counter()
+    for i in range(count):
+        run(i)
+    return count / (time.perf_counter() - start)
+
+
+def compare(count: int, *sides: Callable[[int], object]) -> list[float]:
+    """Best throughput of each side over :data:`REPEATS` interleaved runs (interleaving spreads noise evenly)."""
+    best = [0.0] * len(sides)
+    for _ in range(REPEATS):
+        for i, side in enumerate(sides):
+            best[i] = max(best[i], per_second(side, count))
+    return best
+
+
+def command_stats(raw: redis.Redis) -> Counter[str]:
+    info = raw.info("commandstats")
+    return Counter({n.removeprefix("cmdstat_"): int(s["calls"]) for n, s in info.items() if n != "cmdstat_info"})
+
+
+def commands_per_put(db: kydb.BaseDB, raw: redis.Redis, keys: list[str]) -> dict[str, float]:
+    before = command_stats(raw)
+    for key in keys:
+        db[key] = PAYLOAD
+    delta = command_stats(raw)
+    delta.subtract(before)
+    return {name: calls / len(keys) for name, calls in sorted(delta.items()) if calls}
+
+
+def run(url: str) -> None:
+    base = f"/bench-{os.getpid()}"
+    raw_base = f"/bench-raw-{os.getpid()}"  # raw writes plain pickles: keep them apart from kydb's objects
+    db = kydb.connect(url + base)
+    raw = redis.Redis.from_url(url)
+    blob = pickle.dumps(PAYLOAD, protocol=5)
+    dumps, loads = pickle.dumps, pickle.loads
+    print(f"kydb {db!r} vs redis-py {redis.__version__} on Redis {raw.info('server')['redis_version']}")
+    print(f"payload {PAYLOAD!r}: {len(blob)} bytes pickled; best of {REPEATS} interleaved runs")
+    print(
+        "raw = redis-py plus pickle.dumps/loads (what storing objects without kydb takes); bytes only = no pickling\n"
+    )
+    rows = []
+    raw_keys: set[str] = set()
+    n = KEYS_PER_FOLDER
+    for depth in (4, 8):
+        keys = [f"/{'/'.join(f'd{i}' for i in range(1, depth))}/k{i}" for i in range(n)]
+        full = [raw_base + k for k in keys]
+        raw_keys.update(full)
+        rates = compare(
+            2000,
+            lambda i, keys=keys: db.set(keys[i % n], PAYLOAD),
+            lambda i, full=full: raw.set(full[i % n], dumps(PAYLOAD, protocol=5)),
+            lambda i, full=full: raw.set(full[i % n], blob),
+        )
+        rows.append((f"put, depth {depth}", "SET", 0.8, rates))
+    keys = [f"/d1/d2/d3/k{i}" for i in range(n)]
+    full = [raw_base + k for k in keys]
+    rates = compare(
+        2000,
+        lambda i: db.read(keys[i % n], reload=True),
+        lambda i: loads(raw.get(full[i % n])),
+        lambda i: raw.get(full[i % n]),
+    )
+    rows.append(("cold get (reload=True)", "GET", 0.85, rates))
+    rates = compare(
+        20,
+        lambda i: db.get_many(keys, reload=True),
+        lambda i: [loads(b) for b in raw.mget(full)],
+        lambda i: raw.mget(full),
+    )
+    rows.append((f"get_many({n}), calls/s", f"MGET {n}", 1 / 1.5, rates))
+
+    print(f"{'operation':<26} {'kydb/s':>9} {'raw':<9} {'raw/s':>9} {'ratio':>6} {'target':>7}  {'bytes only/s':>12}")
+    for label, raw_label, target, (kydb_rate, raw_rate, bytes_rate) in rows:
+        ratio = kydb_rate / raw_rate
+        print(
+            f"{label:<26} {kydb_rate:>9,.0f} {raw_label:<9} {raw_rate:>9,.0f} {ratio:>5.2f}x {target:>6.2f}x"
+            f" {'ok' if ratio >= target else 'MISSED':<6} {bytes_rate:>9,.0f}"
+        )
+
+    print("\nserver commands per put (INFO commandstats; it counts the commands a script runs too):")
+    for depth in (4, 8):
+        folder = "/" + "/".join(f"n{depth}-{i}" for i in range(1, depth))
+        counts = commands_per_put(db, raw, [f"{folder}/k{i}" for i in range(200)])
+        sent = {name: c for name, c in counts.items() if name in ("evalsha", "eval")}
+        inner = {name: c for name, c in counts.items() if name not in sent}
+        shown = lambda calls: " + ".join(f"{c:g} {name.upper()}" for name, c in calls.items())  # noqa: E731
+        print(
+            f"  depth {depth} (+1 for the base path): {sum(sent.values()):g} command sent, 1 round trip "
+            f"({shown(sent)}), running {shown(inner)} inside"
+        )
+    db.rm_tree("/")
+    db.close()
+    raw.delete(*raw_keys)
+    raw.close()
+
+
+def main() -> None:
+    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KYDB_BENCH_REDIS_URL")
+    if url is not None:
+        run(url)
+    elif shutil.which("redis-server") is None:
+        sys.exit("no redis-server on PATH: pass the URL of a Redis server")
+    else:
+        with private_server() as private:
+            run(private)
+
+
+if __name__ == "__main__":
+    main()
