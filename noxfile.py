@@ -16,11 +16,12 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "integration"]
+nox.options.sessions = ["lint", "core", "redis", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
+REDIS = "./kydb-redis"
 TEST_TOOLS = ["pytest", "numpy", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -33,19 +34,27 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
+def redis(session: nox.Session) -> None:
+    """kydb-redis installed alone, its tests against the Redis at KYDB_TEST_REDIS_URL (fakeredis if none answers)."""
+    session.install(CORE, REDIS, "fakeredis[lua]", *TEST_TOOLS)
+    session.run(*PYTEST, "tests/redis", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
     """Everything installed: examples, cross-backend unions and cache DBs."""
-    session.install(CORE, MEMORY, *TEST_TOOLS)
+    session.install(CORE, MEMORY, REDIS, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core."""
-    session.install("ruff", "mypy", "pytest", "pluggy")
+    """ruff on the whole repository, mypy --strict on kydb-core and kydb-redis."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "redis")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-redis/src")
     session.run("mypy", "--strict", "kydb-core/src/kydb")
+    session.run("mypy", "--strict", "-p", "kydb_redis", env={"MYPYPATH": "kydb-core/src:kydb-redis/src"})
 
 
 @nox.session
@@ -60,3 +69,10 @@ def bench(session: nox.Session) -> None:
     """Side-by-side ratios (never timed asserts): kydb versus the raw operation."""
     session.install("./kydb-core", MEMORY)
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(name="bench-redis")
+def bench_redis(session: nox.Session) -> None:
+    """kydb on Redis vs bare redis-py, side by side (a private redis-server, or the URL given after --)."""
+    session.install("./kydb-core", REDIS)
+    session.run("python", "benchmarks/bench_redis.py", *session.posargs)
