@@ -22,6 +22,7 @@ import os
 import pickle
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,6 @@ import kydb
 
 PAYLOAD = {"book": "MYBOOK", "pv": 1.5, "ccy": "USD", "legs": [1, 2, 3]}
 KEYS_PER_FOLDER = 1000
-REPEATS = 7
 
 
 @contextmanager
@@ -63,21 +63,20 @@ def private_server() -> Iterator[str]:
             process.wait()
 
 
-def per_second(run: Callable[[int], object], count: int) -> float:
-    """Operations per second of ``run(i)`` over ``count`` calls."""
-    start = time.perf_counter()
-    for i in range(count):
-        run(i)
-    return count / (time.perf_counter() - start)
-
-
 def compare(count: int, *sides: Callable[[int], object]) -> list[float]:
-    """Best throughput of each side over :data:`REPEATS` interleaved runs (interleaving spreads noise evenly)."""
-    best = [0.0] * len(sides)
-    for _ in range(REPEATS):
-        for i, side in enumerate(sides):
-            best[i] = max(best[i], per_second(side, count))
-    return best
+    """Operations per second of each side: 1 / its median time per call.
+
+    The sides take turns call by call, so a burst of load from other
+    processes hits them alike, and the median ignores the calls it slowed.
+    """
+    samples: list[list[int]] = [[] for _ in sides]
+    clock = time.perf_counter_ns
+    for i in range(count):
+        for side, times in zip(sides, samples, strict=True):
+            start = clock()
+            side(i)
+            times.append(clock() - start)
+    return [1e9 / statistics.median(times) for times in samples]
 
 
 def command_stats(raw: redis.Redis) -> Counter[str]:
@@ -102,7 +101,7 @@ def run(url: str) -> None:
     blob = pickle.dumps(PAYLOAD, protocol=5)
     dumps, loads = pickle.dumps, pickle.loads
     print(f"kydb {db!r} vs redis-py {redis.__version__} on Redis {raw.info('server')['redis_version']}")
-    print(f"payload {PAYLOAD!r}: {len(blob)} bytes pickled; best of {REPEATS} interleaved runs")
+    print(f"payload {PAYLOAD!r}: {len(blob)} bytes pickled; ops/s = 1 / median time per call, sides taking turns")
     print(
         "raw = redis-py plus pickle.dumps/loads (what storing objects without kydb takes); bytes only = no pickling\n"
     )
@@ -114,7 +113,7 @@ def run(url: str) -> None:
         full = [raw_base + k for k in keys]
         raw_keys.update(full)
         rates = compare(
-            2000,
+            10_000,
             lambda i, keys=keys: db.set(keys[i % n], PAYLOAD),
             lambda i, full=full: raw.set(full[i % n], dumps(PAYLOAD, protocol=5)),
             lambda i, full=full: raw.set(full[i % n], blob),
@@ -123,14 +122,14 @@ def run(url: str) -> None:
     keys = [f"/d1/d2/d3/k{i}" for i in range(n)]
     full = [raw_base + k for k in keys]
     rates = compare(
-        2000,
+        10_000,
         lambda i: db.read(keys[i % n], reload=True),
         lambda i: loads(raw.get(full[i % n])),
         lambda i: raw.get(full[i % n]),
     )
     rows.append(("cold get (reload=True)", "GET", 0.85, rates))
     rates = compare(
-        20,
+        200,
         lambda i: db.get_many(keys, reload=True),
         lambda i: [loads(b) for b in raw.mget(full)],
         lambda i: raw.mget(full),

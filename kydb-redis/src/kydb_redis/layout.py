@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-__all__ = ["DELETE", "GET_MANY", "PUT", "LuaScript", "split_path"]
+__all__ = ["DELETE", "PUT", "LuaScript", "split_path"]
 
 
 class LuaScript(NamedTuple):
@@ -50,21 +50,10 @@ def _script(body: str) -> LuaScript:
     return LuaScript(body, hashlib.sha1(body.encode()).hexdigest())
 
 
-# Lua shared by the scripts.  cuts(path) lists the positions of the slashes
-# that end path's ancestor folders, the root's first: '/a/b/c' -> {1, 3, 5},
-# and the folder '/a/b/' -> {1, 3} (its own trailing slash is not a cut).  The
-# folder holding path is path[1..last cut] and path's name there is the rest.
-_CUTS = """
-local function cuts(path)
-  local found = {1}
-  local at = string.find(path, '/', 2, true)
-  while at and at < #path do
-    found[#found + 1] = at
-    at = string.find(path, '/', at + 1, true)
-  end
-  return found
-end
-"""
+# In the scripts, string.match(path, SPLIT) gives the folder holding a path
+# and the path's name there: '/a/b/c' -> '/a/b/', 'c' and the folder '/a/b/'
+# -> '/a/', 'b/'; nil for the root.  (Inlined: a helper function would be
+# created again on every call.)
 
 #: Write objects, create folders.  ``KEYS[1..n]`` are object paths and
 #: ``ARGV[1..n]`` their blobs (n = ``#ARGV``); further ``KEYS`` are folder
@@ -78,26 +67,17 @@ end
 #: than sent in ``KEYS``, which keeps the request as small as a ``SET``.
 #: Returns n.
 PUT = _script(
-    _CUTS
-    + """
-local function link(path)
-  local found = cuts(path)
-  local stop = #path
-  for k = #found, 1, -1 do
-    local cut = found[k]
-    if redis.call('ZADD', string.sub(path, 1, cut), 0, string.sub(path, cut + 1, stop)) == 0 then
-      return
-    end
-    stop = cut
-  end
-end
+    """
 local n = #ARGV
-for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[i])
-  link(KEYS[i])
-end
-for i = n + 1, #KEYS do
-  link(KEYS[i])
+for i = 1, #KEYS do
+  local path = KEYS[i]
+  if i <= n then
+    redis.call('SET', path, ARGV[i])
+  end
+  local folder, name = string.match(path, '^(.*/)([^/]+/?)$')
+  while folder and redis.call('ZADD', folder, 0, name) == 1 do
+    folder, name = string.match(folder, '^(.*/)([^/]+/?)$')
+  end
 end
 return n
 """
@@ -110,41 +90,19 @@ return n
 #: folder a concurrent writer has just filled stays listed.  Returns the
 #: number of objects that existed.
 DELETE = _script(
-    _CUTS
-    + """
-local function unlink(path)
-  local found = cuts(path)
-  local cut = found[#found]
-  redis.call('ZREM', string.sub(path, 1, cut), string.sub(path, cut + 1))
-end
+    """
 local n = tonumber(ARGV[1])
 local deleted = 0
-for i = 1, n do
-  deleted = deleted + redis.call('UNLINK', KEYS[i])
-  unlink(KEYS[i])
-end
-for i = n + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    unlink(KEYS[i])
+for i = 1, #KEYS do
+  local path = KEYS[i]
+  if i <= n then
+    deleted = deleted + redis.call('UNLINK', path)
+  end
+  if i <= n or redis.call('EXISTS', path) == 0 then
+    redis.call('ZREM', string.match(path, '^(.*/)([^/]+/?)$'))
   end
 end
 return deleted
-"""
-)
-
-#: Read the strings at ``KEYS`` like ``MGET`` (``false`` for a missing key),
-#: but fail with ``WRONGTYPE`` naming the first key that exists without
-#: holding a string, where ``MGET`` would answer "missing".
-GET_MANY = _script(
-    """
-local blobs = redis.call('MGET', unpack(KEYS))
-for i = 1, #KEYS do
-  if not blobs[i] and redis.call('EXISTS', KEYS[i]) == 1 then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. redis.call('TYPE', KEYS[i])['ok'] ..
-      ', not a string: something other than kydb wrote it')
-  end
-end
-return blobs
 """
 )
 

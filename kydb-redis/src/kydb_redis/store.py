@@ -4,8 +4,10 @@ Cost per call, in round trips to the server:
 
 * put of one object: 1 (one ``EVALSHA``), whatever its depth;
 * get, exists, is_dir, one page of ``ls``: 1;
-* ``get_many``/``set_many``/``delete_many``: 1 per 1,000 keys (``MGET`` or
-  script calls; beyond that, batches go out pipelined);
+* ``get_many``: 1 (one ``MGET`` per 1,000 keys, pipelined), plus one
+  ``EXISTS`` when some keys are missing;
+* ``set_many``/``delete_many``: 1 per 10,000 keys (script calls of 1,000
+  keys, pipelined ten at a time);
 * ``rm_tree``: one per level of the tree and per 1,000 names of one folder
   for the walk, plus one per 10,000 objects deleted — never one per object.
 
@@ -36,7 +38,7 @@ from redis.retry import Retry
 import kydb
 from kydb.url import StoreURL
 
-from .layout import DELETE, GET_MANY, PUT, LuaScript, split_path
+from .layout import DELETE, PUT, LuaScript, split_path
 from .options import RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, RedisOptions, parse_options
 
 __all__ = ["MAX_VALUE_BYTES", "RedisCommandError", "RedisStore"]
@@ -171,18 +173,46 @@ class RedisStore:
 
     @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
-        # A key holding something other than a string (written by something
-        # else) must not read as absent: GET raises WRONGTYPE for it, and so
-        # does the GET_MANY script, which checks the keys MGET found empty.
         try:
-            if len(paths) == 1:
+            if len(paths) == 1:  # GET raises WRONGTYPE for a key that holds something else
                 blob = _execute(self.client, "GET", paths[0])
                 return {} if blob is None else {paths[0]: blob}
-            calls: Iterator[Call] = ((list(chunk), [], 0) for chunk in _chunks(paths, BATCH))
-            blobs = [blob for reply in self._call_many(GET_MANY, calls) for blob in reply]
+            if len(paths) <= BATCH:
+                blobs = _execute(self.client, "MGET", *paths) if paths else []
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for chunk in _chunks(paths, BATCH):
+                    _execute(pipe, "MGET", *chunk)
+                blobs = [blob for reply in pipe.execute() for blob in reply]
+            found = {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
+            if len(found) < len(paths):
+                self._check_absent([path for path in paths if path not in found])
         except RedisError as exc:
             raise self._failure(exc, f"reading {_describe(paths)}") from exc
-        return {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
+        return found
+
+    def _check_absent(self, paths: list[str]) -> None:
+        """Raise if a key ``MGET`` answered as missing exists holding another type (written by something else).
+
+        One ``EXISTS`` for all of them (one more round trip, only when a batch
+        misses keys); ``TYPE`` of each only if some exist — which also
+        happens when a concurrent writer created them since the ``MGET``.
+        """
+        if not _execute(self.client, "EXISTS", *paths):
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for path in paths:
+            _execute(pipe, "TYPE", path)
+        odd = [
+            f"{path!r} holds a {kind.decode()}"
+            for path, kind in zip(paths, pipe.execute(), strict=True)
+            if kind not in (b"none", b"string")
+        ]
+        if odd:
+            raise RedisCommandError(
+                f"{self._where}: WRONGTYPE {', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''}, not a string "
+                "(a kydb object): something other than kydb wrote there"
+            )
 
     @kydb.hookimpl
     def kydb_put(self, items: dict[str, bytes]) -> None:
@@ -194,8 +224,7 @@ class RedisStore:
                 )
         try:
             if len(items) == 1:
-                ((path, blob),) = items.items()
-                self._call(PUT, [path], [blob])
+                self._call(PUT, list(items), list(items.values()))
             else:
                 self._call_many(PUT, self._put_calls(items))
         except RedisError as exc:
