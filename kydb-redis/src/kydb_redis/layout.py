@@ -50,10 +50,10 @@ def _script(body: str) -> LuaScript:
     return LuaScript(body, hashlib.sha1(body.encode()).hexdigest())
 
 
-# In the scripts, string.match(path, SPLIT) gives the folder holding a path
-# and the path's name there: '/a/b/c' -> '/a/b/', 'c' and the folder '/a/b/'
-# -> '/a/', 'b/'; nil for the root.  (Inlined: a helper function would be
-# created again on every call.)
+# In the scripts, string.match(path, '^(.*/)([^/]+/?)$') is the folder holding
+# a path and the path's name there: '/a/b/c' -> '/a/b/', 'c'; the folder
+# '/a/b/' -> '/a/', 'b/'; nil for the root.  (Written out each time: a Lua
+# helper function would be created again on every call.)
 
 #: Write objects, create folders.  ``KEYS[1..n]`` are object paths and
 #: ``ARGV[1..n]`` their blobs (n = ``#ARGV``); further ``KEYS`` are folder
