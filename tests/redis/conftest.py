@@ -28,6 +28,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import kydb
 
@@ -57,6 +59,8 @@ def raw_client(url: str) -> redis.Redis:
         db=db,
         username=parts.username or None,
         password=parts.password or None,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

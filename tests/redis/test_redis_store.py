@@ -109,7 +109,6 @@ def test_url_options_reach_the_connection_pool() -> None:
     ("url", "message"),
     [
         ("redis:///base", "expected redis://HOST"),
-        ("redis://:pw@/base", "expected redis://HOST"),
         ("redis://h?colour=red", "unknown option 'colour'"),
         ("redis://h?db=x", "db='x' must be a whole number"),
         ("redis://h?db=-1", "must be a whole number"),
@@ -122,10 +121,10 @@ def test_url_options_reach_the_connection_pool() -> None:
         ("redis://h:99999", "out of range"),
     ],
 )
-def test_bad_urls_are_rejected_with_the_url_masked(url: str, message: str) -> None:
-    secret = url.replace("redis://", "redis://user:hunter2@", 1) if "@" not in url else url
+def test_bad_urls_are_rejected_with_the_password_masked(url: str, message: str) -> None:
+    scheme, rest = url.split("://", 1)
     with pytest.raises(ValueError, match=message) as info:
-        kydb.connect(secret)
+        kydb.connect(f"{scheme}://user:hunter2@{rest}")
     assert "hunter2" not in str(info.value)
 
 
@@ -174,8 +173,7 @@ def test_rm_tree_leaves_no_key_behind(db: Any, raw: redis.Redis) -> None:
 
 
 def test_ls_pages_follow_redis_byte_order(db: Any) -> None:
-    names = ["é", "e\u0301", "Z", "a", "a/b-not-a-folder", "日本", "🙂", "a b", "a-b", "a.b"]
-    names = [n.replace("/", "_") for n in names]
+    names = ["é", "e\u0301", "Z", "a", "a_b", "日本", "🙂", "a b", "a-b", "a.b", "a0"]
     for name in names:
         db[f"/u/{name}"] = name
         db.mkdir(f"/u/{name}")
@@ -305,6 +303,7 @@ def test_threads_share_one_connection_pool(quiet_redis: PrivateRedis) -> None:
     name = unique_name("pool").replace("-", "_")
     db = kydb.connect(with_base(quiet_redis.url, unique_name("pool")) + f"?client_name={name}")
     raw = raw_client(quiet_redis.url)
+    opened_before = raw.info("stats")["total_connections_received"]
 
     def work(worker: int) -> None:
         for i in range(30):
@@ -316,8 +315,9 @@ def test_threads_share_one_connection_pool(quiet_redis: PrivateRedis) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    connections = [c for c in raw.client_list() if c["name"] == name]
-    assert 1 <= len(connections) <= 6
+    # 360 operations from 6 threads reuse at most one connection per thread
+    assert raw.info("stats")["total_connections_received"] - opened_before <= 6
+    assert 1 <= len([c for c in raw.client_list() if c["name"] == name]) <= 6
     db.rm_tree("/")
     db.close()
     raw.close()
