@@ -16,7 +16,7 @@ _clients: dict[str, redis.Redis] = {}
 
 
 def _raw(db: kydb.DB) -> redis.Redis:
-    url = db.store_url.without_options("base")
+    url = db.store_url.with_base("")  # one client per server and database, whatever the base path
     if url not in _clients:
         _clients[url] = raw_client(url)
     return _clients[url]

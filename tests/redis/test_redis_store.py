@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,7 +68,7 @@ def test_both_schemes_are_registered_by_kydb_redis() -> None:
         assert served[scheme].distribution == "kydb-redis"
 
 
-def test_password_never_shows(redis_url: str) -> None:
+def test_password_never_shows() -> None:
     url = "redis://kydb-user:s3cr3t-pw@127.0.0.1:6399/base?db=2&socket_timeout=1"
     db = kydb.connect(url)
     assert "s3cr3t-pw" not in repr(db) and "s3cr3t-pw" not in db.url
@@ -132,12 +135,15 @@ def test_db_option_selects_the_database(redis_url: str) -> None:
     base = unique_name("redis-db")
     in_db1 = kydb.connect(with_base(redis_url, base) + ("&" if "?" in redis_url else "?") + "db=1")
     in_db0 = kydb.connect(with_base(redis_url.split("?", maxsplit=1)[0], base))
+    raw_db1 = raw_client(redis_url.split("?", maxsplit=1)[0] + "?db=1")
     try:
         in_db1["/k"] = "in db 1"
         assert in_db0.get("/k") is None and in_db0.ls("/") == []
-        assert raw_client(redis_url.split("?", maxsplit=1)[0] + "?db=1").get(f"/{base}/k") is not None
+        assert raw_db1.get(f"/{base}/k") is not None
     finally:
         in_db1.rm_tree("/")
+        for closing in (in_db0, in_db1, raw_db1):
+            closing.close()
 
 
 # ---------------------------------------------------------------------- the layout
@@ -305,16 +311,22 @@ def test_threads_share_one_connection_pool(quiet_redis: PrivateRedis) -> None:
     raw = raw_client(quiet_redis.url)
     opened_before = raw.info("stats")["total_connections_received"]
 
+    wrong: list[tuple[int, int, Any]] = []
+
     def work(worker: int) -> None:
         for i in range(30):
             db[f"/w{worker}/k{i}"] = i
-            assert db.read(f"/w{worker}/k{i}", reload=True) == i
+            back = db.read(f"/w{worker}/k{i}", reload=True)
+            if back != i:
+                wrong.append((worker, i, back))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not wrong
+    assert db.ls("/") == [f"w{w}/" for w in range(6)]
     # 360 operations from 6 threads reuse at most one connection per thread
     assert raw.info("stats")["total_connections_received"] - opened_before <= 6
     assert 1 <= len([c for c in raw.client_list() if c["name"] == name]) <= 6
@@ -479,49 +491,18 @@ def test_values_over_512_mib_are_refused_before_sending(db: Any, raw: redis.Redi
 
 
 def test_rediss_talks_tls(
-    private_redis: Callable[..., PrivateRedis], tmp_path: Any, skip_or_fail_missing_service: Callable[[str, str], None]
+    private_redis: Callable[..., PrivateRedis], tmp_path: Path, skip_or_fail_missing_service: Callable[[str, str], None]
 ) -> None:
-    import shutil
-    import subprocess
-
     if shutil.which("openssl") is None:
         skip_or_fail_missing_service("openssl", "no openssl binary to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+    names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    subprocess.run(["openssl", *request.split(), "-addext", names, "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
     tls_port = free_port()
-    server = private_redis(
-        "--tls-port",
-        str(tls_port),
-        "--tls-cert-file",
-        str(cert),
-        "--tls-key-file",
-        str(key),
-        "--tls-ca-cert-file",
-        str(cert),
-        "--tls-auth-clients",
-        "no",
-    )
+    server = private_redis("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")  # fmt: skip
     db = kydb.connect(f"rediss://localhost:{tls_port}/tls?ssl_ca_certs={cert}")
     db["/over/tls"] = {"secure": True}
     assert db.read("/over/tls", reload=True) == {"secure": True}
