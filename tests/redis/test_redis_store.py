@@ -405,48 +405,52 @@ def test_wrong_password_is_permission_error(private_redis: Callable[..., Private
     db.close()
 
 
-def _listener(behaviour: Callable[[socket.socket], None]) -> tuple[int, Callable[[], None]]:
-    """A loopback TCP server that handles each connection with ``behaviour``; returns (port, stop)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stopping = threading.Event()
+class _Listener:
+    """A loopback TCP server that counts the connections it accepts and handles each with ``behaviour``."""
 
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stopping.is_set():
+    def __init__(self, behaviour: Callable[[socket.socket], None]) -> None:
+        self.accepted = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self._stopping = threading.Event()
+        self._behaviour = behaviour
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self.port: int = self._server.getsockname()[1]
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
             try:
-                conn, _ = server.accept()
+                conn, _ = self._server.accept()
             except OSError:
                 continue
-            behaviour(conn)
+            self.accepted += 1
+            self._behaviour(conn)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    def settled_count(self, expected: int) -> int:
+        """The connections accepted, once ``expected`` have been (or 5 s have passed), plus any stragglers."""
+        deadline = time.monotonic() + 5
+        while self.accepted < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        return self.accepted
 
-    def stop() -> None:
-        stopping.set()
-        thread.join()
-        server.close()
-
-    return server.getsockname()[1], stop
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._server.close()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    ["refused", "reset", "timeout"],
-)
-def test_network_failures_are_store_unavailable_after_retries(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["refused", "reset", "timeout"])
+def test_network_failures_are_retried_then_store_unavailable(kind: str) -> None:
     held: list[socket.socket] = []
-    stop: Callable[[], None] = lambda: None  # noqa: E731
+    listener = None
     if kind == "refused":
-        with socket.socket() as sock:  # a port nothing listens on
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-    elif kind == "reset":
-        port, stop = _listener(lambda conn: conn.close())
-    else:
-        port, stop = _listener(held.append)  # accepts, never answers
+        port = free_port()  # nothing listens there
+    else:  # "reset" closes every connection at once; "timeout" accepts and never answers
+        listener = _Listener((lambda conn: conn.close()) if kind == "reset" else held.append)
+        port = listener.port
     db = kydb.connect(f"redis://:pw@127.0.0.1:{port}/x?retries=2&socket_timeout=0.2&socket_connect_timeout=0.2")
-    started = time.monotonic()
     try:
         for attempt in (
             lambda: db.set("/k", 1),
@@ -459,18 +463,22 @@ def test_network_failures_are_store_unavailable_after_retries(kind: str) -> None
             lambda: db.get_many(["/a", "/b"]),
             lambda: db.rm_tree("/"),
         ):
+            before = listener.accepted if listener else 0
             with pytest.raises(kydb.StoreUnavailable, match=f"127.0.0.1:{port} db 0.*after 2 retries") as info:
                 attempt()
             assert "redis://:***@" in str(info.value) and ":pw@" not in str(info.value)
+            assert isinstance(info.value.__cause__, redis.RedisError)
+            if listener:  # the first try and two retries, each on a fresh connection
+                assert listener.settled_count(before + 3) - before == 3
         with count_calls(db) as calls, pytest.raises(kydb.StoreUnavailable):
             db["/k"]
         assert calls["kydb_get"] == 1  # the failed write cached nothing: the read went to the store
     finally:
-        stop()
+        if listener:
+            listener.stop()
         for conn in held:
             conn.close()
         db.close()
-    assert time.monotonic() - started < 60
 
 
 def test_values_over_512_mib_are_refused_before_sending(db: Any, raw: redis.Redis) -> None:
