@@ -16,12 +16,13 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "sql", "integration"]
+nox.options.sessions = ["lint", "core", "sql", "redis", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
 SQL = "./kydb-sql[postgresql,mysql]"
+REDIS = "./kydb-redis"
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -41,19 +42,27 @@ def sql(session: nox.Session) -> None:
 
 
 @nox.session
+def redis(session: nox.Session) -> None:
+    """kydb-redis installed alone, its tests against the Redis at KYDB_TEST_REDIS_URL (fakeredis if none answers)."""
+    session.install(CORE, REDIS, "fakeredis[lua]", *TEST_TOOLS)
+    session.run(*PYTEST, "tests/redis", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
     """Everything installed: examples, cross-backend unions and cache DBs."""
-    session.install(CORE, MEMORY, SQL, *TEST_TOOLS)
+    session.install(CORE, MEMORY, SQL, REDIS, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core and kydb-sql."""
-    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy")
+    """ruff on the whole repository, mypy --strict on kydb-core, kydb-sql and kydb-redis."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy", "redis")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-sql/src")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-sql/src", "kydb-redis/src")
     session.run("mypy", "--strict", "kydb-core/src/kydb", "kydb-sql/src/kydb_sql")
+    session.run("mypy", "--strict", "-p", "kydb_redis", env={"MYPYPATH": "kydb-core/src:kydb-redis/src"})
 
 
 @nox.session
@@ -75,3 +84,10 @@ def bench_sql(session: nox.Session) -> None:
     """kydb-sql on SQLite and PostgreSQL next to bare SQLAlchemy Core; ls and rm_tree against table size."""
     session.install("./kydb-core", "./kydb-sql[postgresql]")
     session.run("python", "benchmarks/bench_sql.py", *session.posargs)
+
+
+@nox.session(name="bench-redis")
+def bench_redis(session: nox.Session) -> None:
+    """kydb on Redis vs bare redis-py, side by side (a private redis-server, or the URL given after --)."""
+    session.install("./kydb-core", REDIS)
+    session.run("python", "benchmarks/bench_redis.py", *session.posargs)

@@ -280,16 +280,16 @@ class BaseDB(abc.ABC):
         """
         wanted = {key: self._key(key) for key in keys}
         found: dict[str, Any] = {}
-        fetch: list[str] = []
+        fetch: dict[str, None] = {}  # ordered and de-duplicated in O(1) per key
         for k in wanted.values():
             hit, value = (False, None) if reload else self._cache.lookup(k)
             if hit:
                 found[k] = value
-            elif k not in fetch:
-                fetch.append(k)
+            else:
+                fetch[k] = None
         if fetch:
             token = self._cache.token()
-            for k, blob in self._fetch_blobs(fetch).items():
+            for k, blob in self._fetch_blobs(list(fetch)).items():
                 found[k] = value = self._decode(k, blob)
                 self._cache.fill(k, value, token)
         return {key: found[k] for key, k in wanted.items() if k in found}

@@ -1,0 +1,134 @@
+"""Reading a ``redis://`` / ``rediss://`` URL into redis-py connection settings.
+
+``redis://[user:password@]host[:port][/base/path][?option=value&...]``;
+``rediss://`` is the same over TLS.  The URL path is kydb's base path, so
+the Redis database number is the ``db`` option, not the path (unlike
+redis-py's own URLs).  Unknown options are rejected, never ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kydb.url import StoreURL
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_RETRIES", "OPTIONS", "RedisOptions", "parse_options"]
+
+DEFAULT_PORT = 6379
+#: Retries after a connection refused/reset or a timeout, with jittered exponential backoff.
+DEFAULT_RETRIES = 3
+RETRY_BACKOFF_BASE = 0.05
+RETRY_BACKOFF_CAP = 1.0
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError("must be a whole number >= 0")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _cert_reqs(text: str) -> str:
+    if text not in ("none", "optional", "required"):
+        raise ValueError("must be none, optional or required")
+    return text
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+#: Every query option: name -> (parser, TLS only, what it means).
+OPTIONS: dict[str, tuple[Callable[[str], Any], bool, str]] = {
+    "db": (_count, False, "database number (default 0)"),
+    "socket_timeout": (_seconds, False, "seconds to wait for a reply (default 5)"),
+    "socket_connect_timeout": (_seconds, False, "seconds to wait for a connection (default: socket_timeout)"),
+    "retries": (_count, False, f"retries after a connection failure or timeout (default {DEFAULT_RETRIES})"),
+    "health_check_interval": (_count, False, "seconds idle before a connection is checked with PING (default 0: off)"),
+    "client_name": (_text, False, "name shown by CLIENT LIST"),
+    "ssl_cert_reqs": (_cert_reqs, True, "none, optional or required (default required)"),
+    "ssl_ca_certs": (_text, True, "file of CA certificates to trust"),
+    "ssl_certfile": (_text, True, "client certificate file"),
+    "ssl_keyfile": (_text, True, "client private key file"),
+    "ssl_check_hostname": (_flag, True, "check the server certificate's host name (default true)"),
+}
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """Where a store connects and how; ``connection`` are redis-py ``ConnectionPool`` keyword arguments."""
+
+    host: str
+    port: int
+    db: int
+    tls: bool
+    retries: int
+    connection: dict[str, Any] = field(repr=False)
+
+    @property
+    def server(self) -> str:
+        """``host:port db N``, for messages (never credentials)."""
+        return f"{self.host}:{self.port} db {self.db}"
+
+
+def parse_options(url: StoreURL) -> RedisOptions:
+    """The connection settings of a ``redis``/``rediss`` URL.
+
+    Raises ``ValueError`` naming the masked URL for a missing host, an unknown
+    option, an option value that does not parse, or a TLS option on
+    ``redis://``.
+    """
+    tls = url.scheme == "rediss"
+    if not url.host:
+        raise ValueError(f"invalid kydb URL {url.masked!r}: expected {url.scheme}://HOST[:PORT][/base/path]")
+    values: dict[str, Any] = {}
+    for name, text in url.options.items():
+        known = OPTIONS.get(name)
+        if known is None:
+            listing = ", ".join(sorted(OPTIONS))
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: unknown option {name!r}; {url.scheme}:// takes {listing}"
+            )
+        parse, tls_only, meaning = known
+        if tls_only and not tls:
+            raise ValueError(f"invalid kydb URL {url.masked!r}: {name} is a TLS option; use rediss:// for TLS")
+        try:
+            values[name] = parse(text)
+        except ValueError as exc:
+            raise ValueError(f"invalid kydb URL {url.masked!r}: option {name}={text!r} {exc} ({meaning})") from None
+    port = url.port or DEFAULT_PORT
+    db = values.pop("db", 0)
+    retries = values.pop("retries", DEFAULT_RETRIES)
+    connection = {
+        "host": url.host,
+        "port": port,
+        "db": db,
+        "username": url.username,
+        "password": url.password,
+        "socket_keepalive": True,
+        **values,
+    }
+    return RedisOptions(url.host, port, db, tls, retries, connection)

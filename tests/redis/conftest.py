@@ -1,0 +1,261 @@
+"""Fixtures for the Redis tests: the server under test, raw access to it, and private servers.
+
+The suite runs against the Redis at ``KYDB_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379``), each test under its own base path.  When nothing
+answers there and ``KYDB_REQUIRE_SERVICES`` is unset, it runs against
+fakeredis (over TCP, so child processes reach it too) and says so in the
+summary; with ``KYDB_REQUIRE_SERVICES`` set that is a failure instead.
+
+Tests that kill a server or count its commands start their own
+``redis-server`` on a free loopback port (:class:`PrivateRedis`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+import kydb
+
+REDIS_URL = os.environ.get("KYDB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+_fallback_notes: list[str] = []
+
+
+def with_base(url: str, base: str) -> str:
+    """``url`` (no path of its own) rooted at the base path ``/base``, keeping its query."""
+    parts = urlsplit(url)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}/{quote(base.strip('/'))}{query}"
+
+
+def raw_client(url: str) -> redis.Redis:
+    """A plain redis-py client for the server and database of a kydb Redis URL (no kydb involved)."""
+    parts = urlsplit(url)
+    db = 0
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "db":
+            db = int(value)
+    return redis.Redis(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=db,
+        username=parts.username or None,
+        password=parts.password or None,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url``'s server does not answer PING, or None if it does."""
+    client = raw_client(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return str(exc)
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url(require_services: bool, skip_or_fail_missing_service: Callable[[str, str], None]) -> Iterator[str]:
+    """The URL (no base path) of the Redis the suite runs against."""
+    why = _unreachable(REDIS_URL)
+    if why is None:
+        yield REDIS_URL
+        return
+    if require_services:
+        skip_or_fail_missing_service(f"Redis at {kydb.url.mask_url(REDIS_URL)}", why)
+    fakeredis = pytest.importorskip("fakeredis", reason=f"Redis is not reachable ({why}) and fakeredis is missing")
+    server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
+    thread.start()
+    _fallback_notes.append(
+        f"Redis at {kydb.url.mask_url(REDIS_URL)} is not reachable ({why}): the Redis tests ran against "
+        "fakeredis instead; set KYDB_REQUIRE_SERVICES=1 to make this a failure"
+    )
+    try:
+        yield f"redis://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for note in _fallback_notes:
+        terminalreporter.write_sep("!", note, yellow=True)
+
+
+# ---------------------------------------------------------------------- private servers
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (at the time of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test's own on a free loopback port, in a temporary directory.
+
+    ``persistent`` turns on the append-only file with an fsync per write, so a
+    write the server acknowledged survives a kill.  :meth:`kill` ends the
+    process with SIGKILL (a crash, no shutdown save); :meth:`start` starts it
+    again on the same port and directory.
+    """
+
+    def __init__(self, binary: str, directory: Path, *extra: str, persistent: bool = False) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        self.args = [
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+            "--dir", str(directory), "--logfile", str(directory / "redis.log"), *extra,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.process = subprocess.Popen([self.binary, *self.args], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    reply = sock.recv(64)
+                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary(skip_or_fail_missing_service: Callable[[str, str], None]) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail_missing_service("redis-server", "no redis-server binary on PATH to start a private server")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture
+def private_redis(redis_server_binary: str, tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
+    """``private_redis(*redis_server_args, persistent=False)`` starts a server that is stopped after the test."""
+    started: list[PrivateRedis] = []
+
+    def start(*extra: str, persistent: bool = False) -> PrivateRedis:
+        directory = tmp_path / f"redis-{len(started)}"
+        directory.mkdir()
+        server = PrivateRedis(redis_server_binary, directory, *extra, persistent=persistent)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def quiet_redis(redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A private server nothing else talks to, so its command counters are exact."""
+    server = PrivateRedis(redis_server_binary, tmp_path_factory.mktemp("quiet-redis"))
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------------- counting
+
+
+@contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count requests redis-py sends in the block: ``[n]``.
+
+    redis-py writes a command, or a whole pipeline, with one
+    ``send_packed_command`` and then reads the replies: one call is one round
+    trip.  (Wraps the method of ``redis.Connection``, the class plain
+    ``redis://`` connections use.)
+    """
+    count = [0]
+    own = "send_packed_command" in vars(redis.Connection)
+    original = redis.Connection.send_packed_command
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(self, *args, **kwargs)
+
+    redis.Connection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        if own:
+            redis.Connection.send_packed_command = original  # type: ignore[method-assign]
+        else:
+            del redis.Connection.send_packed_command
+
+
+def command_stats(client: redis.Redis) -> Counter[str]:
+    """``INFO commandstats`` as ``{command: calls}``, without INFO itself.
+
+    Redis counts the commands a Lua script runs too (``set``, ``zadd`` inside
+    an ``evalsha``).
+    """
+    stats = client.info("commandstats")
+    return Counter(
+        {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items() if name != "cmdstat_info"}
+    )
+
+
+@contextmanager
+def server_commands(client: redis.Redis) -> Iterator[Counter[str]]:
+    """The commands the server ran during the block (exact only on a server nothing else uses)."""
+    delta: Counter[str] = Counter()
+    before = command_stats(client)
+    yield delta
+    delta.update(command_stats(client))
+    delta.subtract(before)
+    for name in [n for n, calls in delta.items() if calls == 0]:
+        del delta[name]

@@ -1,0 +1,530 @@
+"""What is Redis's own: URLs, the key layout, round trips, failures, and the walkthrough."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import kydb
+import kydb_redis
+from kydb.testing import count_calls, unique_name
+
+from .conftest import PrivateRedis, free_port, raw_client, round_trips, server_commands, with_base
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def db(redis_url: str) -> Iterator[Any]:
+    """A DB under a fresh base path on the server under test; emptied afterwards."""
+    db = kydb.connect(with_base(redis_url, unique_name("redis")))
+    yield db
+    db.rm_tree("/")
+    db.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = raw_client(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def quiet(quiet_redis: PrivateRedis) -> Iterator[tuple[Any, redis.Redis]]:
+    """A DB on the private server (exact command counts) and a raw client to it, connection already open."""
+    db = kydb.connect(with_base(quiet_redis.url, unique_name("quiet")))
+    raw = raw_client(quiet_redis.url)
+    db.exists("/warm-up")  # open the pooled connection: its handshake is not what is being counted
+    yield db, raw
+    db.rm_tree("/")
+    assert not list(raw.scan_iter(match=db.base_path + "*")), "rm_tree('/') left keys behind"
+    db.close()
+    raw.close()
+
+
+def deep_key(depth: int, leaf: str = "obj") -> str:
+    """A key with ``depth`` components: deep_key(4) == '/d1/d2/d3/obj'."""
+    return "".join(f"/d{i}" for i in range(1, depth)) + "/" + leaf
+
+
+# ---------------------------------------------------------------------- URLs and registration
+
+
+def test_both_schemes_are_registered_by_kydb_redis() -> None:
+    served = {info.scheme: info for info in kydb.backends()}
+    for scheme in ("redis", "rediss"):
+        assert served[scheme].target == "kydb_redis:RedisStore"
+        assert served[scheme].distribution == "kydb-redis"
+
+
+def test_password_never_shows() -> None:
+    url = "redis://kydb-user:s3cr3t-pw@127.0.0.1:6399/base?db=2&socket_timeout=1"
+    db = kydb.connect(url)
+    assert "s3cr3t-pw" not in repr(db) and "s3cr3t-pw" not in db.url
+    assert repr(db) == "<DB redis://kydb-user:***@127.0.0.1:6399/base?db=2&socket_timeout=1>"
+    assert "s3cr3t-pw" not in repr(db.store) and "127.0.0.1:6399 db 2" in repr(db.store)
+    db.close()
+
+
+def test_url_options_reach_the_connection_pool() -> None:
+    db = kydb.connect(
+        "redis://u:pw@Example.ORG:6390/a/b?db=3&socket_timeout=2.5&socket_connect_timeout=1"
+        "&retries=5&health_check_interval=30&client_name=books"
+    )
+    store = db.store
+    assert (store.options.host, store.options.port, store.options.db, store.options.retries) == (
+        "example.org",
+        6390,
+        3,
+        5,
+    )
+    assert db.base_path == "/a/b"
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 2.5 and kwargs["socket_connect_timeout"] == 1.0
+    assert (kwargs["username"], kwargs["password"], kwargs["client_name"]) == ("u", "pw", "books")
+    assert kwargs["health_check_interval"] == 30 and kwargs["retry"].get_retries() == 5
+    assert store.client.connection_pool.connection_class is redis.Connection
+    db.close()
+    tls = kydb.connect("rediss://cache.example.org?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem&ssl_check_hostname=no")
+    assert tls.store.client.connection_pool.connection_class is redis.SSLConnection
+    assert tls.store.options.port == 6379
+    kwargs = tls.store.client.connection_pool.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"], kwargs["ssl_check_hostname"]) == (
+        "none",
+        "/etc/ca.pem",
+        False,
+    )
+    tls.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis:///base", "expected redis://HOST"),
+        ("redis://h?colour=red", "unknown option 'colour'"),
+        ("redis://h?db=x", "db='x' must be a whole number"),
+        ("redis://h?db=-1", "must be a whole number"),
+        ("redis://h?socket_timeout=0", "positive number of seconds"),
+        ("redis://h?socket_timeout=nan", "positive number of seconds"),
+        ("redis://h?retries=1.5", "whole number"),
+        ("redis://h?ssl_ca_certs=/ca.pem", "TLS option; use rediss://"),
+        ("rediss://h?ssl_cert_reqs=maybe", "none, optional or required"),
+        ("rediss://h?ssl_check_hostname=perhaps", "true or false"),
+        ("redis://h:99999", "out of range"),
+    ],
+)
+def test_bad_urls_are_rejected_with_the_password_masked(url: str, message: str) -> None:
+    scheme, rest = url.split("://", 1)
+    with pytest.raises(ValueError, match=message) as info:
+        kydb.connect(f"{scheme}://user:hunter2@{rest}")
+    assert "hunter2" not in str(info.value)
+
+
+def test_db_option_selects_the_database(redis_url: str) -> None:
+    base = unique_name("redis-db")
+    in_db1 = kydb.connect(with_base(redis_url, base) + ("&" if "?" in redis_url else "?") + "db=1")
+    in_db0 = kydb.connect(with_base(redis_url.split("?", maxsplit=1)[0], base))
+    raw_db1 = raw_client(redis_url.split("?", maxsplit=1)[0] + "?db=1")
+    try:
+        in_db1["/k"] = "in db 1"
+        assert in_db0.get("/k") is None and in_db0.ls("/") == []
+        assert raw_db1.get(f"/{base}/k") is not None
+    finally:
+        in_db1.rm_tree("/")
+        for closing in (in_db0, in_db1, raw_db1):
+            closing.close()
+
+
+# ---------------------------------------------------------------------- the layout
+
+
+def test_layout_objects_are_strings_and_folders_sorted_sets(db: Any, raw: redis.Redis) -> None:
+    base = db.base_path
+    db["/books/MYBOOK"] = {"pv": 1}
+    db["/books"] = "an object beside the folder"
+    db.mkdir("/books/empty/deeper")
+    assert raw.type(base + "/books/MYBOOK") == b"string"
+    assert kydb.envelope.decode(raw.get(base + "/books/MYBOOK"), "/books/MYBOOK") == {"pv": 1}
+    assert raw.zrange(base + "/", 0, -1, withscores=True) == [(b"books", 0.0), (b"books/", 0.0)]
+    assert raw.zrange(base + "/books/", 0, -1) == [b"MYBOOK", b"empty/"]
+    assert raw.zrange(base + "/books/empty/", 0, -1) == [b"deeper/"]
+    assert not raw.exists(base + "/books/empty/deeper/")  # an empty folder is only its entry in its parent
+    assert raw.zscore("/", base.lstrip("/") + "/") == 0.0  # the base path's own folders are listed too
+    db.delete("/books/MYBOOK")
+    assert not raw.exists(base + "/books/MYBOOK")
+    assert raw.zrange(base + "/books/", 0, -1) == [b"empty/"]
+
+
+def test_rm_tree_leaves_no_key_behind(db: Any, raw: redis.Redis) -> None:
+    db.set_many({f"/t/{i % 4}/{i % 3}/o{i}": i for i in range(60)})
+    db.mkdir("/t/empty")
+    db["/keep"] = 1
+    db.rm_tree("/t")
+    assert sorted(raw.scan_iter(match=db.base_path + "/t*")) == []
+    assert raw.zrange(db.base_path + "/", 0, -1) == [b"keep"]
+    db.rm_tree("/")
+    assert sorted(raw.scan_iter(match=db.base_path + "*")) == []
+    assert raw.zscore("/", db.base_path.lstrip("/") + "/") is None
+
+
+def test_ls_pages_follow_redis_byte_order(db: Any) -> None:
+    names = ["é", "e\u0301", "Z", "a", "a_b", "日本", "🙂", "a b", "a-b", "a.b", "a0"]
+    for name in names:
+        db[f"/u/{name}"] = name
+        db.mkdir(f"/u/{name}")
+    expected = sorted(names + [n + "/" for n in names])
+    for page_size in (1, 3, 100):
+        assert list(db.list_dir("/u", page_size=page_size)) == expected
+
+
+def test_folder_key_of_another_type_is_an_error_not_an_empty_folder(db: Any, raw: redis.Redis) -> None:
+    db["/x/ok"] = 1
+    raw.set(db.base_path + "/x/", "written by something else")  # the folder's sorted set, clobbered
+    raw.hset(db.base_path + "/h", "field", "value")  # an object key holding a hash
+    for attempt in (
+        lambda: db.ls("/x"),
+        lambda: db.set("/x/y", 1),
+        lambda: db.read("/h", reload=True),
+        lambda: db.get_many(["/h", "/missing"], reload=True),
+    ):
+        with pytest.raises(kydb_redis.RedisCommandError, match="WRONGTYPE") as info:
+            attempt()
+        assert not isinstance(info.value, KeyError)
+    raw.delete(db.base_path + "/x/", db.base_path + "/h")
+
+
+# ---------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("depth", [1, 4, 8, 16])
+def test_a_put_is_one_round_trip_whatever_the_depth(quiet: tuple[Any, redis.Redis], depth: int) -> None:
+    db, raw = quiet
+    for what, key in (
+        ("first put into a new folder chain", deep_key(depth)),
+        ("overwrite", deep_key(depth)),
+        ("new object in an existing folder", deep_key(depth, "sibling")),
+    ):
+        with server_commands(raw) as commands, round_trips() as sent:
+            db[key] = {"what": what}
+        assert sent == [1], what
+        top = {name: n for name, n in commands.items() if name in ("eval", "evalsha")}
+        assert top in ({"eval": 1}, {"evalsha": 1}), (what, commands)
+        assert commands["set"] == 1, what
+        assert set(commands) <= {"eval", "evalsha", "set", "zadd"}, (what, commands)
+    # every folder of the chain, the base path's included, lists what it holds
+    path = db.base_path + deep_key(depth)
+    for cut in [i for i, c in enumerate(path) if c == "/"]:
+        folder, name = path[: cut + 1], path[cut + 1 :].split("/")[0]
+        assert raw.zscore(folder, name + ("/" if "/" in path[cut + 1 :] else "")) == 0.0
+    assert db.ls(deep_key(depth).rsplit("/", 1)[0] or "/") == ["obj", "sibling"]
+
+
+def test_reads_and_listings_are_one_round_trip_each(quiet: tuple[Any, redis.Redis]) -> None:
+    db, raw = quiet
+    db.set_many({deep_key(4, f"k{i:04d}"): i for i in range(1000)})
+    folder = deep_key(4).rsplit("/", 1)[0]
+    for what, operation, expected in (
+        ("cold read", lambda: db.read(deep_key(4, "k0001"), reload=True), {"get": 1}),
+        ("exists", lambda: db.exists(deep_key(4, "k0001")), {"exists": 1}),
+        ("is_dir", lambda: db.is_dir(folder), {"zscore": 1}),
+        ("a page of ls", lambda: next(db.list_dir(folder, page_size=50)), {"zrangebylex": 1}),
+        ("mkdir", lambda: db.mkdir(folder + "/new/deeper"), None),
+    ):
+        with server_commands(raw) as commands, round_trips() as sent:
+            operation()
+        assert sent == [1], what
+        if expected is not None:
+            assert dict(commands) == expected, what
+    with server_commands(raw) as commands, round_trips() as sent:
+        got = db.get_many([deep_key(4, f"k{i:04d}") for i in range(1000)], reload=True)
+    assert got == {deep_key(4, f"k{i:04d}"): i for i in range(1000)}
+    assert sent == [1] and dict(commands) == {"mget": 1}
+    with server_commands(raw) as commands, round_trips() as sent:
+        got = db.get_many([deep_key(4, f"k{i:04d}") for i in range(990, 1010)], reload=True)
+    assert got == {deep_key(4, f"k{i:04d}"): i for i in range(990, 1000)}
+    assert sent == [2] and dict(commands) == {"mget": 1, "exists": 1}  # misses: one EXISTS checks they are absent
+
+
+def test_batches_are_pipelined(quiet: tuple[Any, redis.Redis]) -> None:
+    db, raw = quiet
+    values = {f"/batch/f{i % 7}/k{i}": i for i in range(5000)}
+    with server_commands(raw) as commands, round_trips() as sent:
+        db.set_many(values)
+    assert sent == [1], "5 script calls of 1,000 objects go out in one pipeline"
+    assert commands["set"] == 5000 and commands["evalsha"] + commands["eval"] == 5
+    with round_trips() as sent:
+        assert db.get_many(list(values), reload=True) == values
+    assert sent == [1]
+    with server_commands(raw) as commands, round_trips() as sent:
+        db.delete_many(list(values)[:2500])
+    assert sent == [1] and commands["unlink"] == 2500 and commands["evalsha"] + commands["eval"] == 3
+    assert len(db.ls("/batch/f0")) == len([k for k in list(values)[2500:] if k.startswith("/batch/f0/")])
+
+
+def test_rm_tree_of_10000_objects_takes_a_few_requests(quiet: tuple[Any, redis.Redis]) -> None:
+    db, raw = quiet
+    for start in range(0, 10_000, 2500):
+        db.set_many({f"/big/s{i % 10}/d{i % 3}/o{i}": i for i in range(start, start + 2500)})
+    db.mkdir("/big/empty/deeper")
+    db["/stays"] = 1
+    with server_commands(raw) as commands, round_trips() as sent, count_calls(db) as calls:
+        db.rm_tree("/big")
+    assert sent[0] <= 20, f"rm_tree of 10,000 objects sent {sent[0]} requests"
+    assert commands["unlink"] == 10_000
+    assert commands["evalsha"] + commands["eval"] <= 15 and commands["zrangebylex"] <= 60
+    assert calls["kydb_delete"] == 0 and calls["kydb_get"] == 0
+    assert not list(raw.scan_iter(match=db.base_path + "/big*"))
+    assert db.ls("/") == ["stays"]
+
+
+def test_lost_script_cache_costs_one_extra_round_trip(quiet: tuple[Any, redis.Redis]) -> None:
+    db, raw = quiet
+    db["/s/a"] = 1
+    raw.script_flush()  # what a server restart without persistence does to scripts
+    with round_trips() as sent:
+        db["/s/b"] = 2
+    assert sent == [2]  # EVALSHA -> NOSCRIPT, then EVAL
+    with round_trips() as sent:
+        db["/s/c"] = 3
+    assert sent == [1]
+    raw.script_flush()
+    with round_trips() as sent:
+        db.set_many({f"/s/m{i}": i for i in range(3000)})
+    assert sent == [2]
+    assert db.ls("/s") == ["a", "b", "c", *sorted(f"m{i}" for i in range(3000))]
+
+
+def test_threads_share_one_connection_pool(quiet_redis: PrivateRedis) -> None:
+    name = unique_name("pool").replace("-", "_")
+    db = kydb.connect(with_base(quiet_redis.url, unique_name("pool")) + f"?client_name={name}")
+    raw = raw_client(quiet_redis.url)
+    opened_before = raw.info("stats")["total_connections_received"]
+
+    wrong: list[tuple[int, int, Any]] = []
+
+    def work(worker: int) -> None:
+        for i in range(30):
+            db[f"/w{worker}/k{i}"] = i
+            back = db.read(f"/w{worker}/k{i}", reload=True)
+            if back != i:
+                wrong.append((worker, i, back))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
+    assert db.ls("/") == [f"w{w}/" for w in range(6)]
+    # 360 operations from 6 threads reuse at most one connection per thread
+    assert raw.info("stats")["total_connections_received"] - opened_before <= 6
+    assert 1 <= len([c for c in raw.client_list() if c["name"] == name]) <= 6
+    db.rm_tree("/")
+    db.close()
+    raw.close()
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_server_killed_mid_run_then_restarted(private_redis: Callable[..., PrivateRedis], caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = private_redis("--requirepass", "kill-test-pw", persistent=True)
+    db = kydb.connect(f"redis://:kill-test-pw@127.0.0.1:{server.port}/fault?retries=2&socket_timeout=2")
+    db.mkdir("/run/empty")
+    acknowledged: dict[str, int] = {}
+    failure: list[BaseException] = []
+    failed_key: list[str] = []
+
+    def writer() -> None:
+        for i in range(1_000_000):
+            key = f"/run/f{i % 5}/k{i}"
+            try:
+                db[key] = i
+            except BaseException as exc:
+                failure.append(exc)
+                failed_key.append(key)
+                return
+            acknowledged[key] = i
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 300 and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.01)
+    server.kill()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and len(acknowledged) >= 300
+
+    error = failure[0]
+    assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
+    assert f"127.0.0.1:{server.port}" in str(error) and "redis://:***@" in str(error)
+    assert isinstance(error.__cause__, redis.ConnectionError)
+    for attempt in (
+        lambda: db.read("/run/f0/k0", reload=True),
+        lambda: db.ls("/run"),
+        lambda: db.exists("/run/f0/k0"),
+        lambda: db.get_many(["/a", "/b"], reload=True),
+    ):
+        with pytest.raises(kydb.StoreUnavailable):
+            attempt()
+
+    server.start()
+    assert db.get_many(list(acknowledged), reload=True) == acknowledged  # nothing acknowledged was lost
+    listed = {f"/run/f{f}/{name}" for f in range(5) for name in db.ls(f"/run/f{f}")}
+    assert set(acknowledged) <= listed <= set(acknowledged) | set(failed_key)
+    assert db.ls("/run") == ["empty/", "f0/", "f1/", "f2/", "f3/", "f4/"]
+    with count_calls(db) as calls:  # the failed write left nothing in the cache: this read asks the store
+        db.get(failed_key[0])
+    assert calls["kydb_get"] == 1
+    db["/after/restart"] = "works"
+    assert db.read("/after/restart", reload=True) == "works"
+    assert "kill-test-pw" not in caplog.text and "kill-test-pw" not in repr(error.__cause__)
+    db.rm_tree("/")
+    db.close()
+
+
+def test_wrong_password_is_permission_error(private_redis: Callable[..., PrivateRedis]) -> None:
+    server = private_redis("--requirepass", "right-pw")
+    db = kydb.connect(f"redis://:wrong-pw@127.0.0.1:{server.port}?retries=0")
+    with pytest.raises(PermissionError) as info:
+        db.read("/k", reload=True)
+    assert not isinstance(info.value, (KeyError, kydb.StoreUnavailable))
+    assert "wrong-pw" not in str(info.value) and f"127.0.0.1:{server.port}" in str(info.value)
+    db.close()
+
+
+class _Listener:
+    """A loopback TCP server that counts the connections it accepts and handles each with ``behaviour``."""
+
+    def __init__(self, behaviour: Callable[[socket.socket], None]) -> None:
+        self.accepted = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self._stopping = threading.Event()
+        self._behaviour = behaviour
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self.port: int = self._server.getsockname()[1]
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._behaviour(conn)
+
+    def settled_count(self, expected: int) -> int:
+        """The connections accepted, once ``expected`` have been (or 5 s have passed), plus any stragglers."""
+        deadline = time.monotonic() + 5
+        while self.accepted < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        return self.accepted
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._server.close()
+
+
+@pytest.mark.parametrize("kind", ["refused", "reset", "timeout"])
+def test_network_failures_are_retried_then_store_unavailable(kind: str) -> None:
+    held: list[socket.socket] = []
+    listener = None
+    if kind == "refused":
+        port = free_port()  # nothing listens there
+    else:  # "reset" closes every connection at once; "timeout" accepts and never answers
+        listener = _Listener((lambda conn: conn.close()) if kind == "reset" else held.append)
+        port = listener.port
+    db = kydb.connect(f"redis://:pw@127.0.0.1:{port}/x?retries=2&socket_timeout=0.2&socket_connect_timeout=0.2")
+    try:
+        for attempt in (
+            lambda: db.set("/k", 1),
+            lambda: db.read("/k", reload=True),
+            lambda: db.ls("/"),
+            lambda: db.is_dir("/f"),
+            lambda: db.set_many({"/a": 1, "/b": 2}),
+            lambda: db.mkdir("/m"),
+            lambda: db.delete_many(["/a"]),
+            lambda: db.get_many(["/a", "/b"]),
+            lambda: db.rm_tree("/"),
+        ):
+            before = listener.accepted if listener else 0
+            with pytest.raises(kydb.StoreUnavailable, match=f"127.0.0.1:{port} db 0.*after 2 retries") as info:
+                attempt()
+            assert "redis://:***@" in str(info.value) and ":pw@" not in str(info.value)
+            assert isinstance(info.value.__cause__, redis.RedisError)
+            if listener:  # the first try and two retries, each on a fresh connection
+                assert listener.settled_count(before + 3) - before == 3
+        with count_calls(db) as calls, pytest.raises(kydb.StoreUnavailable):
+            db["/k"]
+        assert calls["kydb_get"] == 1  # the failed write cached nothing: the read went to the store
+    finally:
+        if listener:
+            listener.stop()
+        for conn in held:
+            conn.close()
+        db.close()
+
+
+def test_values_over_512_mib_are_refused_before_sending(db: Any, raw: redis.Redis) -> None:
+    db["/big"] = "old value"
+    huge = bytes(kydb_redis.MAX_VALUE_BYTES)  # the value alone is at the limit; its envelope is over it
+    with count_calls(db) as calls, round_trips() as sent, pytest.raises(ValueError, match=r"/big.*512 MiB"):
+        db["/big"] = huge
+    assert calls["kydb_put"] == 1 and sent == [0]
+    del huge
+    assert db["/big"] == "old value" and db.read("/big", reload=True) == "old value"
+    too_big = bytes(kydb_redis.MAX_VALUE_BYTES + 1)
+    with pytest.raises(ValueError, match="/other"):
+        db.store.kydb_put({db.base_path + "/fine": b"x", db.base_path + "/other": too_big})
+    assert not raw.exists(db.base_path + "/fine") and db.ls("/") == ["big"]
+
+
+# ---------------------------------------------------------------------- TLS and the walkthrough
+
+
+def test_rediss_talks_tls(
+    private_redis: Callable[..., PrivateRedis], tmp_path: Path, skip_or_fail_missing_service: Callable[[str, str], None]
+) -> None:
+    if shutil.which("openssl") is None:
+        skip_or_fail_missing_service("openssl", "no openssl binary to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+    names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    subprocess.run(["openssl", *request.split(), "-addext", names, "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    tls_port = free_port()
+    server = private_redis("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")  # fmt: skip
+    db = kydb.connect(f"rediss://localhost:{tls_port}/tls?ssl_ca_certs={cert}")
+    db["/over/tls"] = {"secure": True}
+    assert db.read("/over/tls", reload=True) == {"secure": True}
+    assert db.ls("/over") == ["tls"]
+    plain = kydb.connect(f"redis://127.0.0.1:{server.port}/tls")
+    assert plain.read("/over/tls", reload=True) == {"secure": True}  # the same server, without TLS
+    db.rm_tree("/")
+    db.close()
+    plain.close()
+
+
+def test_walkthrough_runs_on_redis(redis_url: str, check_walkthrough: Callable[[str], None]) -> None:
+    url = with_base(redis_url, unique_name("walkthrough"))
+    check_walkthrough(url)
+    db = kydb.connect(url)
+    assert db.ls("/") == []
+    db.rm_tree("/")  # the base folder's own entry
