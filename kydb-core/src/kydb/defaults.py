@@ -54,8 +54,9 @@ class DefaultHooks:
         entries = []
         for names in self._object_pages(folder):
             for name, info in sorted(self._hook.kydb_stat(paths=[folder + n for n in names]).items()):
-                if info.mtime_ns is None or info.ctime_ns is None:
-                    raise IndexNotSupported(f"{folder}: this store keeps no modification times to order by")
+                if info.mtime_ns is None or (index == "ctime" and info.ctime_ns is None):
+                    what = "creation" if index == "ctime" else "modification"
+                    raise IndexNotSupported(f"{folder}: this store keeps no {what} times to order by")
                 value = {"mtime": info.mtime_ns, "ctime": info.ctime_ns}.get(index, info.indexes.get(index))
                 if value is None or (since is not None and value < since) or (until is not None and value > until):
                     continue

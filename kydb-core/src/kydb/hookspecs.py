@@ -94,11 +94,14 @@ class ObjectInfo(NamedTuple):
 
 
 class Entry(NamedTuple):
-    """One result of a folder query: the object's name in the folder, its times and the index's value."""
+    """One result of a folder query: the object's name in the folder, its times and the index's value.
+
+    ``ctime`` is ``None`` on a store that keeps no creation time (S3).
+    """
 
     key: str
     mtime: int
-    ctime: int
+    ctime: int | None
     index_value: int
 
 

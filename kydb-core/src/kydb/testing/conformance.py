@@ -106,6 +106,9 @@ class _Fixtures:
     #: The store records each object's modification and creation times and
     #: user index values (``kydb_stat`` reports them), so queries can at least scan.
     keeps_times: ClassVar[bool] = True
+    #: The store keeps each object's creation time across overwrites
+    #: (``False``: ``ctime`` is ``None`` and ordering by it is refused).
+    keeps_ctime: ClassVar[bool] = True
     #: The store answers folder queries from an ordered index (``kydb_query``),
     #: without ``allow_scan``.
     native_queries: ClassVar[bool] = False
@@ -1129,11 +1132,16 @@ class QueryTests(_Fixtures):
         if entries is _REFUSED:
             return
         (entry,) = entries
-        assert entry.key == "x" and type(entry.mtime) is int and type(entry.ctime) is int
-        assert before <= entry.ctime < entry.mtime <= time.time_ns()
-        assert entry.index_value == entry.mtime
+        assert entry.key == "x" and type(entry.mtime) is int and entry.index_value == entry.mtime
         info = db.stat("/t/x")
         assert (info.mtime_ns, info.ctime_ns) == (entry.mtime, entry.ctime)
+        if not self.keeps_ctime:
+            assert entry.ctime is None and before <= entry.mtime <= time.time_ns()
+            with pytest.raises(kydb.IndexNotSupported, match="creation"):
+                list(db.folder("/t", allow_scan=True).by("ctime"))
+            return
+        assert type(entry.ctime) is int
+        assert before <= entry.ctime < entry.mtime <= time.time_ns()
         by_ctime = self.answer(lambda scan: list(db.folder("/t", allow_scan=scan).by("ctime").entries()))
         assert by_ctime[0].index_value == entry.ctime
 
