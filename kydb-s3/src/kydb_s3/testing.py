@@ -1,0 +1,207 @@
+"""An HTTP proxy for testing code that talks to S3: it counts, delays and breaks requests.
+
+Put it in front of a local S3 endpoint (moto's server, MinIO) and give its
+URL to boto3 or kydb::
+
+    with LoopbackProxy("http://127.0.0.1:5000", latency=0.02) as proxy:
+        db = kydb.connect(f"s3://bucket/base?endpoint_url={proxy.url}")
+        proxy.fail_next(2)             # the next two requests are answered 503 SlowDown
+        db["/a"] = 1                   # botocore retries and succeeds
+        proxy.operations()             # Counter({'PutObject': 3})
+
+It listens on 127.0.0.1 only and uses nothing but the standard library.
+Path-style requests are assumed (the style boto3 uses for IP endpoints).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["LoopbackProxy", "ProxiedRequest"]
+
+# Headers that belong to one connection, not to the request or response being forwarded.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "expect"}
+)
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+@dataclass(frozen=True)
+class ProxiedRequest:
+    """One request that reached the proxy: method, path (percent-encoded) and query string."""
+
+    method: str
+    path: str
+    query: str
+
+    @property
+    def operation(self) -> str:
+        """The S3 API operation, e.g. ``PutObject`` or ``ListObjectsV2``."""
+        params = parse_qs(self.query, keep_blank_values=True)
+        on_object = "/" in self.path.strip("/")
+        method = self.method
+        if method == "GET" and not on_object:
+            return "ListObjectsV2" if params.get("list-type") == ["2"] else "ListObjects"
+        if method == "POST" and "delete" in params:
+            return "DeleteObjects"
+        if "uploadId" in params:
+            if method == "PUT":
+                return "UploadPart"
+            return "CompleteMultipartUpload" if method == "POST" else f"{method} multipart upload"
+        if method == "POST" and "uploads" in params:
+            return "CreateMultipartUpload"
+        kind = "Object" if on_object else "Bucket"
+        verbs = {"GET": "Get", "PUT": "Put", "HEAD": "Head", "DELETE": "Delete"}
+        return f"{verbs.get(method, method)}{kind}"
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    kind: str  # "status" or "cut"
+    status: int
+    when: Callable[[ProxiedRequest], bool] | None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: LoopbackProxy
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as S3 does; also answers "Expect: 100-continue"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the proxy's record of requests is :attr:`LoopbackProxy.requests`."""
+
+    def _read_body(self) -> bytes:
+        # botocore always sends Content-Length (bodies are bytes or seekable files), never chunked.
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, length: int | None = None) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _forward(self) -> None:
+        body = self._read_body()
+        path, _, query = self.path.partition("?")
+        proxy = self.server.proxy
+        fault = proxy._record(ProxiedRequest(self.command, path, query))
+        if proxy.latency:
+            time.sleep(proxy.latency)
+        if fault is not None and fault.kind == "status":
+            self._send(fault.status, [("Content-Type", "application/xml")], _SLOW_DOWN)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        upstream = http.client.HTTPConnection(proxy.target_host, proxy.target_port, timeout=120)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            received = response.getheaders()
+        finally:
+            upstream.close()
+        # send_response adds its own Server and Date headers; the body's length is set by _send.
+        skip = _HOP_BY_HOP | {"server", "date", "content-length"}
+        forwarded = [(k, v) for k, v in received if k.lower() not in skip]
+        length = int(response.headers.get("Content-Length") or 0) if self.command == "HEAD" else None
+        if fault is not None and fault.kind == "cut" and len(data) > 1:
+            # Promise the whole body, send half of it, and hang up.
+            self._send(response.status, forwarded, data[: len(data) // 2], length=len(data))
+            self.close_connection = True
+            return
+        self._send(response.status, forwarded, data, length)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+
+class LoopbackProxy:
+    """A threaded HTTP proxy on 127.0.0.1 in front of ``target`` (an ``http://host:port`` endpoint).
+
+    ``latency`` seconds are added to every request (real S3 answers in tens
+    of milliseconds; a local server in well under one).  Every request is
+    recorded in :attr:`requests`.  Use it as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(self, target: str, latency: float = 0.0) -> None:
+        parts = urlsplit(target)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"the proxy forwards to a plain http://host:port endpoint, not {target!r}")
+        self.target_host: str = parts.hostname
+        self.target_port: int = parts.port
+        self.latency = latency
+        #: Every request received, in order of arrival.
+        self.requests: list[ProxiedRequest] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.proxy = self
+        host, port = self._server.server_address[:2]
+        #: The endpoint URL to give boto3 (``?endpoint_url=`` in a kydb URL).
+        self.url = f"http://{host!s}:{port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kydb-s3-proxy", daemon=True)
+        self._thread.start()
+
+    def fail_next(
+        self, count: int, status: int = 503, when: Callable[[ProxiedRequest], bool] | None = None
+    ) -> None:
+        """Answer the next ``count`` requests (those ``when`` accepts) with ``status`` and an S3 SlowDown error."""
+        with self._lock:
+            self._faults.append(_Fault(count, "status", status, when))
+
+    def cut_next(self, count: int, when: Callable[[ProxiedRequest], bool] | None = None) -> None:
+        """Forward the next ``count`` requests, but send only half of each response body, then disconnect."""
+        with self._lock:
+            self._faults.append(_Fault(count, "cut", 0, when))
+
+    def _record(self, request: ProxiedRequest) -> _Fault | None:
+        with self._lock:
+            self.requests.append(request)
+            for fault in self._faults:
+                if fault.remaining > 0 and (fault.when is None or fault.when(request)):
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+    def operations(self) -> Counter[str]:
+        """How many requests of each S3 operation were received."""
+        with self._lock:
+            return Counter(r.operation for r in self.requests)
+
+    def clear(self) -> None:
+        """Forget the requests received and any faults still pending."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+
+    def close(self) -> None:
+        """Stop listening (connections already open are dropped when their clients close them)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> LoopbackProxy:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
