@@ -9,7 +9,15 @@ connected.
 from __future__ import annotations
 
 from .errors import AccessDenied, BucketNotFound, S3RequestError
-from .store import S3Store
+from .store import CONCURRENCY, MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Store
 
-__all__ = ["AccessDenied", "BucketNotFound", "S3RequestError", "S3Store"]
+__all__ = [
+    "CONCURRENCY",
+    "MULTIPART_CHUNKSIZE",
+    "MULTIPART_THRESHOLD",
+    "AccessDenied",
+    "BucketNotFound",
+    "S3RequestError",
+    "S3Store",
+]
 __version__ = "0.1.0"

@@ -36,6 +36,7 @@ and the store's URL with secrets masked.
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from collections import deque
@@ -109,10 +110,43 @@ _BODY_ERRORS = (
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
+# One boto3 session per (profile, region), shared by the process's stores: making a session loads
+# botocore's models again (~75 ms), a client from a loaded one takes ~4 ms.  Sessions are not
+# thread-safe, so clients are made under the lock.
+_sessions: dict[tuple[str | None, str | None], boto3.session.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _forget_sessions_in_child() -> None:
+    global _sessions_lock
+    _sessions_lock = threading.Lock()  # another thread of the parent may have held it at fork time
+    _sessions.clear()
+
+
+os.register_at_fork(after_in_child=_forget_sessions_in_child)
+
+
+def _new_client(profile: str | None, region: str | None, endpoint_url: str | None) -> S3Client:
+    with _sessions_lock:
+        session = _sessions.get((profile, region))
+        if session is None:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+            _sessions[(profile, region)] = session
+        return session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                retries={"mode": "standard"},
+                # The pool's workers plus the transfer manager's, so neither waits for a connection.
+                max_pool_connections=2 * CONCURRENCY,
+            ),
+        )
+
 
 def _settings(url: StoreURL) -> tuple[str, dict[str, str]]:
     """The bucket and the query options of an ``s3://`` URL; ``ValueError`` naming what is wrong."""
     problem = None
+    masked = url.masked
     bucket = url.netloc
     unknown = sorted(set(url.options) - set(_OPTIONS))
     if url.username is not None or url.password is not None:
@@ -136,8 +170,9 @@ def _settings(url: StoreURL) -> tuple[str, dict[str, str]]:
             problem = "endpoint_url must be an http:// or https:// URL, e.g. ?endpoint_url=http://127.0.0.1:9000"
         elif "@" in endpoint.netloc:
             problem = "endpoint_url must not hold credentials; they come from boto3's chain"
+            masked = masked.replace(endpoint.netloc.rpartition("@")[0], "***")
     if problem:
-        raise ValueError(f"invalid kydb URL {url.masked!r}: {problem}")
+        raise ValueError(f"invalid kydb URL {masked!r}: {problem}")
     return bucket, dict(url.options)
 
 
@@ -163,21 +198,12 @@ class S3Store:
         self.url = url
         self.bucket, options = _settings(url)
         try:
-            session = boto3.session.Session(profile_name=options.get("profile"), region_name=options.get("region"))
-            self.client: S3Client = session.client(
-                "s3",
-                endpoint_url=options.get("endpoint_url"),
-                config=Config(
-                    retries={"mode": "standard"},
-                    # The pool's workers plus the transfer manager's, so neither waits for a connection.
-                    max_pool_connections=2 * CONCURRENCY,
-                ),
-            )
+            self.client = _new_client(options.get("profile"), options.get("region"), options.get("endpoint_url"))
         except botocore.exceptions.ProfileNotFound as exc:
             raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
         except ValueError as exc:  # botocore's "Invalid endpoint: ..."
             raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
-        retries: Mapping[str, Any] = self.client.meta.config.retries or {}
+        retries: Mapping[str, Any] = getattr(self.client.meta.config, "retries", None) or {}
         #: Attempts botocore makes per request before an error reaches kydb.
         self.max_attempts = int(retries.get("total_max_attempts", DEFAULT_MAX_ATTEMPTS))
         self._pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix=f"kydb-s3-{self.bucket}")
@@ -202,33 +228,38 @@ class S3Store:
     def _failure(self, exc: ClientError | BotoCoreError, operation: str, key: str | None) -> Exception:
         """The kydb error for a boto3 failure that survived botocore's retries."""
         where = self._where(key)
-        if isinstance(exc, ClientError):
-            code, status = _error_code(exc), _http_status(exc)
-            message = exc.response.get("Error", {}).get("Message") or "no message"
-            attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
-            if code == "NoSuchBucket":
-                return self._bucket_not_found()
-            if status == 403 or code in _ACCESS_CODES:
+        if not isinstance(exc, ClientError):
+            if isinstance(exc, _CREDENTIAL_ERRORS):
                 return AccessDenied(
-                    f"S3 denied {operation} on {where}: {code or status} ({message}); "
-                    "check the credentials in use and the bucket's policy"
+                    f"no usable AWS credentials for {operation} on {where}: {exc}; set AWS_PROFILE or "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or add ?profile= to the URL"
                 )
-            if status >= 500 or status == 429 or code in _UNAVAILABLE_CODES:
+            if isinstance(exc, _NETWORK_ERRORS):
                 return kydb.StoreUnavailable(
-                    f"S3 is unavailable: {operation} on {where} failed with {code or status} (HTTP {status}) "
-                    f"after {attempts} attempt(s); try again later"
+                    f"S3 is unreachable: {operation} on {where} failed after up to {self.max_attempts} "
+                    f"attempt(s): {exc}"
                 )
-            return S3RequestError(f"S3 rejected {operation} on {where}: {code} (HTTP {status}): {message}")
-        if isinstance(exc, _CREDENTIAL_ERRORS):
+            return S3RequestError(f"{operation} on {where} failed: {exc}")
+        return self._rejection(exc, operation, where)
+
+    def _rejection(self, exc: ClientError, operation: str, where: str) -> Exception:
+        """The kydb error for an error answer from S3."""
+        code, status = _error_code(exc), _http_status(exc)
+        message = exc.response.get("Error", {}).get("Message") or "no message"
+        attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
+        if code == "NoSuchBucket":
+            return self._bucket_not_found()
+        if status == 403 or code in _ACCESS_CODES:
             return AccessDenied(
-                f"no usable AWS credentials for {operation} on {where}: {exc}; set AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or add ?profile= to the URL"
+                f"S3 denied {operation} on {where}: {code or status} ({message}); "
+                "check the credentials in use and the bucket's policy"
             )
-        if isinstance(exc, _NETWORK_ERRORS):
+        if status >= 500 or status == 429 or code in _UNAVAILABLE_CODES:
             return kydb.StoreUnavailable(
-                f"S3 is unreachable: {operation} on {where} failed after up to {self.max_attempts} attempt(s): {exc}"
+                f"S3 is unavailable: {operation} on {where} failed with {code or status} (HTTP {status}) "
+                f"after {attempts} attempt(s); try again later"
             )
-        return S3RequestError(f"{operation} on {where} failed: {exc}")
+        return S3RequestError(f"S3 rejected {operation} on {where}: {code} (HTTP {status}): {message}")
 
     @contextmanager
     def _requests(self, operation: str, key: str | None = None) -> Iterator[None]:
@@ -357,7 +388,7 @@ class S3Store:
     @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
         blobs = self._each(self._get_one, paths)
-        return {path: blob for path, blob in zip(paths, blobs) if blob is not None}
+        return {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
 
     @kydb.hookimpl
     def kydb_put(self, items: dict[str, bytes]) -> None:

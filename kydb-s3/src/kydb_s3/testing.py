@@ -19,7 +19,8 @@ import http.client
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -56,9 +57,8 @@ class ProxiedRequest:
         if method == "POST" and "delete" in params:
             return "DeleteObjects"
         if "uploadId" in params:
-            if method == "PUT":
-                return "UploadPart"
-            return "CompleteMultipartUpload" if method == "POST" else f"{method} multipart upload"
+            by_method = {"PUT": "UploadPart", "POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}
+            return by_method.get(method, "ListParts")
         if method == "POST" and "uploads" in params:
             return "CreateMultipartUpload"
         kind = "Object" if on_object else "Bucket"
@@ -100,9 +100,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _forward(self) -> None:
+        proxy = self.server.proxy
+        with proxy._in_flight():
+            self._forward_one(proxy)
+
+    def _forward_one(self, proxy: LoopbackProxy) -> None:
         body = self._read_body()
         path, _, query = self.path.partition("?")
-        proxy = self.server.proxy
         fault = proxy._record(ProxiedRequest(self.command, path, query))
         if proxy.latency:
             time.sleep(proxy.latency)
@@ -129,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(response.status, forwarded, data, length)
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward  # noqa: N815 - http.server's names
 
 
 class LoopbackProxy:
@@ -150,6 +154,9 @@ class LoopbackProxy:
         self.latency = latency
         #: Every request received, in order of arrival.
         self.requests: list[ProxiedRequest] = []
+        #: The most requests that were being handled at one time.
+        self.peak_in_flight = 0
+        self._in_flight_now = 0
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -160,9 +167,7 @@ class LoopbackProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, name="kydb-s3-proxy", daemon=True)
         self._thread.start()
 
-    def fail_next(
-        self, count: int, status: int = 503, when: Callable[[ProxiedRequest], bool] | None = None
-    ) -> None:
+    def fail_next(self, count: int, status: int = 503, when: Callable[[ProxiedRequest], bool] | None = None) -> None:
         """Answer the next ``count`` requests (those ``when`` accepts) with ``status`` and an S3 SlowDown error."""
         with self._lock:
             self._faults.append(_Fault(count, "status", status, when))
@@ -181,16 +186,28 @@ class LoopbackProxy:
                     return fault
         return None
 
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight_now += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight_now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight_now -= 1
+
     def operations(self) -> Counter[str]:
         """How many requests of each S3 operation were received."""
         with self._lock:
             return Counter(r.operation for r in self.requests)
 
     def clear(self) -> None:
-        """Forget the requests received and any faults still pending."""
+        """Forget the requests received, the peak of requests in flight and any faults still pending."""
         with self._lock:
             self.requests.clear()
             self._faults.clear()
+            self.peak_in_flight = self._in_flight_now
 
     def close(self) -> None:
         """Stop listening (connections already open are dropped when their clients close them)."""
