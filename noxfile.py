@@ -16,11 +16,13 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "integration"]
+nox.options.sessions = ["lint", "core", "s3", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
+S3 = "./kydb-s3"
+MOTO = "moto[server]"
 TEST_TOOLS = ["pytest", "numpy", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -33,19 +35,27 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
+def s3(session: nox.Session) -> None:
+    """kydb-core and kydb-s3 installed alone, tested over HTTP against moto's S3 server."""
+    session.install(CORE, S3, MOTO, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/s3", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
     """Everything installed: examples, cross-backend unions and cache DBs."""
-    session.install(CORE, MEMORY, *TEST_TOOLS)
+    session.install(CORE, MEMORY, S3, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core."""
-    session.install("ruff", "mypy", "pytest", "pluggy")
+    """ruff on the whole repository, mypy --strict on kydb-core and kydb-s3."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "boto3-stubs[s3]")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src")
+    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-s3/src")
     session.run("mypy", "--strict", "kydb-core/src/kydb")
+    session.run("mypy", "--strict", "kydb-s3/src/kydb_s3", env={"MYPYPATH": "kydb-core/src"})
 
 
 @nox.session
@@ -60,3 +70,10 @@ def bench(session: nox.Session) -> None:
     """Side-by-side ratios (never timed asserts): kydb versus the raw operation."""
     session.install("./kydb-core", MEMORY)
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(name="bench-s3")
+def bench_s3(session: nox.Session) -> None:
+    """kydb on S3 against boto3 doing the same work, on moto's S3 server: ratios and request counts."""
+    session.install("./kydb-core", S3, MOTO)
+    session.run("python", "benchmarks/bench_s3.py", *session.posargs)

@@ -8,6 +8,7 @@ hidden, so nothing here can reach real AWS.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A clean AWS environment: dummy credentials, no config files; yields an empty directory for them."""
     home = tmp_path_factory.mktemp("aws")
     patch = pytest.MonkeyPatch()
-    for name in [n for n in __import__("os").environ if n.startswith("AWS_")]:
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
         patch.delenv(name)
     patch.setenv("AWS_ACCESS_KEY_ID", "testing")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
