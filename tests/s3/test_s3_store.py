@@ -80,7 +80,7 @@ def test_boto3_is_imported_only_when_an_s3_url_is_connected(moto_endpoint: str, 
     program = f"""
 import sys
 import kydb
-assert 's3' in {info.scheme for info in kydb.backends()}
+assert 's3' in [info.scheme for info in kydb.backends()]
 assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'imported too early'
 db = kydb.connect('s3://{bucket}/{unique_name("lazy")}?endpoint_url={moto_endpoint}')
 db['/k'] = 1
