@@ -70,6 +70,7 @@ CONCURRENCY = 16
 #: Blobs this large or larger are uploaded in parts, so a failure never leaves half an object.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
+_PART_CONCURRENCY = CONCURRENCY // 2
 #: ``DeleteObjects`` takes at most 1,000 keys, and ``ListObjectsV2`` returns at most 1,000 per page.
 S3_BATCH = 1000
 
@@ -138,7 +139,7 @@ def _new_client(profile: str | None, region: str | None, endpoint_url: str | Non
             config=Config(
                 retries={"mode": "standard"},
                 # The pool's workers plus the transfer manager's, so neither waits for a connection.
-                max_pool_connections=2 * CONCURRENCY,
+                max_pool_connections=CONCURRENCY + _PART_CONCURRENCY,
             ),
         )
 
@@ -312,7 +313,7 @@ class S3Store:
                 config = TransferConfig(
                     multipart_threshold=MULTIPART_THRESHOLD,
                     multipart_chunksize=MULTIPART_CHUNKSIZE,
-                    max_request_concurrency=CONCURRENCY // 2,
+                    max_request_concurrency=_PART_CONCURRENCY,
                 )
                 self._transfer_manager = TransferManager(self.client, config)
             return self._transfer_manager
