@@ -2,8 +2,8 @@
 
     python -m nox -s bench-s3
 
-moto's server runs in a child process on 127.0.0.1; kydb and a plain boto3
-client speak HTTP to it.  Prints, in one run (asserts nothing):
+moto's server (and the latency proxy below) run in a child process on
+127.0.0.1; kydb and a plain boto3 client speak HTTP to it.  Prints, in one run (asserts nothing):
 
 * put and cold get: ``db[key] = value`` and ``db.read(key, reload=True)``
   against ``put_object``/``get_object`` of the very bytes kydb stores (so the
@@ -46,15 +46,19 @@ MANY = 200
 LATENCY = 0.020
 TREE = 2000
 
-# moto in its own process, so the server does not compete with the client for this process's GIL.
-SERVER = """
+# moto and the latency proxy in their own process, so neither competes with the client for the GIL.
+SERVER = f"""
 import logging, sys
 from moto.server import ThreadedMotoServer
+from kydb_s3.testing import LoopbackProxy
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
-print(server.get_host_and_port()[1], flush=True)
+endpoint = "http://127.0.0.1:%d" % server.get_host_and_port()[1]
+slow = LoopbackProxy(endpoint, latency={LATENCY})
+print(endpoint, slow.url, flush=True)
 sys.stdin.read()  # until the benchmark closes our stdin
+slow.close()
 server.stop()
 """
 
@@ -115,22 +119,21 @@ def put_and_get(db: Any, raw: Any, bucket: str) -> None:
     print("target: 0.80x or better")
 
 
-def get_many_with_latency(endpoint: str, bucket: str) -> None:
-    with LoopbackProxy(endpoint, latency=LATENCY) as slow:
-        db: Any = kydb.connect(f"s3://{bucket}/{unique_name('bench-many')}?endpoint_url={slow.url}")
-        raw = boto3.client("s3", endpoint_url=slow.url)
-        keys = [f"/many/k{i:03d}" for i in range(MANY)]
-        db.set_many({key: {"i": i, "pad": "x" * 100} for i, key in enumerate(keys)})
-        raw_keys = [db.base_path[1:] + key for key in keys]
-        kydb_times = [timed(lambda: db.get_many(keys, reload=True)) for _ in range(3)]
-        sequential = timed(lambda: [raw.get_object(Bucket=bucket, Key=k)["Body"].read() for k in raw_keys])
-        ours = statistics.median(kydb_times)
-        print(f"\nget of {MANY} keys through a proxy adding {LATENCY * 1e3:.0f} ms per request")
-        print(f"  kydb get_many({MANY})               {ours:8.3f} s  (median of 3)")
-        print(f"  {MANY} sequential boto3 get_object     {sequential:8.3f} s")
-        print(f"  kydb is {sequential / ours:.1f}x faster (target: 4x or better)")
-        db.rm_tree("/")
-        db.close()
+def get_many_with_latency(slow_endpoint: str, bucket: str) -> None:
+    db: Any = kydb.connect(f"s3://{bucket}/{unique_name('bench-many')}?endpoint_url={slow_endpoint}")
+    raw = boto3.client("s3", endpoint_url=slow_endpoint)
+    keys = [f"/many/k{i:03d}" for i in range(MANY)]
+    db.set_many({key: {"i": i, "pad": "x" * 100} for i, key in enumerate(keys)})
+    raw_keys = [db.base_path[1:] + key for key in keys]
+    kydb_times = [timed(lambda: db.get_many(keys, reload=True)) for _ in range(3)]
+    sequential = timed(lambda: [raw.get_object(Bucket=bucket, Key=k)["Body"].read() for k in raw_keys])
+    ours = statistics.median(kydb_times)
+    print(f"\nget of {MANY} keys through a proxy adding {LATENCY * 1e3:.0f} ms per request")
+    print(f"  kydb get_many({MANY})               {ours:8.3f} s  (median of 3)")
+    print(f"  {MANY} sequential boto3 get_object     {sequential:8.3f} s")
+    print(f"  kydb is {sequential / ours:.1f}x faster (target: 4x or better)")
+    db.rm_tree("/")
+    db.close()
 
 
 def rm_tree_requests(endpoint: str, bucket: str) -> None:
@@ -190,14 +193,14 @@ def main() -> None:
     )
     try:
         assert server.stdout is not None and server.stdin is not None
-        endpoint = f"http://127.0.0.1:{int(server.stdout.readline())}"
+        endpoint, slow_endpoint = server.stdout.readline().split()
         raw = boto3.client("s3", endpoint_url=endpoint)
         bucket = unique_name("kydb-bench")
         raw.create_bucket(Bucket=bucket)
         db: Any = kydb.connect(f"s3://{bucket}/{unique_name('bench')}?endpoint_url={endpoint}")
         print(f"kydb-s3 against boto3 {boto3.__version__}, moto's S3 server at {endpoint}")
         put_and_get(db, raw, bucket)
-        get_many_with_latency(endpoint, bucket)
+        get_many_with_latency(slow_endpoint, bucket)
         rm_tree_requests(endpoint, bucket)
         db.rm_tree("/")
         for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket):

@@ -85,6 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
     # client's delayed ACK would hold every response back by ~40 ms.
     disable_nagle_algorithm = True
     server: _Server
+    _upstream: http.client.HTTPConnection | None = None
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the proxy's record of requests is :attr:`LoopbackProxy.requests`."""
@@ -102,6 +103,35 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _exchange(
+        self, proxy: LoopbackProxy, body: bytes, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Send the request upstream on this connection's keep-alive connection, opened on first use."""
+        if self._upstream is not None:
+            try:
+                return self._round_trip(self._upstream, body, headers)
+            except (http.client.RemoteDisconnected, ConnectionError):
+                pass  # the server closed the idle connection: open a new one
+        self._close_upstream()
+        self._upstream = http.client.HTTPConnection(proxy.target_host, proxy.target_port, timeout=120)
+        return self._round_trip(self._upstream, body, headers)
+
+    def _round_trip(
+        self, upstream: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        return response, response.read()
+
+    def _close_upstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+
+    def finish(self) -> None:
+        self._close_upstream()
+        super().finish()
+
     def _forward(self) -> None:
         proxy = self.server.proxy
         with proxy._in_flight():
@@ -117,14 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(fault.status, [("Content-Type", "application/xml")], _SLOW_DOWN)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        upstream = http.client.HTTPConnection(proxy.target_host, proxy.target_port, timeout=120)
-        try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            data = response.read()
-            received = response.getheaders()
-        finally:
-            upstream.close()
+        response, data = self._exchange(proxy, body, headers)
+        received = response.getheaders()
         # send_response adds its own Server and Date headers; the body's length is set by _send.
         skip = _HOP_BY_HOP | {"server", "date", "content-length"}
         forwarded = [(k, v) for k, v in received if k.lower() not in skip]
