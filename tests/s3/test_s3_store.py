@@ -21,7 +21,7 @@ import pytest
 import kydb
 from kydb import envelope
 from kydb.testing import unique_name
-from kydb_s3 import CONCURRENCY, AccessDenied, BucketNotFound, S3Store
+from kydb_s3 import CONCURRENCY, AccessDenied, BucketNotFound
 from kydb_s3.testing import LoopbackProxy
 
 
@@ -134,11 +134,20 @@ def test_region_option(bucket: str, moto_endpoint: str) -> None:
     db.close()
 
 
-def test_store_reports_its_retry_budget(connect_s3: Callable[..., Any]) -> None:
-    store = connect_s3().store
-    assert isinstance(store, S3Store)
-    assert store.client.meta.config.retries["mode"] == "standard"
-    assert store.max_attempts == 3  # botocore's standard-mode default; AWS_MAX_ATTEMPTS is unset here
+def test_retry_budget_comes_from_boto3s_configuration(
+    monkeypatch: pytest.MonkeyPatch, connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    assert connect_s3(proxy.url).store.max_attempts == 3  # botocore's standard-mode default
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    db = connect_s3(proxy.url)
+    assert db.store.client.meta.config.retries["mode"] == "standard"
+    assert db.store.max_attempts == 5
+    proxy.fail_next(4, status=500)
+    db["/k"] = 1
+    assert proxy.operations() == {"PutObject": 5}
+    proxy.fail_next(5, status=500)
+    with pytest.raises(kydb.StoreUnavailable, match=r"InternalError \(HTTP 500\) after 5 attempt"):
+        db["/k"] = 2
 
 
 # ---------------------------------------------------------------------- layout
@@ -236,22 +245,20 @@ def test_list_pages_map_to_max_keys(connect_s3: Callable[..., Any], proxy: Loopb
 def test_rm_tree_and_delete_many_use_batch_deletes(
     connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
 ) -> None:
-    db = connect_s3(proxy.url)
-    db.set_many({f"/tree/f{i % 10}/o{i}": i for i in range(2500)})
-    db.mkdir("/tree/empty")
-    db["/kept"] = "kept"
-    proxy.clear()
+    direct = connect_s3()  # fills the store without going through the counting proxy
+    db = connect_s3(proxy.url, base=direct.base_path[1:])
+    direct.set_many({f"/tree/f{i % 10}/o{i}": i for i in range(1200)} | {f"/many/o{i}": i for i in range(1200)})
+    direct.mkdir("/tree/empty")
+    direct["/kept"] = "kept"
     db.rm_tree("/tree")
     # One listing (is_dir) before, then 1,000 keys a page; each page one DeleteObjects.
-    assert proxy.operations() == {"ListObjectsV2": 1 + 3, "DeleteObjects": 3}
+    assert proxy.operations() == {"ListObjectsV2": 1 + 2, "DeleteObjects": 2}
     base = db.base_path[1:]
-    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept"]  # mkdir's marker for the base stays
-
-    db.set_many({f"/many/o{i}": i for i in range(2500)})
+    assert keys_under(s3, bucket, f"{base}/tree") == []
     proxy.clear()
-    db.delete_many(f"/many/o{i}" for i in range(2500))
-    assert proxy.operations() == {"DeleteObjects": 3}
-    assert db.ls("/") == ["kept"]
+    db.delete_many(f"/many/o{i}" for i in range(1200))
+    assert proxy.operations() == {"DeleteObjects": 2}
+    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept"]  # mkdir's marker for the base stays
 
 
 def test_get_many_is_concurrent_and_bounded(connect_s3: Callable[..., Any], moto_endpoint: str) -> None:

@@ -32,10 +32,17 @@ __all__ = ["LoopbackProxy", "ProxiedRequest"]
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "expect"}
 )
-_SLOW_DOWN = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-)
+# What S3 answers with these statuses (503 is its throttling answer).
+_ERRORS = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+
+def _error_body(status: int) -> bytes:
+    code, message = _ERRORS.get(status, ("InternalError", "Injected failure."))
+    xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + xml.encode()
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         if proxy.latency:
             time.sleep(proxy.latency)
         if fault is not None and fault.kind == "status":
-            self._send(fault.status, [("Content-Type", "application/xml")], _SLOW_DOWN)
+            self._send(fault.status, [("Content-Type", "application/xml")], _error_body(fault.status))
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         response, data = self._exchange(proxy, body, headers)
@@ -195,7 +202,12 @@ class LoopbackProxy:
         self._thread.start()
 
     def fail_next(self, count: int, status: int = 503, when: Callable[[ProxiedRequest], bool] | None = None) -> None:
-        """Answer the next ``count`` requests (those ``when`` accepts) with ``status`` and an S3 SlowDown error."""
+        """Answer the next ``count`` requests (those ``when`` accepts) with ``status`` and S3's error for it.
+
+        503 is S3's ``SlowDown`` (throttling: botocore backs off for up to
+        seconds between attempts); 500 is ``InternalError`` (backoff in tens
+        of milliseconds).
+        """
         with self._lock:
             self._faults.append(_Fault(count, "status", status, when))
 
