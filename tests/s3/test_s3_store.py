@@ -395,6 +395,21 @@ def test_missing_bucket_is_a_clear_error_never_a_missing_key(
         assert isinstance(info.value, kydb.StoreUnavailable) and not isinstance(info.value, KeyError)
 
 
+def test_missing_credentials_are_a_permission_error(
+    monkeypatch: pytest.MonkeyPatch, bucket: str, moto_endpoint: str
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    # A region no other test uses, so the store gets a boto3 session of its own, made without credentials.
+    db = kydb.connect(f"s3://{bucket}/{unique_name('nocreds')}?endpoint_url={moto_endpoint}&region=eu-north-1")
+    try:
+        with pytest.raises(AccessDenied, match="no usable AWS credentials") as info:
+            db.read("/k")
+        assert isinstance(info.value, PermissionError) and not isinstance(info.value, KeyError)
+    finally:
+        db.close()
+
+
 def _deny(s3: Any, bucket: str, prefix: str) -> None:
     statement = {
         "Effect": "Deny",
