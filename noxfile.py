@@ -2,13 +2,14 @@
 
     python3 -m pip install nox && python3 -m nox        # the default sessions: the whole test suite
     python3 -m nox -s demo                              # the walkthrough on the embedded default store
-    python3 -m nox -s bench                             # side-by-side measurements
+    python3 -m nox -s bench bench-sql bench-redis bench-s3   # side-by-side measurements
 
 Each distribution's session installs that distribution alone (non-editable,
 plus kydb-core and the test tools) and runs its tests, which proves that
 "pip install only the backends you need" works.  Services (Redis,
 PostgreSQL, MariaDB) are expected to be running; with
-KYDB_REQUIRE_SERVICES=1 a missing one fails instead of skipping.
+KYDB_REQUIRE_SERVICES=1 a missing one fails instead of skipping.  S3 is
+moto's server, started by the tests.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "sql", "redis", "integration"]
+nox.options.sessions = ["lint", "core", "sql", "redis", "s3", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
 MEMORY = "./kydb-memory"
 SQL = "./kydb-sql[postgresql,mysql]"
 REDIS = "./kydb-redis"
+S3 = "./kydb-s3"
+MOTO = "moto[server]"
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -49,20 +52,29 @@ def redis(session: nox.Session) -> None:
 
 
 @nox.session
+def s3(session: nox.Session) -> None:
+    """kydb-core and kydb-s3 installed alone, tested over HTTP against moto's S3 server."""
+    session.install(CORE, S3, MOTO, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/s3", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
-    """Everything installed: examples, cross-backend unions and cache DBs."""
-    session.install(CORE, MEMORY, SQL, REDIS, *TEST_TOOLS)
+    """Everything installed: examples, cross-backend unions and cache DBs, the command line between stores."""
+    session.install(CORE, MEMORY, SQL, REDIS, S3, MOTO, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core, kydb-sql and kydb-redis."""
-    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy", "redis")
+    """ruff on the whole repository, mypy --strict on kydb-core and every backend."""
+    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy", "redis", "boto3-stubs[s3]")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "kydb-core/src", "kydb-memory/src", "kydb-sql/src", "kydb-redis/src")
+    sources = ["kydb-core/src", "kydb-memory/src", "kydb-sql/src", "kydb-redis/src", "kydb-s3/src"]
+    session.run("ruff", "format", "--check", *sources)
     session.run("mypy", "--strict", "kydb-core/src/kydb", "kydb-sql/src/kydb_sql")
     session.run("mypy", "--strict", "-p", "kydb_redis", env={"MYPYPATH": "kydb-core/src:kydb-redis/src"})
+    session.run("mypy", "--strict", "kydb-s3/src/kydb_s3", env={"MYPYPATH": "kydb-core/src"})
 
 
 @nox.session
@@ -81,7 +93,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="bench-sql")
 def bench_sql(session: nox.Session) -> None:
-    """kydb-sql on SQLite and PostgreSQL next to bare SQLAlchemy Core; ls and rm_tree against table size."""
+    """kydb-sql on SQLite and PostgreSQL next to bare SQLAlchemy Core; ls, rm_tree and recent against size."""
     session.install("./kydb-core", "./kydb-sql[postgresql]")
     session.run("python", "benchmarks/bench_sql.py", *session.posargs)
 
@@ -91,3 +103,10 @@ def bench_redis(session: nox.Session) -> None:
     """kydb on Redis vs bare redis-py, side by side (a private redis-server, or the URL given after --)."""
     session.install("./kydb-core", REDIS)
     session.run("python", "benchmarks/bench_redis.py", *session.posargs)
+
+
+@nox.session(name="bench-s3")
+def bench_s3(session: nox.Session) -> None:
+    """kydb on S3 against boto3 doing the same work, on moto's S3 server: ratios and request counts."""
+    session.install("./kydb-core", S3, MOTO)
+    session.run("python", "benchmarks/bench_s3.py", *session.posargs)

@@ -1,0 +1,98 @@
+"""Fixtures for the S3 tests: moto's S3 server on a free loopback port, spoken to over HTTP.
+
+Each test session gets its own server and bucket; each test its own base
+path (or bucket).  Credentials are dummies and the user's AWS config is
+hidden, so nothing here can reach real AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from kydb.testing import unique_name
+from kydb_s3.testing import LoopbackProxy
+
+
+@pytest.fixture(scope="session")
+def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A clean AWS environment: dummy credentials, no config files; yields an empty directory for them."""
+    home = tmp_path_factory.mktemp("aws")
+    patch = pytest.MonkeyPatch()
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        patch.delenv(name)
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    patch.setenv("AWS_CONFIG_FILE", str(home / "config"))
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "credentials"))
+    patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield home
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(aws_env: Path, skip_or_fail_missing_service: Callable[[str, str], None]) -> Iterator[str]:
+    """The URL of a moto S3 server (server mode, threaded) listening on 127.0.0.1."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        skip_or_fail_missing_service("moto's S3 server", f"moto[server] is not installed: {exc}")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(moto_endpoint: str) -> Any:
+    """A plain boto3 client on the moto server, for looking at buckets behind kydb's back."""
+    return boto3.client("s3", endpoint_url=moto_endpoint)
+
+
+def _remove_bucket(s3: Any, name: str) -> None:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": c["Key"]} for c in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def bucket(s3: Any) -> Iterator[str]:
+    """The test session's bucket; tests work under their own base paths in it."""
+    name = unique_name("kydb-s3")
+    s3.create_bucket(Bucket=name)
+    yield name
+    _remove_bucket(s3, name)
+
+
+@pytest.fixture
+def new_bucket(s3: Any) -> Iterator[Callable[[], str]]:
+    """A factory of fresh buckets, removed with their contents after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = unique_name("kydb-s3")
+        s3.create_bucket(Bucket=name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        _remove_bucket(s3, name)
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[LoopbackProxy]:
+    """A proxy in front of the moto server that counts requests and injects faults."""
+    with LoopbackProxy(moto_endpoint) as running:
+        yield running

@@ -1,0 +1,463 @@
+"""What is S3's own: URLs, the layout in the bucket, request counts, failures and large values.
+
+Request counts are read from a proxy between boto3 and the moto server, so
+they are the HTTP requests S3 would bill, retries included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kydb
+from kydb import envelope
+from kydb.testing import unique_name
+from kydb_s3 import CONCURRENCY, AccessDenied, BucketNotFound
+from kydb_s3.testing import LoopbackProxy
+
+
+@pytest.fixture
+def connect_s3(bucket: str, moto_endpoint: str) -> Iterator[Callable[..., Any]]:
+    """Connect ``s3://bucket/<unique base>`` (or another bucket / endpoint); emptied and closed afterwards."""
+    opened: list[Any] = []
+
+    def connect(endpoint: str = moto_endpoint, in_bucket: str = bucket, base: str | None = None) -> Any:
+        db = kydb.connect(f"s3://{in_bucket}/{base or unique_name('s3')}?endpoint_url={endpoint}")
+        opened.append(db)
+        return db
+
+    yield connect
+    for db in opened:
+        with contextlib.suppress(kydb.KydbError):  # a bucket the test itself made unreachable
+            db.rm_tree("/")
+        db.close()
+
+
+def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(c["Key"] for page in pages for c in page.get("Contents", []))
+
+
+# ---------------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://", "name a bucket"),
+        ("s3://AKIAEXAMPLE:s3cr3t-value@bucket", "credentials do not go in s3 URLs"),
+        ("s3://bucket:9000/base", "take no port"),
+        ("s3://bucket?colour=red", "unknown query option(s) ['colour']"),
+        ("s3://bucket?region=", "empty query option value"),
+        ("s3://bucket?endpoint_url=ftp://host", "endpoint_url must be an http"),
+        ("s3://bucket?endpoint_url=http://user:s3cr3t-value@host", "must not hold credentials"),
+        ("s3://bu*cket", "not a valid bucket name"),
+        ("s3://bucket/a/../b", "bad base path"),
+    ],
+)
+def test_bad_urls_raise_value_error_naming_the_problem(url: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        kydb.connect(url)
+    assert message in str(info.value)
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def test_unknown_profile_is_a_url_error(aws_env: Path) -> None:
+    with pytest.raises(ValueError, match=r"invalid kydb URL.*no-such-profile"):
+        kydb.connect("s3://bucket?profile=no-such-profile")
+
+
+def test_boto3_is_imported_only_when_an_s3_url_is_connected(moto_endpoint: str, bucket: str) -> None:
+    program = f"""
+import sys
+import kydb
+assert 's3' in [info.scheme for info in kydb.backends()]
+assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'imported too early'
+db = kydb.connect('s3://{bucket}/{unique_name("lazy")}?endpoint_url={moto_endpoint}')
+db['/k'] = 1
+db.rm_tree('/')
+assert 'boto3' in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_endpoint_from_aws_endpoint_url_s3(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, bucket: str, s3: Any
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    base = unique_name("env")
+    db = kydb.connect(f"s3://{bucket}/{base}")
+    try:
+        db["/k"] = "via env"
+        assert keys_under(s3, bucket, base) == [f"{base}/k"]
+    finally:
+        db.rm_tree("/")
+        db.close()
+
+
+def test_profile_from_aws_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str, bucket: str, s3: Any
+) -> None:
+    # The profile alone names the credentials, region and endpoint: the store works only if it is used.
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile kydb-test]\naws_access_key_id = profile-key\naws_secret_access_key = profile-secret\n"
+        f"region = eu-west-2\nendpoint_url = {moto_endpoint}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # it would win over the profile's region
+    base = unique_name("profile")
+    db = kydb.connect(f"s3://{bucket}/{base}?profile=kydb-test")
+    try:
+        assert db.store.client.meta.region_name == "eu-west-2"
+        db["/k"] = "via profile"
+        assert keys_under(s3, bucket, base) == [f"{base}/k"]
+    finally:
+        db.rm_tree("/")
+        db.close()
+
+
+def test_region_option(bucket: str, moto_endpoint: str) -> None:
+    db = kydb.connect(f"s3://{bucket}/{unique_name('region')}?endpoint_url={moto_endpoint}&region=ap-south-1")
+    assert db.store.client.meta.region_name == "ap-south-1"
+    db.close()
+
+
+def test_retry_budget_comes_from_boto3s_configuration(
+    monkeypatch: pytest.MonkeyPatch, connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    assert connect_s3(proxy.url).store.max_attempts == 3  # botocore's standard-mode default
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    db = connect_s3(proxy.url)
+    assert db.store.client.meta.config.retries["mode"] == "standard"
+    assert db.store.max_attempts == 5
+    proxy.fail_next(4, status=500)
+    db["/k"] = 1
+    assert proxy.operations() == {"PutObject": 5}
+    proxy.fail_next(5, status=500)
+    with pytest.raises(kydb.StoreUnavailable, match=r"InternalError \(HTTP 500\) after 5 attempt"):
+        db["/k"] = 2
+
+
+# ---------------------------------------------------------------------- layout
+
+
+def test_one_object_per_key_without_leading_slash(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
+    db = connect_s3()
+    base = db.base_path[1:]
+    db["/books/MYBOOK"] = {"pv": 1.5}
+    db["/books/deep/er/key"] = 2
+    assert keys_under(s3, bucket, base) == [f"{base}/books/MYBOOK", f"{base}/books/deep/er/key"]
+    blob = s3.get_object(Bucket=bucket, Key=f"{base}/books/MYBOOK")["Body"].read()
+    assert envelope.decode(blob, "/books/MYBOOK") == {"pv": 1.5}
+
+
+def test_mkdir_writes_zero_byte_markers_like_the_s3_console(
+    connect_s3: Callable[..., Any], s3: Any, bucket: str
+) -> None:
+    db = connect_s3()
+    base = db.base_path[1:]
+    db.mkdir("/empty/sub")
+    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/empty/", f"{base}/empty/sub/"]
+    assert s3.head_object(Bucket=bucket, Key=f"{base}/empty/sub/")["ContentLength"] == 0
+    assert db.ls("/") == ["empty/"]
+    assert db.ls("/empty") == ["sub/"]
+    db.rmdir("/empty/sub")
+    assert db.ls("/empty") == []
+    assert db.is_dir("/empty")
+
+
+def test_reads_a_bucket_whose_folders_are_only_prefixes(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
+    db = connect_s3()
+    base = db.base_path[1:]
+    for key, value in (("reports/2026/q1", 1), ("reports/2026/q2", 2), ("reports/readme", 3)):
+        s3.put_object(Bucket=bucket, Key=f"{base}/{key}", Body=envelope.encode(value))
+    s3.put_object(Bucket=bucket, Key=f"{base}/console-folder/", Body=b"")  # made in the S3 console
+    assert db.ls("/") == ["console-folder/", "reports/"]
+    assert db.ls("/reports") == ["2026/", "readme"]
+    assert db.ls("/reports", include_dir=False) == ["readme"]
+    assert db.ls("/console-folder") == []
+    assert db.is_dir("/reports/2026") and db.is_dir("/console-folder")
+    assert not db.exists("/console-folder")
+    assert db.get_many(["/reports/2026/q1", "/reports/2026/q2"]) == {"/reports/2026/q1": 1, "/reports/2026/q2": 2}
+    db.rm_tree("/reports")
+    assert db.ls("/") == ["console-folder/"]
+
+
+def test_folders_implied_by_objects_go_with_the_last_object(connect_s3: Callable[..., Any]) -> None:
+    db = connect_s3()
+    db["/implied/only"] = 1
+    db.mkdir("/made")
+    db["/made/x"] = 1
+    db.delete("/implied/only")
+    db.delete("/made/x")
+    assert db.ls("/") == ["made/"]
+
+
+# ---------------------------------------------------------------------- request counts
+
+
+@pytest.mark.parametrize("depth", [1, 4, 8])
+def test_put_is_one_request_at_any_depth(connect_s3: Callable[..., Any], proxy: LoopbackProxy, depth: int) -> None:
+    db = connect_s3(proxy.url)
+    key = "".join(f"/level{i}" for i in range(depth))
+    db[key] = "value"
+    assert proxy.operations() == {"PutObject": 1}
+    proxy.clear()
+    assert db.read(key, reload=True) == "value"
+    assert proxy.operations() == {"GetObject": 1}
+
+
+def test_exists_is_one_head_request(connect_s3: Callable[..., Any], proxy: LoopbackProxy) -> None:
+    db = connect_s3(proxy.url)
+    db["/here"] = 1
+    proxy.clear()
+    assert db.exists("/here")
+    assert proxy.operations() == {"HeadObject": 1}
+    proxy.clear()
+    assert not db.exists("/absent")  # the first miss also checks, once, that the bucket exists
+    assert not db.exists("/absent-too")
+    assert proxy.operations() == {"HeadObject": 2, "HeadBucket": 1}
+
+
+def test_list_pages_map_to_max_keys(connect_s3: Callable[..., Any], proxy: LoopbackProxy) -> None:
+    db = connect_s3(proxy.url)
+    db.set_many({f"/p/o{i:02d}": i for i in range(10)})
+    db.mkdir("/p/sub")
+    proxy.clear()
+    assert list(db.list_dir("/p", page_size=4)) == [*(f"o{i:02d}" for i in range(10)), "sub/"]
+    listings = [r for r in proxy.requests if r.operation == "ListObjectsV2"]
+    assert len(listings) == 3 == len(proxy.requests)
+    assert all("max-keys=4" in r.query and "delimiter=%2F" in r.query for r in listings)
+
+
+def test_rm_tree_and_delete_many_use_batch_deletes(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    direct = connect_s3()  # fills the store without going through the counting proxy
+    db = connect_s3(proxy.url, base=direct.base_path[1:])
+    direct.set_many({f"/tree/f{i % 10}/o{i}": i for i in range(1200)} | {f"/many/o{i}": i for i in range(1200)})
+    direct.mkdir("/tree/empty")
+    direct["/kept"] = "kept"
+    db.rm_tree("/tree")
+    # One listing (is_dir) before, then 1,000 keys a page; each page one DeleteObjects.
+    assert proxy.operations() == {"ListObjectsV2": 1 + 2, "DeleteObjects": 2}
+    base = db.base_path[1:]
+    assert keys_under(s3, bucket, f"{base}/tree") == []
+    proxy.clear()
+    db.delete_many(f"/many/o{i}" for i in range(1200))
+    assert proxy.operations() == {"DeleteObjects": 2}
+    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept"]  # mkdir's marker for the base stays
+
+
+def test_get_many_is_concurrent_and_bounded(connect_s3: Callable[..., Any], moto_endpoint: str) -> None:
+    with LoopbackProxy(moto_endpoint, latency=0.05) as slow:
+        db = connect_s3(slow.url)
+        db.set_many({f"/g/{i}": i for i in range(3 * CONCURRENCY)})
+        db.refresh()
+        slow.clear()
+        assert db.get_many([f"/g/{i}" for i in range(3 * CONCURRENCY)]) == {
+            f"/g/{i}": i for i in range(3 * CONCURRENCY)
+        }
+        assert slow.operations() == {"GetObject": 3 * CONCURRENCY}
+        assert 1 < slow.peak_in_flight <= CONCURRENCY
+
+
+# ---------------------------------------------------------------------- large values
+
+
+def test_50_mb_value_round_trips_through_a_multipart_upload(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    db = connect_s3(proxy.url)
+    value = os.urandom(50 * 1024 * 1024)
+    db["/big"] = value
+    ops = proxy.operations()
+    assert ops["CreateMultipartUpload"] == 1 and ops["CompleteMultipartUpload"] == 1
+    assert ops["UploadPart"] == 7  # 50 MiB and the envelope in 8 MiB parts
+    proxy.clear()
+    assert db.read("/big", reload=True) == value
+    assert proxy.operations() == {"GetObject": 1}
+
+
+def test_failed_multipart_upload_leaves_nothing(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    budget = db.store.max_attempts
+    proxy.fail_next(budget, when=lambda r: r.operation == "UploadPart" and "partNumber=2&" in r.query + "&")
+    with pytest.raises(kydb.StoreUnavailable) as info:
+        db["/big"] = os.urandom(20 * 1024 * 1024)
+    assert bucket in str(info.value) and "big" in str(info.value)
+    assert proxy.operations()["AbortMultipartUpload"] == 1
+    assert keys_under(s3, bucket, db.base_path[1:]) == []
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix=db.base_path[1:]).get("Uploads", []) == []
+    with pytest.raises(KeyError):
+        db["/big"]
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_503s_within_the_retry_budget_are_retried(connect_s3: Callable[..., Any], proxy: LoopbackProxy) -> None:
+    db = connect_s3(proxy.url)
+    retries = db.store.max_attempts - 1
+    for operation, attempt in (
+        ("PutObject", lambda: db.set("/k", "v")),
+        ("GetObject", lambda: db.read("/k", reload=True)),
+        ("ListObjectsV2", lambda: db.ls("/")),
+        ("DeleteObjects", lambda: db.delete_many(["/k"])),
+    ):
+        proxy.clear()
+        proxy.fail_next(retries)
+        attempt()
+        assert proxy.operations() == {operation: retries + 1}
+    assert db.ls("/") == []
+
+
+def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    db["/k"] = "old"
+    budget = db.store.max_attempts
+    proxy.clear()
+    proxy.fail_next(budget)
+    with pytest.raises(kydb.StoreUnavailable) as info:
+        db["/k"] = "new"
+    message = str(info.value)
+    assert bucket in message and f"{db.base_path[1:]}/k" in message and "SlowDown" in message
+    assert proxy.operations() == {"PutObject": budget}
+    assert not isinstance(info.value, KeyError)
+    assert db["/k"] == "old"  # the cache does not hold the value S3 never got
+    proxy.fail_next(budget)
+    with pytest.raises(kydb.StoreUnavailable):
+        db["/new/k"] = "new"
+    assert keys_under(s3, bucket, db.base_path[1:]) == [f"{db.base_path[1:]}/k"]
+    for attempt in (lambda: db.read("/k", reload=True), lambda: db.exists("/k"), lambda: db.ls("/")):
+        proxy.fail_next(budget)
+        with pytest.raises(kydb.StoreUnavailable):
+            attempt()
+
+
+def test_connection_lost_mid_body_is_retried_within_the_budget(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    db = connect_s3(proxy.url)
+    db["/k"] = os.urandom(100_000)
+    budget = db.store.max_attempts
+    proxy.clear()
+    proxy.cut_next(budget - 1)
+    assert len(db.read("/k", reload=True)) == 100_000
+    assert proxy.operations() == {"GetObject": budget}
+    proxy.cut_next(budget)
+    with pytest.raises(kydb.StoreUnavailable):
+        db.read("/k", reload=True)
+
+
+def test_unreachable_endpoint_is_store_unavailable(connect_s3: Callable[..., Any]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on once this socket closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = connect_s3(f"http://127.0.0.1:{port}")
+    for attempt in (lambda: db.read("/k"), lambda: db.set("/k", 1), lambda: db.exists("/k"), lambda: db.ls("/")):
+        with pytest.raises(kydb.StoreUnavailable) as info:
+            attempt()
+        assert f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_missing_bucket_is_a_clear_error_never_a_missing_key(
+    connect_s3: Callable[..., Any], moto_endpoint: str
+) -> None:
+    db = connect_s3(moto_endpoint, in_bucket="kydb-no-such-bucket")
+    for attempt in (
+        lambda: db.read("/k"),
+        lambda: db.exists("/k"),
+        lambda: db.set("/k", 1),
+        lambda: db.ls("/"),
+        lambda: db.is_dir("/f"),
+        lambda: db.delete_many(["/k"]),
+    ):
+        with pytest.raises(BucketNotFound) as info:
+            attempt()
+        assert "'kydb-no-such-bucket' does not exist" in str(info.value)
+        assert isinstance(info.value, kydb.StoreUnavailable) and not isinstance(info.value, KeyError)
+
+
+def test_missing_credentials_are_a_permission_error(
+    monkeypatch: pytest.MonkeyPatch, bucket: str, moto_endpoint: str
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    # A region no other test uses, so the store gets a boto3 session of its own, made without credentials.
+    db = kydb.connect(f"s3://{bucket}/{unique_name('nocreds')}?endpoint_url={moto_endpoint}&region=eu-north-1")
+    try:
+        with pytest.raises(AccessDenied, match="no usable AWS credentials") as info:
+            db.read("/k")
+        assert isinstance(info.value, PermissionError) and not isinstance(info.value, KeyError)
+    finally:
+        db.close()
+
+
+def _deny(s3: Any, bucket: str, prefix: str) -> None:
+    statement = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:DeleteObject"],
+        "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+def test_access_denied_is_a_permission_error_never_a_missing_key(
+    connect_s3: Callable[..., Any], new_bucket: Callable[[], str], moto_endpoint: str, s3: Any
+) -> None:
+    locked = new_bucket()
+    db = connect_s3(moto_endpoint, in_bucket=locked, base="base")
+    db["/secret/k"] = "hidden"
+    _deny(s3, locked, "base/secret/")
+    db.refresh()
+    try:
+        for attempt in (
+            lambda: db["/secret/k"],
+            lambda: db.exists("/secret/k"),
+            lambda: db.set("/secret/k", "overwritten"),
+        ):
+            with pytest.raises(AccessDenied) as info:
+                attempt()
+            assert isinstance(info.value, PermissionError) and not isinstance(info.value, KeyError)
+            assert locked in str(info.value) and "base/secret/k" in str(info.value)
+        db["/open/k"] = "fine"
+        assert db.read("/open/k", reload=True) == "fine"
+    finally:
+        s3.delete_bucket_policy(Bucket=locked)
+    assert db.read("/secret/k", reload=True) == "hidden"
+
+
+def test_partial_batch_delete_raises_naming_the_keys(
+    connect_s3: Callable[..., Any], new_bucket: Callable[[], str], moto_endpoint: str, s3: Any
+) -> None:
+    locked = new_bucket()
+    db = connect_s3(moto_endpoint, in_bucket=locked, base="base")
+    db.set_many({"/secret/a": 1, "/secret/b": 2, "/open/c": 3, "/open/d": 4})
+    _deny(s3, locked, "base/secret/")
+    try:
+        with pytest.raises(AccessDenied) as info:
+            db.delete_many(["/secret/a", "/open/c", "/secret/b", "/open/d"])
+    finally:
+        s3.delete_bucket_policy(Bucket=locked)
+    message = str(info.value)
+    assert "failed for 2 of 4 key(s)" in message and "'base/secret/a'" in message and "'base/secret/b'" in message
+    assert "'base/open/c'" not in message
+    assert keys_under(s3, locked, "base/") == ["base/secret/a", "base/secret/b"]
