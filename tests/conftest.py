@@ -88,7 +88,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target),
          str(ROOT / "kydb-core"), str(ROOT / "kydb-memory"), str(ROOT / "examples" / "third_party_backend"),
-         "pytest", "numpy"],
+         "pytest", "numpy", "hypothesis"],
         check=True,
     )
     return target

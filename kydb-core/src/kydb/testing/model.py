@@ -163,17 +163,22 @@ class _Machine(RuleBasedStateMachine):
         # Names that existed at some point, so later operations aim at them, not only at fresh names.
         self.known_keys: list[str] = []
         self.known_folders: list[str] = []
-
-    def _pick(self, data: st.DataObject, known: list[str], fresh: st.SearchStrategy[str]) -> str:
-        if known and data.draw(st.integers(0, 3), label="reuse") > 0:
-            return data.draw(st.sampled_from(known), label="known")
-        return data.draw(fresh, label="fresh")
+        self.made_folders: list[str] = []  # by mkdir: likely empty, so rmdir can succeed
 
     def pick_key(self, data: st.DataObject) -> str:
-        return self._pick(data, self.known_keys, fresh_key_texts)
+        """Three times in four a key written before (it may since be gone), else a fresh one."""
+        if self.known_keys and data.draw(st.integers(0, 3), label="reuse") > 0:
+            return data.draw(st.sampled_from(self.known_keys), label="known key")
+        return data.draw(fresh_key_texts, label="fresh key")
 
-    def pick_folder(self, data: st.DataObject) -> str:
-        return self._pick(data, self.known_folders, fresh_folder_texts)
+    def pick_folder(self, data: st.DataObject, made_first: bool = False) -> str:
+        """A folder to act on; ``made_first`` also aims at folders made by mkdir (often still empty)."""
+        source = data.draw(st.sampled_from(["made", "known", "fresh"] if made_first else ["known", "fresh"]))
+        if source == "made" and self.made_folders:
+            return data.draw(st.sampled_from(self.made_folders), label="made folder")
+        if source == "known" and self.known_folders:
+            return data.draw(st.sampled_from(self.known_folders), label="known folder")
+        return data.draw(fresh_folder_texts, label="fresh folder")
 
     def remember(self, key_text: str | None = None, folder_text: str | None = None) -> None:
         if key_text is not None:
@@ -268,12 +273,13 @@ class _Machine(RuleBasedStateMachine):
             return
         self.check(("ok", None), lambda: self.db.mkdir(text), "mkdir")
         self.remember(folder_text=text)
+        self.made_folders.append(text)
         self.model.kept.update([*self.model.ancestors(folder), folder])
         self.model.ghosts -= {folder, *self.model.ancestors(folder)}
 
     @rule(data=st.data())
     def rmdir(self, data: st.DataObject) -> None:
-        text = self.pick_folder(data)
+        text = self.pick_folder(data, made_first=True)
         folder = self.model.folder(text)
         if folder is None or folder == "/":
             self.check(("error", kydb.InvalidKey), lambda: self.db.rmdir(text), "rmdir")
