@@ -42,16 +42,23 @@ _LONG = "L" * 250
 # Mostly a few common names, so operations collide; sometimes anything, a bad or a long component.
 component = st.one_of(
     *[st.sampled_from(_NAMES)] * 12,
-    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=5),
+    # any printable character (control characters come from _BAD, so most of these names are valid)
+    st.text(
+        alphabet=st.characters(codec="utf-8", exclude_characters="/").filter(
+            lambda ch: not unicodedata.category(ch).startswith("C")
+        ),
+        min_size=1,
+        max_size=5,
+    ),
     st.sampled_from(_BAD),
     st.just(_LONG),
 )
-fresh_key_texts = st.builds(
+fresh_key_texts: st.SearchStrategy[str] = st.builds(
     lambda lead, parts: ("/" if lead else "") + "/".join(parts),
     st.booleans(),
     st.lists(component, min_size=1, max_size=4),
 )
-fresh_folder_texts = st.one_of(
+fresh_folder_texts: st.SearchStrategy[str] = st.one_of(
     *[
         st.builds(
             lambda lead, parts, trail: ("/" if lead else "") + "/".join(parts) + ("/" if trail else ""),
@@ -173,7 +180,7 @@ class _Machine(RuleBasedStateMachine):
 
     def pick_folder(self, data: st.DataObject, made_first: bool = False) -> str:
         """A folder to act on; ``made_first`` also aims at folders made by mkdir (often still empty)."""
-        source = data.draw(st.sampled_from(["made", "known", "fresh"] if made_first else ["known", "fresh"]))
+        source: str = data.draw(st.sampled_from(["made", "known", "fresh"] if made_first else ["known", "fresh"]))
         if source == "made" and self.made_folders:
             return data.draw(st.sampled_from(self.made_folders), label="made folder")
         if source == "known" and self.known_folders:
@@ -266,7 +273,9 @@ class _Machine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def mkdir(self, data: st.DataObject) -> None:
-        text = self.pick_folder(data)
+        self._mkdir(self.pick_folder(data))
+
+    def _mkdir(self, text: str) -> None:
         folder = self.model.folder(text)
         if folder is None or folder == "/":
             self.check(("error", kydb.InvalidKey), lambda: self.db.mkdir(text), "mkdir")
@@ -279,7 +288,9 @@ class _Machine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def rmdir(self, data: st.DataObject) -> None:
-        text = self.pick_folder(data, made_first=True)
+        self._rmdir(self.pick_folder(data, made_first=True))
+
+    def _rmdir(self, text: str) -> None:
         folder = self.model.folder(text)
         if folder is None or folder == "/":
             self.check(("error", kydb.InvalidKey), lambda: self.db.rmdir(text), "rmdir")
@@ -296,6 +307,15 @@ class _Machine(RuleBasedStateMachine):
         if expected[0] == "ok":
             self.model.kept.discard(folder)
             self.model.orphan(folder)
+
+    @rule(data=st.data(), fill=st.booleans(), value=values)
+    def mkdir_then_rmdir(self, data: st.DataObject, fill: bool, value: Any) -> None:
+        """The sequence random picks rarely hit: make a folder, maybe fill it, remove it."""
+        text = self.pick_folder(data)
+        self._mkdir(text)
+        if fill:
+            self._set(text.rstrip("/") + "/inside", value)
+        self._rmdir(text)
 
     @rule(data=st.data())
     def rm_tree(self, data: st.DataObject) -> None:
