@@ -110,3 +110,10 @@ def bench_s3(session: nox.Session) -> None:
     """kydb on S3 against boto3 doing the same work, on moto's S3 server: ratios and request counts."""
     session.install("./kydb-core", S3, MOTO)
     session.run("python", "benchmarks/bench_s3.py", *session.posargs)
+
+
+@nox.session(name="bench-cli")
+def bench_cli(session: nox.Session) -> None:
+    """kydb cp -r from SQLite to Redis next to a plain Python copy loop: throughput ratio."""
+    session.install("./kydb-core", "./kydb-sql", REDIS)
+    session.run("python", "benchmarks/bench_cli.py", *session.posargs)

@@ -154,7 +154,11 @@ def test_console_script_and_module_agree() -> None:
     via_script = subprocess.run([str(script), "backends"], capture_output=True, text=True, check=True)
     via_module = subprocess.run([sys.executable, "-m", "kydb", "backends"], capture_output=True, text=True, check=True)
     assert via_script.stdout == via_module.stdout
-    assert "memory" in via_script.stdout and "pip install kydb-redis" in via_script.stdout
+    installed = {info.scheme for info in kydb.backends()}
+    assert "memory" in installed
+    for scheme, dist in kydb.registry.WELL_KNOWN_SCHEMES.items():
+        line = next(line for line in via_script.stdout.splitlines() if line.split()[0] == scheme)
+        assert (dist in line) if scheme in installed else (line.split()[1:] == ["pip", "install", dist])
 
 
 def test_usage_errors_exit_2(run: Run) -> None:

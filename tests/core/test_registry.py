@@ -9,6 +9,7 @@ import pluggy
 import pytest
 
 import kydb
+from kydb import registry
 from kydb.url import StoreURL
 
 FakeDist = Callable[..., None]
@@ -53,7 +54,10 @@ class Store:
 """
 
 
-def test_unknown_well_known_scheme_names_the_distribution() -> None:
+def test_unknown_well_known_scheme_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = [ep for ep in registry._entry_points(registry.SCHEME_GROUP) if ep.name != "s3"]
+    monkeypatch.setitem(registry._groups, registry.SCHEME_GROUP, installed)  # as if kydb-s3 were not installed
+    monkeypatch.delitem(registry._loaded, "s3", raising=False)
     with pytest.raises(kydb.UnknownScheme) as info:
         kydb.connect("s3://user:secret@bucket/x")
     message = str(info.value)

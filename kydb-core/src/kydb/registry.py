@@ -74,6 +74,16 @@ _lock = threading.RLock()
 _in_process: dict[str, type[Any]] = {}
 _loaded: dict[str, type[Any]] = {}
 _middleware: list[tuple[str, PluginFactory]] | None = None
+_groups: dict[str, list[EntryPoint]] = {}
+
+
+def _entry_points(group: str, name: str | None = None) -> list[EntryPoint]:
+    """The group's entry points (those named ``name``), read once per process (:func:`refresh` rereads)."""
+    with _lock:
+        if group not in _groups:
+            _groups[group] = list(entry_points(group=group))  # one scan of every distribution's metadata
+        found = _groups[group]
+    return found if name is None else [ep for ep in found if ep.name == name]
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str, str]:
@@ -111,7 +121,7 @@ def register_backend(scheme: str, cls: type[Any], *, replace: bool = False) -> N
                     f"scheme {scheme!r} is already registered to {taken.__module__}.{taken.__qualname__}; "
                     "pass replace=True to override it"
                 )
-            ep = _unique(list(entry_points(group=SCHEME_GROUP, name=scheme)), f"scheme {scheme!r}")
+            ep = _unique(_entry_points(SCHEME_GROUP, scheme), f"scheme {scheme!r}")
             if ep is not None:
                 raise BackendConflict(
                     f"scheme {scheme!r} is already served by {_dist_of(ep)[0]} ({ep.value}); "
@@ -126,6 +136,7 @@ def refresh() -> None:
     global _middleware
     with _lock:
         _loaded.clear()
+        _groups.clear()
         _middleware = None
 
 
@@ -137,7 +148,7 @@ def unregister_backend(scheme: str) -> None:
 
 
 def _installed_schemes() -> list[str]:
-    names = {ep.name for ep in entry_points(group=SCHEME_GROUP)}
+    names = {ep.name for ep in _entry_points(SCHEME_GROUP)}
     return sorted(names | set(_in_process))
 
 
@@ -152,7 +163,7 @@ def backend_class(scheme: str, url: str = "") -> type[Any]:
         cls = _in_process.get(scheme) or _loaded.get(scheme)
         if cls is not None:
             return cls
-        ep = _unique(list(entry_points(group=SCHEME_GROUP, name=scheme)), f"scheme {scheme!r}")
+        ep = _unique(_entry_points(SCHEME_GROUP, scheme), f"scheme {scheme!r}")
         if ep is None:
             installed = ", ".join(_installed_schemes()) or "none"
             where = f" in {mask_url(url)!r}" if url else ""
@@ -180,7 +191,7 @@ def backend_class(scheme: str, url: str = "") -> type[Any]:
 def backends() -> list[BackendInfo]:
     """Every scheme this process can connect to, without importing any backend."""
     infos: dict[str, BackendInfo] = {}
-    for ep in entry_points(group=SCHEME_GROUP):
+    for ep in _entry_points(SCHEME_GROUP):
         dist, version = _dist_of(ep)
         infos[ep.name] = BackendInfo(ep.name, ep.value, dist, version)
     with _lock:
@@ -219,7 +230,7 @@ def middleware_factories() -> list[tuple[str, PluginFactory]]:
     with _lock:
         if _middleware is None:
             by_name: dict[str, list[EntryPoint]] = {}
-            for ep in entry_points(group=PLUGIN_GROUP):
+            for ep in _entry_points(PLUGIN_GROUP):
                 by_name.setdefault(ep.name, []).append(ep)
             loaded = []
             for name, candidates in sorted(by_name.items()):
