@@ -206,7 +206,7 @@ def test_sync_rewrites_only_what_differs(run: Run, url: str) -> None:
     assert run("-u", url, "sync", "/s", f"{other}/s")[0] == 0
     src["/s/b"] = 20
     code, _, err = run("-u", url, "sync", "/s", f"{other}/s")
-    assert code == 0 and "synced 1 objects" in err and "1 already identical" in err
+    assert code == 0 and "synced 1 object (" in err and "1 already identical" in err
     assert kydb.connect(other).read("/s/b", reload=True) == 20
 
 

@@ -67,6 +67,10 @@ def _human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _when(ns: int | None) -> str:
     if ns is None:
         return "-"
@@ -330,8 +334,8 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
         progress.done()
     verb = "synced" if sync else "copied"
     summary = (
-        f"{verb} {stats.objects:,} objects ({_human_bytes(stats.bytes)}), "
-        f"{stats.skipped:,} already identical, {stats.folders:,} empty folders, "
+        f"{verb} {_count(stats.objects, 'object')} ({_human_bytes(stats.bytes)}), "
+        f"{stats.skipped:,} already identical, {_count(stats.folders, 'empty folder')}, "
         f"from {src.url} {src_folder} to {dst.url} {normalize_folder(dst_path)} in {stats.elapsed:.1f} s"
     )
     if stats.interrupted:
