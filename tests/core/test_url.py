@@ -70,6 +70,8 @@ def test_mask_url_covers_composites_and_secret_options() -> None:
     for secret in ("pw1", "pw2", "pw3", "pw4"):
         assert secret not in masked
     assert "region=x" in masked
+    nested = mask_url("s3://bucket/x?endpoint_url=http://minio:pw5@10.0.0.1:9000&region=eu")
+    assert "pw5" not in nested and "minio:***@10.0.0.1:9000" in nested
 
 
 def test_split_composite() -> None:

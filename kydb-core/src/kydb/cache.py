@@ -60,6 +60,13 @@ class ReadCache:
             if self._epoch == token:
                 self._insert(key, value)
 
+    def fill_many(self, items: Iterable[tuple[str, Any]], token: int) -> None:
+        """:meth:`fill` for several values, under one lock."""
+        with self._lock:
+            if self._epoch == token:
+                for key, value in items:
+                    self._insert(key, value)
+
     def put(self, key: str, value: Any) -> None:
         """Cache a value the store has just accepted."""
         with self._lock:

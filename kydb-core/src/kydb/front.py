@@ -289,9 +289,9 @@ class BaseDB(abc.ABC):
                 fetch[k] = None
         if fetch:
             token = self._cache.token()
-            for k, blob in self._fetch_blobs(list(fetch)).items():
-                found[k] = value = self._decode(k, blob)
-                self._cache.fill(k, value, token)
+            loaded = {k: self._decode(k, blob) for k, blob in self._fetch_blobs(list(fetch)).items()}
+            self._cache.fill_many(loaded.items(), token)
+            found.update(loaded)
         return {key: found[k] for key, k in wanted.items() if k in found}
 
     def set_many(self, mapping: Mapping[str, Any]) -> None:

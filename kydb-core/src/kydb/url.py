@@ -29,13 +29,21 @@ _SECRET_OPTION = re.compile(r"pass|secret|token|credential|signing|(^|_)key$", r
 _MASK = "***"
 
 
+def _mask_value(name: str, value: str) -> str:
+    if _SECRET_OPTION.search(name):
+        return _MASK
+    # an option that is itself a URL (endpoint_url=http://user:pass@host) keeps its password masked too
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{_MASK}@", value, count=1)
+
+
 def _mask_query(query: str) -> str:
     if not query:
         return query
     pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(_SECRET_OPTION.search(name) for name, _ in pairs):
+    masked = [(n, _mask_value(n, v)) for n, v in pairs]
+    if masked == pairs:
         return query
-    return urlencode([(n, _MASK if _SECRET_OPTION.search(n) else v) for n, v in pairs], safe="/*")
+    return urlencode(masked, safe="/*:@")
 
 
 def _mask_one(url: str) -> str:
