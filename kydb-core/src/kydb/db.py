@@ -133,6 +133,8 @@ class DB(BaseDB):
 
     def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
         base = self.base_path
+        if not base:
+            return dict(self._hooks().kydb_get(paths=keys))
         found = self._hooks().kydb_get(paths=[base + k for k in keys])
         cut = len(base)
         return {path[cut:]: blob for path, blob in found.items()}

@@ -96,6 +96,7 @@ def _normalize_folder(folder: str, system: bool) -> str:
     return "/" + body + "/"
 
 
+@functools.lru_cache(maxsize=65536)
 def check_length(full_path: str) -> None:
     """Raise :class:`~kydb.InvalidKey` if ``full_path`` exceeds :data:`MAX_PATH_BYTES`."""
     size = len(full_path.rstrip("/").encode("utf-8"))
