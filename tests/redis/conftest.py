@@ -64,6 +64,12 @@ def raw_client(url: str) -> redis.Redis:
     )
 
 
+def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
+    """Every key kydb keeps for paths starting with ``prefix``: objects, folders, metadata and indexes."""
+    patterns = (prefix, f"meta:{prefix}", f"index:*:{prefix}")
+    return sorted(key for pattern in patterns for key in client.scan_iter(match=pattern + "*", count=1000))
+
+
 def _unreachable(url: str) -> str | None:
     """Why ``url``'s server does not answer PING, or None if it does."""
     client = raw_client(url)

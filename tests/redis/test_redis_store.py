@@ -19,7 +19,7 @@ import kydb
 import kydb_redis
 from kydb.testing import count_calls, unique_name
 
-from .conftest import PrivateRedis, free_port, raw_client, round_trips, server_commands, with_base
+from .conftest import PrivateRedis, free_port, keys_under, raw_client, round_trips, server_commands, with_base
 
 # ---------------------------------------------------------------------- fixtures
 
@@ -48,7 +48,7 @@ def quiet(quiet_redis: PrivateRedis) -> Iterator[tuple[Any, redis.Redis]]:
     db.exists("/warm-up")  # open the pooled connection: its handshake is not what is being counted
     yield db, raw
     db.rm_tree("/")
-    assert not list(raw.scan_iter(match=db.base_path + "*")), "rm_tree('/') left keys behind"
+    assert not keys_under(raw, db.base_path), "rm_tree('/') left keys behind"
     db.close()
     raw.close()
 
@@ -166,15 +166,121 @@ def test_layout_objects_are_strings_and_folders_sorted_sets(db: Any, raw: redis.
     assert raw.zrange(base + "/books/", 0, -1) == [b"empty/"]
 
 
+def sortable(value: int) -> bytes:
+    """The documented sortable form: 20 digits of value + 2**63."""
+    return b"%020d" % (value + 2**63)
+
+
+def test_layout_of_times_and_indexes(db: Any, raw: redis.Redis) -> None:
+    base = db.base_path
+    db.set("/books/MYBOOK", {"pv": 1}, index={"class_date": 20260905})
+    db.set("/books/OTHER", {"pv": 2}, index={"class_date": -5})
+    db.set("/books/sub/deeper", 0, index={"class_date": 1})  # not directly in /books: not in its indexes
+    mine, other = db.stat("/books/MYBOOK"), db.stat("/books/OTHER")
+    assert raw.hgetall(f"meta:{base}/books/MYBOOK") == {
+        b"mtime": sortable(mine.mtime_ns),
+        b"ctime": sortable(mine.ctime_ns),
+        b"class_date": sortable(20260905),
+    }
+    assert raw.zrange(f"index:class_date:{base}/books/", 0, -1, withscores=True) == [
+        (sortable(-5) + b":OTHER", 0.0),
+        (sortable(20260905) + b":MYBOOK", 0.0),
+    ]
+    assert raw.zrange(f"index:mtime:{base}/books/", 0, -1) == [
+        sortable(mine.mtime_ns) + b":MYBOOK",
+        sortable(other.mtime_ns) + b":OTHER",
+    ]
+    assert raw.zrange(f"index:ctime:{base}/books/", 0, -1) == raw.zrange(f"index:mtime:{base}/books/", 0, -1)
+
+    db.set("/books/MYBOOK", {"pv": 3}, index={"class_date": None})  # rewritten: mtime moves, ctime stays
+    rewritten = db.stat("/books/MYBOOK")
+    assert rewritten.ctime_ns == mine.ctime_ns < rewritten.mtime_ns
+    assert raw.hgetall(f"meta:{base}/books/MYBOOK") == {
+        b"mtime": sortable(rewritten.mtime_ns),
+        b"ctime": sortable(mine.ctime_ns),
+    }
+    assert raw.zrange(f"index:class_date:{base}/books/", 0, -1) == [sortable(-5) + b":OTHER"]
+    assert raw.zrange(f"index:mtime:{base}/books/", 0, -1) == [
+        sortable(other.mtime_ns) + b":OTHER",
+        sortable(rewritten.mtime_ns) + b":MYBOOK",
+    ]
+    db.delete("/books/OTHER")  # its metadata and every index member go with it
+    assert not raw.exists(f"meta:{base}/books/OTHER", f"index:class_date:{base}/books/")
+    assert raw.zrange(f"index:ctime:{base}/books/", 0, -1) == [sortable(mine.ctime_ns) + b":MYBOOK"]
+
+
+def test_times_and_index_values_are_exact_beyond_double_precision(db: Any) -> None:
+    # Around 1.8e18 ns, 256 neighbouring integers share one double: a store that
+    # let a time pass through a Lua number or a score would tie or reorder these.
+    t = 1_780_000_000_123_456_789
+    assert float(t) == float(t + 1) == float(t + 2)
+    path = db.base_path + "/exact/"
+    blob = kydb.envelope.encode("v")
+    extremes = {"lowest": -(2**63), "low": -(2**63) + 1, "minus": -1, "zero": 0, "high": 2**63 - 2, "top": 2**63 - 1}
+    db.store.kydb_put({path + "a": blob}, t, {path + "a": {"n": 2**63 - 1}})
+    db.store.kydb_put({path + "b": blob}, t + 1, {path + "b": {"n": 2**63 - 2}})
+    db.store.kydb_put({path + "a": blob}, t + 2, {})  # an overwrite: ctime stays t, the index value stays
+    db.store.kydb_put({path + name: blob for name in extremes}, t + 3, {path + k: {"e": v} for k, v in extremes.items()})
+    a, b = db.stat("/exact/a"), db.stat("/exact/b")
+    assert (a.mtime_ns, a.ctime_ns, dict(a.indexes)) == (t + 2, t, {"n": 2**63 - 1})
+    assert (b.mtime_ns, b.ctime_ns, dict(b.indexes)) == (t + 1, t + 1, {"n": 2**63 - 2})
+    by_mtime = [(e.key, e.index_value) for e in db.folder("/exact").by("mtime").until(t + 2).entries()]
+    assert by_mtime == [("b", t + 1), ("a", t + 2)]
+    assert [(e.key, e.mtime, e.ctime) for e in db.folder("/exact").by("ctime").until(t + 1).entries()] == [
+        ("a", t + 2, t),
+        ("b", t + 1, t + 1),
+    ]
+    assert list(db.folder("/exact").by("ctime").since(t + 1).until(t + 1)) == ["b"]
+    assert [(e.key, e.index_value) for e in db.folder("/exact").by("n").desc().entries()] == [
+        ("a", 2**63 - 1),
+        ("b", 2**63 - 2),
+    ]
+    assert [(e.key, e.index_value) for e in db.folder("/exact").by("e").entries()] == sorted(
+        extremes.items(), key=lambda item: item[1]
+    )
+    assert list(db.folder("/exact").by("e").since(-(2**63) + 1).until(2**63 - 2)) == ["low", "minus", "zero", "high"]
+    assert list(db.folder("/exact").by("e").since(2**63 - 1)) == ["top"]
+    assert list(db.folder("/exact").by("e").until(-(2**63))) == ["lowest"]
+
+
+def test_query_pages_resume_exactly_after_ties(db: Any) -> None:
+    # One set_many: every object has the same mtime, so pages split a run of ties.
+    db.set_many({f"/ties/o{i:03d}": i for i in range(450)})
+    names = [f"o{i:03d}" for i in range(450)]
+    assert list(db.folder("/ties")) == names
+    assert list(db.folder("/ties").desc()) == names[::-1]
+    (when,) = {e.mtime for e in db.folder("/ties").entries()}
+    assert list(db.folder("/ties").since(when).until(when).desc().limit(5)) == names[:-6:-1]
+    assert list(db.folder("/ties").since(when + 1)) == [] and list(db.folder("/ties").until(when - 1)) == []
+
+
+def test_objects_written_behind_kydbs_back_have_no_times(db: Any, raw: redis.Redis) -> None:
+    db["/planted/kydb"] = 1
+    raw.set(db.base_path + "/planted/other", kydb.envelope.encode(2))
+    raw.zadd(db.base_path + "/planted/", {"other": 0})
+    assert db.ls("/planted") == ["kydb", "other"]
+    info = db.stat("/planted/other")
+    assert (info.size, info.mtime_ns, info.ctime_ns, dict(info.indexes)) == (len(raw.get(db.base_path + "/planted/other")), None, None, {})
+    assert db.recent("/planted") == ["kydb"]  # in no index until kydb writes it
+    db["/planted/other"] = 3
+    assert db.recent("/planted") == ["other", "kydb"] and db.stat("/planted/other").ctime_ns is not None
+    raw.hset(f"meta:{db.base_path}/planted/kydb", "mtime", "yesterday")
+    with pytest.raises(kydb_redis.RedisCommandError, match="meta:.*/planted/kydb.*something other than kydb"):
+        db.stat("/planted/kydb")
+
+
 def test_rm_tree_leaves_no_key_behind(db: Any, raw: redis.Redis) -> None:
     db.set_many({f"/t/{i % 4}/{i % 3}/o{i}": i for i in range(60)})
+    for i in range(0, 60, 7):
+        db.set(f"/t/{i % 4}/{i % 3}/o{i}", i, index={"n": -i})
     db.mkdir("/t/empty")
     db["/keep"] = 1
+    assert len(keys_under(raw, db.base_path + "/t")) > 60 * 2  # objects, their metadata, folders, indexes
     db.rm_tree("/t")
-    assert sorted(raw.scan_iter(match=db.base_path + "/t*")) == []
+    assert keys_under(raw, db.base_path + "/t") == []
     assert raw.zrange(db.base_path + "/", 0, -1) == [b"keep"]
     db.rm_tree("/")
-    assert sorted(raw.scan_iter(match=db.base_path + "*")) == []
+    assert keys_under(raw, db.base_path) == []
     assert raw.zscore("/", db.base_path.lstrip("/") + "/") is None
 
 
@@ -259,6 +365,30 @@ def test_reads_and_listings_are_one_round_trip_each(quiet: tuple[Any, redis.Redi
     assert sent == [2] and dict(commands) == {"mget": 1, "exists": 1}  # misses: one EXISTS checks they are absent
 
 
+def test_recent_and_queries_are_one_command_per_page(quiet: tuple[Any, redis.Redis]) -> None:
+    db, raw = quiet
+    for start in range(0, 5000, 1000):
+        db.set_many({f"/r/o{i:04d}": i for i in range(start, start + 1000)})
+    db.set("/r/newest", "last", index={"rank": 7})
+    db.recent("/r", limit=1)  # loads the script: what follows is EVALSHA
+    with server_commands(raw) as commands, round_trips() as sent:
+        newest = db.recent("/r", limit=10)
+    assert newest[0] == "newest" and len(newest) == 10
+    assert sent == [1]
+    assert dict(commands) == {"evalsha": 1, "zrevrangebylex": 1, "hmget": 10}  # times of the page's 10 objects
+    with server_commands(raw) as commands, round_trips() as sent:
+        assert len(list(db.folder("/r").limit(450))) == 450
+    assert sent == [3] and commands["evalsha"] == 3 and commands["zrangebylex"] == 3  # pages of 200, 200, 50
+    db.refresh()
+    with server_commands(raw) as commands, round_trips() as sent:
+        assert list(db.folder("/r").by("rank").items()) == [("newest", "last")]
+    assert sent == [2] and commands["evalsha"] == 1 and commands["get"] == 1  # the query, then the value
+    with server_commands(raw) as commands, round_trips() as sent:
+        info = db.stat("/r/newest")
+    assert info.indexes == {"rank": 7} and info.size > 0
+    assert sent == [1] and dict(commands) == {"exists": 1, "strlen": 1, "hgetall": 1}
+
+
 def test_batches_are_pipelined(quiet: tuple[Any, redis.Redis]) -> None:
     db, raw = quiet
     values = {f"/batch/f{i % 7}/k{i}": i for i in range(5000)}
@@ -287,7 +417,7 @@ def test_rm_tree_of_10000_objects_takes_a_few_requests(quiet: tuple[Any, redis.R
     assert commands["unlink"] == 10_000
     assert commands["evalsha"] + commands["eval"] <= 15 and commands["zrangebylex"] <= 60
     assert calls["kydb_delete"] == 0 and calls["kydb_get"] == 0
-    assert not list(raw.scan_iter(match=db.base_path + "/big*"))
+    assert keys_under(raw, db.base_path + "/big") == []
     assert db.ls("/") == ["stays"]
 
 
