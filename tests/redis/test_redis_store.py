@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import socket
 import subprocess
@@ -220,7 +219,7 @@ def test_times_and_index_values_are_exact_beyond_double_precision(db: Any) -> No
     db.store.kydb_put({path + "a": blob}, t, {path + "a": {"n": 2**63 - 1}})
     db.store.kydb_put({path + "b": blob}, t + 1, {path + "b": {"n": 2**63 - 2}})
     db.store.kydb_put({path + "a": blob}, t + 2, {})  # an overwrite: ctime stays t, the index value stays
-    db.store.kydb_put({path + name: blob for name in extremes}, t + 3, {path + k: {"e": v} for k, v in extremes.items()})
+    db.store.kydb_put({path + k: blob for k in extremes}, t + 3, {path + k: {"e": v} for k, v in extremes.items()})
     a, b = db.stat("/exact/a"), db.stat("/exact/b")
     assert (a.mtime_ns, a.ctime_ns, dict(a.indexes)) == (t + 2, t, {"n": 2**63 - 1})
     assert (b.mtime_ns, b.ctime_ns, dict(b.indexes)) == (t + 1, t + 1, {"n": 2**63 - 2})
@@ -260,12 +259,13 @@ def test_objects_written_behind_kydbs_back_have_no_times(db: Any, raw: redis.Red
     raw.zadd(db.base_path + "/planted/", {"other": 0})
     assert db.ls("/planted") == ["kydb", "other"]
     info = db.stat("/planted/other")
-    assert (info.size, info.mtime_ns, info.ctime_ns, dict(info.indexes)) == (len(raw.get(db.base_path + "/planted/other")), None, None, {})
+    size = len(raw.get(db.base_path + "/planted/other"))
+    assert (info.size, info.mtime_ns, info.ctime_ns, dict(info.indexes)) == (size, None, None, {})
     assert db.recent("/planted") == ["kydb"]  # in no index until kydb writes it
     db["/planted/other"] = 3
     assert db.recent("/planted") == ["other", "kydb"] and db.stat("/planted/other").ctime_ns is not None
     raw.hset(f"meta:{db.base_path}/planted/kydb", "mtime", "yesterday")
-    with pytest.raises(kydb_redis.RedisCommandError, match="meta:.*/planted/kydb.*something other than kydb"):
+    with pytest.raises(kydb_redis.RedisCommandError, match=r"meta:.*/planted/kydb.*something other than kydb"):
         db.stat("/planted/kydb")
 
 
@@ -469,63 +469,6 @@ def test_threads_share_one_connection_pool(quiet_redis: PrivateRedis) -> None:
 
 
 # ---------------------------------------------------------------------- failures
-
-
-def test_server_killed_mid_run_then_restarted(private_redis: Callable[..., PrivateRedis], caplog: Any) -> None:
-    caplog.set_level(logging.DEBUG)
-    server = private_redis("--requirepass", "kill-test-pw", persistent=True)
-    db = kydb.connect(f"redis://:kill-test-pw@127.0.0.1:{server.port}/fault?retries=2&socket_timeout=2")
-    db.mkdir("/run/empty")
-    acknowledged: dict[str, int] = {}
-    failure: list[BaseException] = []
-    failed_key: list[str] = []
-
-    def writer() -> None:
-        for i in range(1_000_000):
-            key = f"/run/f{i % 5}/k{i}"
-            try:
-                db[key] = i
-            except BaseException as exc:
-                failure.append(exc)
-                failed_key.append(key)
-                return
-            acknowledged[key] = i
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while len(acknowledged) < 300 and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.01)
-    server.kill()
-    thread.join(timeout=60)
-    assert not thread.is_alive() and len(acknowledged) >= 300
-
-    error = failure[0]
-    assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
-    assert f"127.0.0.1:{server.port}" in str(error) and "redis://:***@" in str(error)
-    assert isinstance(error.__cause__, redis.ConnectionError)
-    for attempt in (
-        lambda: db.read("/run/f0/k0", reload=True),
-        lambda: db.ls("/run"),
-        lambda: db.exists("/run/f0/k0"),
-        lambda: db.get_many(["/a", "/b"], reload=True),
-    ):
-        with pytest.raises(kydb.StoreUnavailable):
-            attempt()
-
-    server.start()
-    assert db.get_many(list(acknowledged), reload=True) == acknowledged  # nothing acknowledged was lost
-    listed = {f"/run/f{f}/{name}" for f in range(5) for name in db.ls(f"/run/f{f}")}
-    assert set(acknowledged) <= listed <= set(acknowledged) | set(failed_key)
-    assert db.ls("/run") == ["empty/", "f0/", "f1/", "f2/", "f3/", "f4/"]
-    with count_calls(db) as calls:  # the failed write left nothing in the cache: this read asks the store
-        db.get(failed_key[0])
-    assert calls["kydb_get"] == 1
-    db["/after/restart"] = "works"
-    assert db.read("/after/restart", reload=True) == "works"
-    assert "kill-test-pw" not in caplog.text and "kill-test-pw" not in repr(error.__cause__)
-    db.rm_tree("/")
-    db.close()
 
 
 def test_wrong_password_is_permission_error(private_redis: Callable[..., PrivateRedis]) -> None:

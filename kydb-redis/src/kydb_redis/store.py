@@ -247,7 +247,7 @@ class RedisStore:
     def _put_calls(
         items: dict[str, bytes], mtime: bytes, indexes: Mapping[str, Mapping[str, int | None]]
     ) -> Iterator[Call]:
-        """:data:`PUT` calls writing ``items`` at ``mtime``: each at most :data:`BATCH` objects and :data:`BATCH_BYTES`."""
+        """:data:`PUT` calls writing ``items`` at ``mtime``, each of at most :data:`BATCH` objects and BATCH_BYTES."""
         paths: list[Any] = []
         blobs: list[Any] = []
         changes: list[Any] = []  # (position in paths, index name, sortable value or b'' to clear) triples
