@@ -265,8 +265,11 @@ def test_objects_written_behind_kydbs_back_have_no_times(db: Any, raw: redis.Red
     db["/planted/other"] = 3
     assert db.recent("/planted") == ["other", "kydb"] and db.stat("/planted/other").ctime_ns is not None
     raw.hset(f"meta:{db.base_path}/planted/kydb", "mtime", "yesterday")
-    with pytest.raises(kydb_redis.RedisCommandError, match=r"meta:.*/planted/kydb.*something other than kydb"):
+    with pytest.raises(kydb_redis.RedisCommandError, match=r"meta:.*/planted/kydb has b'yesterday'.*other than kydb"):
         db.stat("/planted/kydb")
+    raw.hdel(f"meta:{db.base_path}/planted/kydb", "mtime")
+    with pytest.raises(kydb_redis.RedisCommandError, match=r"meta:.*/planted/kydb has no value"):
+        db.recent("/planted")
 
 
 def test_rm_tree_leaves_no_key_behind(db: Any, raw: redis.Redis) -> None:

@@ -2,8 +2,11 @@
 
 Cost per call, in round trips to the server:
 
-* put of one object: 1 (one ``EVALSHA``), whatever its depth;
-* get, exists, is_dir, one page of ``ls``: 1;
+* put of one object: 1 (one ``EVALSHA``), whatever its depth, with its
+  times and index values;
+* get, exists, is_dir, one page of ``ls``, ``stat`` of a batch: 1;
+* one page of a folder query (``recent``, ``folder(...).by(...)``): 1 (one
+  ``EVALSHA``), O(log n + page) on the server whatever the folder's size;
 * ``get_many``: 1 (one ``MGET`` per 1,000 keys, pipelined), plus one
   ``EXISTS`` when some keys are missing;
 * ``set_many``/``delete_many``: 1 per 10,000 keys (script calls of 1,000
@@ -306,18 +309,18 @@ class RedisStore:
         for i, path in enumerate(paths):
             exists, size, meta = replies[3 * i : 3 * i + 3]
             if exists:
-                values = {field.decode(): self._value(value, path) for field, value in meta.items()}
+                values = {field.decode(): self._value(value, path, meta_key(path)) for field, value in meta.items()}
                 found[path] = kydb.ObjectInfo(size, values.pop("mtime", None), values.pop("ctime", None), values)
         return found
 
-    def _value(self, text: bytes | None, path: str) -> int:
-        """A value from ``path``'s metadata, decoded from its sortable form."""
+    def _value(self, text: bytes | None, path: str, key: str) -> int:
+        """A time or index value of ``path``, read from ``key``, decoded from its sortable form."""
         try:
             return from_sortable(text or b"")
         except ValueError:
             raise RedisCommandError(
-                f"{self._where}: the metadata of {path!r} ({meta_key(path)}) is missing or holds {text!r}, not a "
-                "time or index value kydb wrote: something other than kydb changed it; rewrite the object to repair it"
+                f"{self._where}: {key} has {'no value' if text is None else repr(text)} where kydb keeps a time or "
+                f"index value of {path!r}: something other than kydb changed it; rewrite the object to repair it"
             ) from None
 
     @kydb.hookimpl
@@ -352,12 +355,9 @@ class RedisStore:
         for i in range(0, min(len(reply), 3 * limit), 3):
             member, mtime, ctime = reply[i : i + 3]
             name = member[SORTABLE_WIDTH + 1 :].decode()
-            path = folder + name
-            entries.append(
-                kydb.Entry(
-                    name, self._value(mtime, path), self._value(ctime, path), self._value(member[:SORTABLE_WIDTH], path)
-                )
-            )
+            path, meta = folder + name, meta_key(folder + name)
+            value = self._value(member[:SORTABLE_WIDTH], path, index_key(index, folder))
+            entries.append(kydb.Entry(name, self._value(mtime, path, meta), self._value(ctime, path, meta), value))
         more = len(reply) > 3 * limit
         return kydb.QueryPage(entries, reply[3 * limit - 3].decode() if more else None)
 
