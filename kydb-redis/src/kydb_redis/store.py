@@ -320,7 +320,7 @@ class RedisStore:
         except ValueError:
             raise RedisCommandError(
                 f"{self._where}: {key} has {'no value' if text is None else repr(text)} where kydb keeps a time or "
-                f"index value of {path!r}: something other than kydb changed it; rewrite the object to repair it"
+                f"index value of {path!r}: something other than kydb changed it"
             ) from None
 
     @kydb.hookimpl
