@@ -7,7 +7,10 @@ Compares, for the same pickled payload on the same server:
 
 * ``db[key] = value`` at depth 4 and 8 with ``SET key payload``;
 * ``db.read(key, reload=True)`` (a cold read) with ``GET key``;
-* ``db.get_many(1000 keys, reload=True)`` with one ``MGET`` of the same keys.
+* ``db.get_many(1000 keys, reload=True)`` with one ``MGET`` of the same keys;
+* ``db.recent(folder, limit=10)`` on a folder of 100 objects and on one of
+  100,000: round trips and server commands per call (target: one command,
+  one ``EVALSHA``) and the time ratio (target: within 2x).
 
 kydb's side includes everything it does (key checks, the envelope, pickling,
 the read cache, keeping folder listings).  The raw side is redis-py plus
@@ -17,7 +20,8 @@ key's depth counts every component in Redis, the DB's base path included.
 Throughput is 1 / the median time per call, the sides taking turns call by
 call; ratios are kydb / raw (1.0 = as fast as raw redis-py).  Then, per put
 at depth 4 and 8: the requests redis-py sent (round trips) and the commands
-the server ran (``INFO commandstats``, exact on the private server).
+the server ran (``INFO commandstats``, exact on the private server); then
+``recent`` against the folder's size.
 Asserts nothing.
 """
 
@@ -90,8 +94,8 @@ def command_stats(raw: redis.Redis) -> Counter[str]:
     return Counter({n.removeprefix("cmdstat_"): int(s["calls"]) for n, s in info.items() if n != "cmdstat_info"})
 
 
-def per_put(db: kydb.BaseDB, raw: redis.Redis, keys: list[str]) -> tuple[float, dict[str, float]]:
-    """Requests sent and server commands run per put of ``keys``, on average."""
+def per_call(raw: redis.Redis, calls: list[Callable[[], object]]) -> tuple[float, dict[str, float]]:
+    """Requests sent and server commands run per call of ``calls``, on average."""
     sent = [0]
     own = "send_packed_command" in vars(redis.Connection)
     original = redis.Connection.send_packed_command
@@ -103,8 +107,8 @@ def per_put(db: kydb.BaseDB, raw: redis.Redis, keys: list[str]) -> tuple[float, 
     before = command_stats(raw)
     redis.Connection.send_packed_command = counting  # type: ignore[method-assign]
     try:
-        for key in keys:
-            db[key] = PAYLOAD
+        for call in calls:
+            call()
     finally:
         if own:
             redis.Connection.send_packed_command = original  # type: ignore[method-assign]
@@ -112,7 +116,38 @@ def per_put(db: kydb.BaseDB, raw: redis.Redis, keys: list[str]) -> tuple[float, 
             del redis.Connection.send_packed_command
     delta = command_stats(raw)
     delta.subtract(before)
-    return sent[0] / len(keys), {name: calls / len(keys) for name, calls in sorted(delta.items()) if calls}
+    return sent[0] / len(calls), {name: n / len(calls) for name, n in sorted(delta.items()) if n}
+
+
+def shown(commands: dict[str, float]) -> str:
+    return ", ".join(f"{calls:g} {name.upper()}" for name, calls in commands.items())
+
+
+def recent_by_folder_size(url: str, raw: redis.Redis) -> None:
+    """``recent(folder, limit=10)`` on a folder of 100 objects and on one of 100,000, side by side."""
+    print("\nrecent(folder, limit=10) against the folder's size (target: one command, within 2x):")
+    dbs = []
+    for size in (100, 100_000):
+        db = kydb.connect(f"{url}/bench-recent-{size}-{os.getpid()}")
+        for start in range(0, size, 10_000):
+            db.set_many({f"/reports/r{i:06d}": i for i in range(start, min(size, start + 10_000))})
+        db["/reports/newest"] = PAYLOAD
+        assert db.recent("/reports", limit=10)[0] == "newest"  # also loads the script
+        trips, commands = per_call(raw, [lambda db=db: db.recent("/reports", limit=10)] * 100)
+        dbs.append(db)
+        print(f"  {size:>7,} objects: {trips:g} round trip(s); server commands: {shown(commands)}")
+    small, big = dbs
+    small_rate, big_rate = compare(
+        2000, lambda i: small.recent("/reports", limit=10), lambda i: big.recent("/reports", limit=10)
+    )
+    ratio = small_rate / big_rate
+    print(
+        f"  calls/s: {small_rate:,.0f} on 100, {big_rate:,.0f} on 100,000 objects; time ratio {ratio:.2f}x"
+        f" (target <= 2x) {'ok' if ratio <= 2 else 'MISSED'}"
+    )
+    for db in dbs:
+        db.rm_tree("/")
+        db.close()
 
 
 def folder_at(depth: int) -> str:
@@ -171,12 +206,13 @@ def run(url: str) -> None:
 
     print("\nper put into a new folder, then 199 more into it (INFO commandstats counts commands run by scripts too):")
     for depth in (4, 8):
-        trips, commands = per_put(db, raw, [f"/new{depth}{folder_at(depth - 1)}/k{i}" for i in range(200)])
-        shown = ", ".join(f"{calls:g} {name.upper()}" for name, calls in commands.items())
-        print(f"  depth {depth}: {trips:g} round trip(s); server commands: {shown}")
+        keys = [f"/new{depth}{folder_at(depth - 1)}/k{i}" for i in range(200)]
+        trips, commands = per_call(raw, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
+        print(f"  depth {depth}: {trips:g} round trip(s); server commands: {shown(commands)}")
     db.rm_tree("/")
     db.close()
     raw.delete(*raw_keys)
+    recent_by_folder_size(url, raw)
     raw.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -91,6 +92,35 @@ def test_stall_holds_bytes_until_healed(echo_port: int) -> None:
             exchange(proxy.port, b"slow", timeout=0.3)
         proxy.heal()
         assert exchange(proxy.port, b"fast") == b"fast"
+
+
+def test_stall_holds_bytes_sent_on_an_open_connection() -> None:
+    received: list[bytes] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def record() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                received.append(data)
+                conn.sendall(b"ok")
+
+    threading.Thread(target=record, daemon=True).start()
+    with TCPProxy("127.0.0.1", server.getsockname()[1]) as proxy:
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
+        sock.sendall(b"before")
+        assert sock.recv(10) == b"ok"
+        time.sleep(0.25)  # the forwarding thread is waiting for bytes when the stall begins
+        proxy.stall()
+        sock.sendall(b"during")
+        time.sleep(0.5)  # the proxy's forwarding thread wakes up within 0.1 s
+        assert b"".join(received) == b"before"
+        proxy.cut()  # a stalled connection dropped: what it held never arrives
+        proxy.heal()
+        time.sleep(0.3)
+        assert b"".join(received) == b"before"
+        sock.close()
+    server.close()
 
 
 class _either_closed:  # noqa: N801 - a context manager used like pytest.raises

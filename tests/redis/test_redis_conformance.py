@@ -23,9 +23,7 @@ def _raw(db: kydb.DB) -> redis.Redis:
 
 
 class TestRedisStore(StoreConformance):
-    # Modification/creation times and user indexes are not kept yet: recency
-    # queries refuse with kydb.IndexNotSupported, even with allow_scan.
-    keeps_times = False
+    native_queries = True  # per-folder sorted sets ordered by (value, name); see kydb_redis.layout
 
     @pytest.fixture
     def new_url(self, redis_url: str) -> Callable[[], str]:

@@ -1,6 +1,7 @@
 """kydb's Redis backend: ``redis://[user:password@]host[:port][/base/path][?db=N&...]`` and ``rediss://`` (TLS).
 
-One Redis string per object and one sorted set per folder (see
+One Redis string per object, one sorted set per folder and, for recency and
+user-index queries, one sorted set per folder and index (see
 :mod:`kydb_redis.layout`); every write is one atomic Lua script call, so a put
 costs one round trip whatever its depth.  Installing this distribution
 registers both schemes with kydb::

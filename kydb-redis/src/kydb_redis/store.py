@@ -2,8 +2,11 @@
 
 Cost per call, in round trips to the server:
 
-* put of one object: 1 (one ``EVALSHA``), whatever its depth;
-* get, exists, is_dir, one page of ``ls``: 1;
+* put of one object: 1 (one ``EVALSHA``), whatever its depth, with its
+  times and index values;
+* get, exists, is_dir, one page of ``ls``, ``stat`` of a batch: 1;
+* one page of a folder query (``recent``, ``folder(...).by(...)``): 1 (one
+  ``EVALSHA``), O(log n + page) on the server whatever the folder's size;
 * ``get_many``: 1 (one ``MGET`` per 1,000 keys, pipelined), plus one
   ``EXISTS`` when some keys are missing;
 * ``set_many``/``delete_many``: 1 per 10,000 keys (script calls of 1,000
@@ -38,7 +41,18 @@ from redis.retry import Retry
 import kydb
 from kydb.url import StoreURL
 
-from .layout import DELETE, PUT, LuaScript, split_path
+from .layout import (
+    DELETE,
+    PUT,
+    QUERY,
+    SORTABLE_WIDTH,
+    LuaScript,
+    from_sortable,
+    index_key,
+    meta_key,
+    sortable,
+    split_path,
+)
 from .options import RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, RedisOptions, parse_options
 
 __all__ = ["MAX_VALUE_BYTES", "RedisCommandError", "RedisStore"]
@@ -215,36 +229,43 @@ class RedisStore:
             )
 
     @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes]) -> None:
+    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
         for path, blob in items.items():
             if len(blob) > MAX_VALUE_BYTES:
                 raise ValueError(
                     f"{path}: the encoded value is {len(blob):,} bytes, over Redis's limit of "
                     f"{MAX_VALUE_BYTES:,} bytes (512 MiB) for one string; nothing was written to {self._where}"
                 )
+        calls = self._put_calls(items, sortable(mtime_ns), indexes)
         try:
             if len(items) == 1:
-                self._call(PUT, list(items), list(items.values()))
+                keys, args, _ = next(calls)
+                self._call(PUT, keys, args)
             else:
-                self._call_many(PUT, self._put_calls(items))
+                self._call_many(PUT, calls)
         except RedisError as exc:
             raise self._failure(exc, f"writing {_describe(list(items))}") from exc
 
     @staticmethod
-    def _put_calls(items: dict[str, bytes]) -> Iterator[Call]:
-        """Script calls writing ``items``: each at most :data:`BATCH` objects and :data:`BATCH_BYTES`."""
+    def _put_calls(
+        items: dict[str, bytes], mtime: bytes, indexes: Mapping[str, Mapping[str, int | None]]
+    ) -> Iterator[Call]:
+        """:data:`PUT` calls writing ``items`` at ``mtime``, each of at most :data:`BATCH` objects and BATCH_BYTES."""
         paths: list[Any] = []
         blobs: list[Any] = []
+        changes: list[Any] = []  # (position in paths, index name, sortable value or b'' to clear) triples
         size = 0
         for path, blob in items.items():
             if paths and (len(paths) >= BATCH or size + len(blob) > BATCH_BYTES):
-                yield paths, blobs, size
-                paths, blobs, size = [], [], 0
+                yield paths, [len(paths), mtime, *blobs, *changes], size
+                paths, blobs, changes, size = [], [], [], 0
             paths.append(path)
             blobs.append(blob)
+            for name, value in indexes.get(path, {}).items():
+                changes += (len(paths), name, b"" if value is None else sortable(value))
             size += len(blob)
         if paths:
-            yield paths, blobs, size
+            yield paths, [len(paths), mtime, *blobs, *changes], size
 
     @kydb.hookimpl
     def kydb_delete(self, paths: Sequence[str]) -> None:
@@ -268,6 +289,78 @@ class RedisStore:
         except RedisError as exc:
             raise self._failure(exc, f"checking {path!r}") from exc
 
+    @kydb.hookimpl
+    def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
+        """Sizes, times and index values: ``EXISTS``, ``STRLEN`` and ``HGETALL`` per path, one round trip.
+
+        An object something other than kydb wrote has no metadata: its times
+        are ``None`` and it has no index values.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for path in paths:
+            _execute(pipe, "EXISTS", path)
+            _execute(pipe, "STRLEN", path)
+            _execute(pipe, "HGETALL", meta_key(path))
+        try:
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._failure(exc, f"reading the metadata of {_describe(paths)}") from exc
+        found: dict[str, kydb.ObjectInfo] = {}
+        for i, path in enumerate(paths):
+            exists, size, meta = replies[3 * i : 3 * i + 3]
+            if exists:
+                values = {field.decode(): self._value(value, path, meta_key(path)) for field, value in meta.items()}
+                found[path] = kydb.ObjectInfo(size, values.pop("mtime", None), values.pop("ctime", None), values)
+        return found
+
+    def _value(self, text: bytes | None, path: str, key: str) -> int:
+        """A time or index value of ``path``, read from ``key``, decoded from its sortable form."""
+        try:
+            return from_sortable(text or b"")
+        except ValueError:
+            raise RedisCommandError(
+                f"{self._where}: {key} has {'no value' if text is None else repr(text)} where kydb keeps a time or "
+                f"index value of {path!r}: something other than kydb changed it"
+            ) from None
+
+    @kydb.hookimpl
+    def kydb_query(
+        self,
+        folder: str,
+        index: str,
+        ascending: bool,
+        since: int | None,
+        until: int | None,
+        limit: int,
+        cursor: str | None,
+    ) -> kydb.QueryPage:
+        """One page from the index's sorted set: one :data:`QUERY` call, O(log n + limit) on the server."""
+        if limit <= 0:
+            return kydb.QueryPage([], None)
+        low = b"[" + sortable(since) + b":" if since is not None else b"-"
+        high = b"(" + sortable(until) + b";" if until is not None else b"+"  # ';' follows ':': every name of until
+        if cursor is not None:  # resume after the last member returned, within the bounds
+            after = cursor.encode()
+            if ascending and (low == b"-" or after >= low[1:]):
+                low = b"(" + after
+            elif not ascending and (high == b"+" or after < high[1:]):
+                high = b"(" + after
+        bounds = [low, high] if ascending else [high, low]
+        direction = "asc" if ascending else "desc"
+        try:
+            reply = self._call(QUERY, [index_key(index, folder)], [*bounds, limit, direction, folder])
+        except RedisError as exc:
+            raise self._failure(exc, f"querying {folder!r} by {index!r}") from exc
+        entries = []
+        for i in range(0, min(len(reply), 3 * limit), 3):
+            member, mtime, ctime = reply[i : i + 3]
+            name = member[SORTABLE_WIDTH + 1 :].decode()
+            path, meta = folder + name, meta_key(folder + name)
+            value = self._value(member[:SORTABLE_WIDTH], path, index_key(index, folder))
+            entries.append(kydb.Entry(name, self._value(mtime, path, meta), self._value(ctime, path, meta), value))
+        more = len(reply) > 3 * limit
+        return kydb.QueryPage(entries, reply[3 * limit - 3].decode() if more else None)
+
     # ------------------------------------------------------------------ folders
 
     @kydb.hookimpl
@@ -286,7 +379,7 @@ class RedisStore:
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
         try:
-            self._call(PUT, [folder], [])
+            self._call(PUT, [folder], [0, b""])
         except RedisError as exc:
             raise self._failure(exc, f"creating folder {folder!r}") from exc
 
