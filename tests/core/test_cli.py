@@ -157,7 +157,7 @@ def test_console_script_and_module_agree() -> None:
     installed = {info.scheme for info in kydb.backends()}
     assert "memory" in installed
     for scheme, dist in kydb.registry.WELL_KNOWN_SCHEMES.items():
-        line = next(line for line in via_script.stdout.splitlines() if line.split()[0] == scheme)
+        line = next(line for line in via_script.stdout.splitlines() if line.split()[:1] == [scheme])
         assert (dist in line) if scheme in installed else (line.split()[1:] == ["pip", "install", dist])
 
 
