@@ -87,7 +87,7 @@ class PrivateServer:
                 "-E",
                 "UTF8",
             )
-            self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+            self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         else:
             self._mariadbd = _binary("mariadbd", "/usr/sbin/mariadbd")
             install = _binary("mariadb-install-db", "/usr/bin/mariadb-install-db")

@@ -186,6 +186,7 @@ class Trial:
 
 
 def top_folder(key: str) -> str:
+    """``b`` for ``/b/d0/o000``."""
     return key.split("/")[1]
 
 
@@ -193,13 +194,6 @@ def rows_added(values: dict[str, Any]) -> int:
     """The rows a write of ``values`` adds: objects, and every folder above them."""
     folders = {key[: i + 1] for key in values for i, ch in enumerate(key) if ch == "/" and i}
     return len(values) + len(folders)
-
-
-def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
-    try:
-        return "ok", call()
-    except kydb.NotFound:
-        return "absent", None
 
 
 @contextmanager
@@ -496,7 +490,7 @@ def sqlite_trial(sqlite_database: Database, fault_table: list[FaultRow]) -> Iter
 
     def make(fault: str, busy_timeout: float) -> Trial:
         url = sqlite_database.url(base=f"/{unique_name('t')}", timeout=str(busy_timeout))
-        made.append(Trial(kydb.connect(url), raw, "SQLite", fault, fault_table))
+        made.append(Trial(kydb.connect(url), raw, NAMES["sqlite"], fault, fault_table))
         return made[-1]
 
     yield make
