@@ -32,12 +32,14 @@ class ServerUnavailable(Exception):
 
 
 def _free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def _binary(*candidates: str) -> str:
+    """The first of ``candidates`` installed: a name on PATH, or a glob pattern (its highest match)."""
     for pattern in candidates:
         found = sorted(glob.glob(pattern)) if "*" in pattern else [shutil.which(pattern) or ""]
         for path in reversed(found):
