@@ -93,8 +93,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="bench-sql")
 def bench_sql(session: nox.Session) -> None:
-    """kydb-sql on SQLite and PostgreSQL next to bare SQLAlchemy Core; ls, rm_tree and recent against size."""
-    session.install("./kydb-core", "./kydb-sql[postgresql]")
+    """kydb-sql on SQLite, PostgreSQL and MariaDB next to bare SQLAlchemy Core; ls, rm_tree and recent against size."""
+    session.install("./kydb-core", SQL)
     session.run("python", "benchmarks/bench_sql.py", *session.posargs)
 
 

@@ -2,13 +2,17 @@
 
     python -m nox -s bench-sql
 
-On SQLite (a file in a temporary folder) and PostgreSQL
-(``$KYDB_TEST_POSTGRESQL_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``):
+On SQLite (a file in a temporary folder), PostgreSQL
+(``$KYDB_TEST_POSTGRESQL_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``)
+and MariaDB (``$KYDB_TEST_MYSQL_URL``, default ``mysql+pymysql://root@127.0.0.1:3306/test``):
 
 * put and cold get — ``db[key] = blob`` and ``db.read(key, reload=True)``
   next to a bare Core ``INSERT`` (in ``engine.begin()``) and ``SELECT`` of the
   same blob in a table of the same shape (same columns, types and index), on
   a default engine;
+* round trips per put and per cold get on the servers, kydb next to bare
+  Core, counted on the wire by a loopback proxy (a round trip: the client
+  sends after the server did);
 * ``ls`` of a 10-entry folder with 1,000 and with 100,000 other rows in the
   table (target: within 1.5x — the listing does not depend on the table's size);
 * ``rm_tree`` of 100 and of 10,000 rows: SQL statements issued (target: the
@@ -23,8 +27,11 @@ Every table it creates is dropped at the end.
 from __future__ import annotations
 
 import os
+import selectors
+import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +44,7 @@ from kydb_sql.engines import create_store_engine
 from kydb_sql.layout import make_table
 
 POSTGRESQL_URL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("KYDB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 BLOB = os.urandom(10 * 1024)
 ROUNDS = 5
 
@@ -59,6 +67,65 @@ def fill(db: Any, folder: str, count: int) -> None:
         db.set_many({f"{folder}/f{i % 100}/o{i}": i for i in range(start, min(count, start + 5000))})
 
 
+class RoundTripCounter:
+    """A loopback proxy to a server that counts round trips: each time the client sends after the server did."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.trips = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        client_spoke_last = False
+        with selectors.DefaultSelector() as selector, client, server:
+            selector.register(client, selectors.EVENT_READ, server)
+            selector.register(server, selectors.EVENT_READ, client)
+            while True:
+                for key, _ in selector.select():
+                    source: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    if source is client and not client_spoke_last:
+                        self.trips += 1
+                    client_spoke_last = source is client
+                    key.data.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class BareCore:
+    """The same put and get with bare SQLAlchemy Core: a default engine, a table of kydb's shape."""
+
+    def __init__(self, url: sa.URL, table: str) -> None:
+        self.engine = sa.create_engine(url)  # a default engine, as a bare Core user would make
+        self.table = make_table(table)
+        self.table.create(self.engine)
+        self.select = sa.select(self.table.c.data).where(self.table.c.path == sa.bindparam("path"))
+
+    def put(self, i: int) -> None:
+        with self.engine.begin() as conn:
+            now = time.time_ns()
+            row = {"path": f"/bench/k{i}", "parent": "/bench/", "name": f"k{i}", "kind": "o", "data": BLOB}
+            conn.execute(self.table.insert(), {**row, "mtime": now, "ctime": now})
+
+    def get(self, i: int) -> bytes:
+        with self.engine.connect() as conn:
+            return conn.execute(self.select, {"path": f"/bench/k{i}"}).scalar_one()  # type: ignore[no-any-return]
+
+
 class Bench:
     def __init__(self, label: str, root: str, count: int) -> None:
         self.label = label
@@ -67,49 +134,49 @@ class Bench:
         self.tables: list[str] = []
         self.engine = create_store_engine(kydb.url.parse_store_url(root, path_is_base=False)).engine
 
-    def url(self, tag: str) -> str:
+    def url(self, tag: str, root: str | None = None) -> str:
+        """A kydb URL to a new table on this database (reached at ``root`` if given)."""
         name = f"bench_{tag}_{uuid.uuid4().hex[:8]}"
         self.tables.append(name)
-        return f"{self.root}?table={name}"
+        return f"{root or self.root}?table={name}"
+
+    def sides(self, url: sa.URL) -> tuple[Any, BareCore]:
+        """kydb and bare Core on this database reached at ``url``, each in a new table, one object written."""
+        db: Any = kydb.connect(self.url("kydb", root=url.render_as_string(hide_password=False)))
+        db["/bench/warm"] = BLOB
+        bare = BareCore(url, f"bench_bare_{uuid.uuid4().hex[:8]}")
+        self.tables.append(bare.table.name)
+        return db, bare
 
     def put_and_get(self) -> list[tuple[str, float, float]]:
-        db: Any = kydb.connect(self.url("kydb"))
-        db["/bench/warm"] = BLOB
-        bare_table = make_table(f"bench_bare_{uuid.uuid4().hex[:8]}")
-        self.tables.append(bare_table.name)
-        bare_engine = sa.create_engine(self.engine.url)  # a default engine, as a bare Core user would
-        bare_table.create(bare_engine)
-
-        def bare_put(i: int) -> None:
-            with bare_engine.begin() as conn:
-                now = time.time_ns()
-                conn.execute(
-                    bare_table.insert(),
-                    {
-                        "path": f"/bench/k{i}",
-                        "parent": "/bench/",
-                        "name": f"k{i}",
-                        "kind": "o",
-                        "data": BLOB,
-                        "mtime": now,
-                        "ctime": now,
-                    },
-                )
-
-        select = sa.select(bare_table.c.data).where(bare_table.c.path == sa.bindparam("path"))
-
-        def bare_get(i: int) -> bytes:
-            with bare_engine.connect() as conn:
-                return conn.execute(select, {"path": f"/bench/k{i}"}).scalar_one()  # type: ignore[no-any-return]
-
-        def kydb_put(i: int) -> None:
-            db[f"/bench/k{i}"] = BLOB
-
-        put = (best_mean(kydb_put, self.count), best_mean(bare_put, self.count))
-        get = (best_mean(lambda i: db.read(f"/bench/k{i}", reload=True), self.count), best_mean(bare_get, self.count))
-        bare_engine.dispose()
+        db, bare = self.sides(self.engine.url)
+        put = (best_mean(lambda i: db.set(f"/bench/k{i}", BLOB), self.count), best_mean(bare.put, self.count))
+        get = (best_mean(lambda i: db.read(f"/bench/k{i}", reload=True), self.count), best_mean(bare.get, self.count))
+        bare.engine.dispose()
         db.close()
         return [("put 10 kB", *put), ("cold get 10 kB", *get)]
+
+    def round_trips(self) -> list[float]:
+        """Round trips per put and per cold get of a 10 kB blob, kydb then bare Core, once each pool is warm."""
+        url = self.engine.url
+        counter = RoundTripCounter(url.host or "127.0.0.1", url.port or (5432 if self.label == "PostgreSQL" else 3306))
+        db, bare = self.sides(url.set(host="127.0.0.1", port=counter.port))
+        bare.put(-1)
+        trips = []
+        for operation in (
+            lambda i: db.set(f"/bench/k{i}", BLOB),
+            bare.put,
+            lambda i: db.read(f"/bench/k{i}", reload=True),
+            bare.get,
+        ):
+            before = counter.trips
+            for i in range(100):
+                operation(i)
+            trips.append((counter.trips - before) / 100)
+        bare.engine.dispose()
+        db.close()
+        counter.close()
+        return trips
 
     def ls_by_table_size(self) -> tuple[float, float]:
         times = []
@@ -192,8 +259,15 @@ def line(operation: str, database: str, *cells: str) -> None:
 
 def main() -> None:
     folder = tempfile.mkdtemp(prefix="kydb-bench-")
-    targets = [("SQLite", f"sqlite:///{folder}/bench.db", 200), ("PostgreSQL", POSTGRESQL_URL, 500)]
-    print(f"kydb-sql benchmark — best of {ROUNDS} rounds; SQLite file in {folder}; PostgreSQL {POSTGRESQL_URL}")
+    targets = [
+        ("SQLite", f"sqlite:///{folder}/bench.db", 200),
+        ("PostgreSQL", POSTGRESQL_URL, 500),
+        ("MariaDB", MYSQL_URL, 500),
+    ]
+    print(
+        f"kydb-sql benchmark — best of {ROUNDS} rounds; SQLite file in {folder}; "
+        f"PostgreSQL {POSTGRESQL_URL}; MariaDB {MYSQL_URL}"
+    )
     print()
     line("operation", "database", "kydb", "bare Core", "ratio")
     benches = []
@@ -207,6 +281,11 @@ def main() -> None:
         for name, kydb_time, bare_time in bench.put_and_get():
             line(name, label, micro(kydb_time), micro(bare_time), f"{kydb_time / bare_time:.2f}x")
     try:
+        print()
+        line("round trips", "database", "kydb put", "Core put", "kydb get", "Core get")
+        for bench in benches:
+            if bench.label != "SQLite":
+                line("", bench.label, *(f"{trips:g}" for trips in bench.round_trips()))
         print()
         line("ls, 10 entries", "database", "1k rows", "100k rows", "ratio", "(target: <= 1.5x)")
         for bench in benches:

@@ -3,14 +3,15 @@
 Each test session works in its own table (dropped at the end) and each test
 under its own base path, so suites can run side by side on one server.  An
 unreachable server skips its tests, or fails them with KYDB_REQUIRE_SERVICES.
+
+The fault tests (test_sql_faults.py) record one row per scenario in the
+session's fault table, printed at the end of the terminal summary.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,72 +127,40 @@ def server_database(request: pytest.FixtureRequest) -> Database:
     return request.getfixturevalue(f"{request.param}_database")  # type: ignore[no-any-return]
 
 
-class TCPProxy:
-    """Forwards a loopback port to a server, until :meth:`cut` drops every connection and stops listening."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.start()
-
-    def start(self) -> None:
-        """Listen (again, on the same port once one was chosen) and forward new connections."""
-        listener = socket.create_server(("127.0.0.1", self.port))
-        self.port = listener.getsockname()[1]
-        self._track(listener)
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                server = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
-                return
-            server.settimeout(None)
-            self._track(client)
-            self._track(server)
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """The server goes away: every forwarded connection and the listener close."""
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+# ---------------------------------------------------------------------------- the fault table
 
 
-@pytest.fixture
-def proxy_to() -> Iterator[Callable[[Database], TCPProxy]]:
-    """``proxy_to(database)``: a :class:`TCPProxy` to the database's server, cut after the test."""
-    proxies: list[TCPProxy] = []
+@dataclass
+class FaultRow:
+    """One fault scenario's record: what was broken, what the operations met, what was lost."""
 
-    def make(database: Database) -> TCPProxy:
-        url = sa.make_url(database.root)
-        proxy = TCPProxy((url.host or "127.0.0.1", url.port or {"postgresql": 5432}.get(database.kind, 3306)))
-        proxies.append(proxy)
-        return proxy
+    backend: str
+    fault: str
+    outcomes: Counter[str]  # exception class name (or "none") -> operations that met it
+    lost: int  # objects acknowledged before or during the fault that did not read back intact
+    partial: int  # failed multi-row writes that left some of their rows behind
 
-    yield make
-    for proxy in proxies:
-        proxy.cut()
+
+_FAULT_ROWS = pytest.StashKey[list[FaultRow]]()
+
+
+@pytest.fixture(scope="session")
+def fault_table(pytestconfig: pytest.Config) -> list[FaultRow]:
+    """The session's fault table: append a :class:`FaultRow` per scenario."""
+    return pytestconfig.stash.setdefault(_FAULT_ROWS, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    rows = config.stash.get(_FAULT_ROWS, [])
+    if not rows:
+        return
+    terminalreporter.section("kydb-sql fault matrix")
+    width = max(len(row.fault) for row in rows)
+    header = f"{'backend':<11} {'fault':<{width}} {'ops':>4}  {'errors raised, by type':<38} {'lost':>4} {'partial':>7}"
+    terminalreporter.write_line(header)
+    for row in rows:
+        errors = ", ".join(f"{name}: {count}" for name, count in sorted(row.outcomes.items()))
+        terminalreporter.write_line(
+            f"{row.backend:<11} {row.fault:<{width}} {sum(row.outcomes.values()):>4}  {errors:<38} "
+            f"{row.lost:>4} {row.partial:>7}"
+        )

@@ -21,7 +21,7 @@ from kydb.testing import _child, unique_name
 from kydb_sql import SQLStore, TableLayoutError, ValueTooLarge
 from kydb_sql.layout import LAYOUT_VERSION, make_table
 
-from .conftest import Database, TCPProxy, table_name
+from .conftest import Database, table_name
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -132,6 +132,43 @@ def test_each_operation_is_a_fixed_number_of_statements(db: Any) -> None:
     with statements(db) as checks:
         assert db.exists("/s/b/o1") and db.is_dir("/s/b") and not db.exists("/s/b")
     assert checks == ["SELECT"] * 3
+
+
+def test_operations_send_only_their_statements(mariadb_database: Database, connect: Callable[[str], Any]) -> None:
+    """No ping before an operation, no ROLLBACK after it: counted by the server, on kydb's own connection."""
+    db = connect(mariadb_database.fresh_url())
+    db["/warm"] = 0
+    counters = sa.text(
+        "SHOW SESSION STATUS WHERE Variable_name IN ('Questions', 'Com_rollback', 'Com_admin_commands')"
+    )
+
+    def count() -> dict[str, int]:
+        with db.store.engine.connect() as conn:  # the pool's one connection, which kydb uses too
+            return {name: int(value) for name, value in conn.execute(counters)}
+
+    before = count()
+    for i in range(10):
+        db.read("/warm", reload=True)  # one SELECT
+        db[f"/k{i}"] = i  # BEGIN, INSERT, COMMIT
+    after = count()
+    assert after["Questions"] - before["Questions"] == 10 * 4 + 1  # + the SHOW that reads the counters
+    assert after["Com_rollback"] == before["Com_rollback"]
+    assert after["Com_admin_commands"] == before["Com_admin_commands"]  # COM_PING
+
+
+def test_timeouts_come_from_the_url_or_their_defaults(server_database: Database, connect: Callable[[str], Any]) -> None:
+    default = connect(server_database.fresh_url())
+    custom = connect(server_database.url(base=f"/{unique_name('t')}", connect_timeout="3", read_timeout="7.5"))
+    for db, connect_timeout, read_timeout in ((default, 10, 300), (custom, 3, 7.5)):
+        db["/x"] = 1
+        with db.store.engine.connect() as conn:
+            driver = conn.connection.dbapi_connection
+            if server_database.kind == "postgresql":
+                assert driver.info.get_parameters()["connect_timeout"] == str(connect_timeout)
+                assert db.store._engine.read_timeout == read_timeout  # kept by kydb's watchdog
+            else:
+                assert driver.connect_timeout == connect_timeout
+                assert driver._read_timeout == driver._write_timeout == read_timeout
 
 
 def test_rm_tree_costs_the_same_statements_for_10_or_3000_objects(db: Any) -> None:
@@ -352,45 +389,6 @@ def test_a_value_over_max_allowed_packet_is_refused_before_writing(
     assert db.get_many(values) == values
 
 
-def test_a_dropped_connection_is_replaced_transparently(
-    server_database: Database, connect: Callable[[str], Any]
-) -> None:
-    database = server_database
-    db = connect(database.fresh_url())
-    db["/k"] = "value"
-    with db.store.engine.connect() as conn:
-        if database.kind == "postgresql":
-            server_id = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
-        else:
-            server_id = conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar()
-    engine = database.engine()
-    with engine.connect() as conn:
-        if database.kind == "postgresql":
-            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": server_id}).scalar()
-        else:
-            conn.execute(sa.text(f"KILL {int(server_id)}"))  # type: ignore[arg-type]
-    engine.dispose()
-    assert db.read("/k", reload=True) == "value"
-
-
-def test_a_server_going_away_is_store_unavailable_naming_host_and_database(
-    server_database: Database, connect: Callable[[str], Any], proxy_to: Callable[[Database], TCPProxy]
-) -> None:
-    database = server_database
-    proxy = proxy_to(database)
-    db = connect(database.url(base=f"/{unique_name('t')}", root=database.via(proxy.port)))
-    db["/k"] = "value"
-    proxy.cut()
-    dbname = sa.make_url(database.root).database
-    for attempt in (lambda: db.read("/k", reload=True), lambda: db.get("/missing"), lambda: db.ls("/")):
-        with pytest.raises(kydb.StoreUnavailable) as info:
-            attempt()
-        assert f"127.0.0.1:{proxy.port}" in str(info.value) and repr(dbname) in str(info.value)
-    assert db["/k"] == "value"  # the cached value is still there
-    proxy.start()  # the server is back: the pool reconnects
-    assert db.read("/k", reload=True) == "value"
-
-
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql", "mariadb"])
 def test_an_unreachable_server_never_shows_the_password(scheme: str) -> None:
     dbname = "kydb_nowhere"
@@ -487,6 +485,10 @@ def test_a_missing_driver_names_the_extra_to_install(
         ("postgresql://u:Secr3t@127.0.0.1/db?table=1abc", "plain SQL name"),
         ("postgresql+nodriver://u:Secr3t@127.0.0.1/db", "nodriver"),
         ("sqlite:///x.db?base=/a/../b", "bad base path"),
+        ("postgresql://u:Secr3t@127.0.0.1/db?read_timeout=soon", r"\?read_timeout= takes a positive number"),
+        ("mysql://u:Secr3t@127.0.0.1/db?connect_timeout=0", r"\?connect_timeout= takes a positive number"),
+        ("mariadb://u:Secr3t@127.0.0.1/db?read_timeout=inf", r"\?read_timeout= takes a positive number"),
+        ("sqlite:///x.db?read_timeout=5", r"SQLite takes no read_timeout; \?timeout=SECONDS"),
     ],
 )
 def test_bad_urls_are_value_errors_with_the_password_masked(url: str, message: str) -> None:

@@ -4,10 +4,22 @@
   use psycopg 3 and PyMySQL (the drivers kydb-sql's extras install), where
   SQLAlchemy alone would ask for psycopg2 or mysqlclient.  A missing driver
   is an ``ImportError`` naming the extra to install.
-* Every engine runs in autocommit mode with ``pool_pre_ping``: a
-  single-statement operation is one round trip (no ``BEGIN``/``COMMIT``),
-  the store brackets multi-statement ones in an explicit transaction, and a
-  connection the server dropped while idle is replaced before use.
+* Every engine runs in autocommit mode: a single-statement operation is one
+  round trip (no ``BEGIN``/``COMMIT``), and the store brackets
+  multi-statement ones in an explicit transaction that always ends in
+  ``COMMIT`` or ``ROLLBACK``.  So nothing else goes over the wire: the pool
+  does not ping a connection before lending it, and MySQL connections are
+  not sent a ``ROLLBACK`` after each use (``skip_autocommit_rollback``).  A
+  connection the server dropped fails its first statement; SQLAlchemy
+  discards it (and every connection opened before it), and the store runs
+  the operation again on a new one.
+* Servers get timeouts, settable in the URL (seconds):
+  ``connect_timeout`` (default 10) bounds opening a connection, and
+  ``read_timeout`` (default 300) how long an operation waits for the
+  server.  PyMySQL applies ``read_timeout`` to each read and write on its
+  socket; psycopg has no read timeout, so :mod:`kydb_sql.watchdog` ends a
+  PostgreSQL operation still running after ``read_timeout``.  libpq counts
+  ``connect_timeout`` in whole seconds, at least 2.
 * SQLite files use WAL journaling and a 30 s busy timeout (``?timeout=``
   overrides it), so several processes can read and write one file; the
   path is made absolute, and its folder is created on first use.
@@ -15,13 +27,13 @@
   store connected to it (whatever their base path or table) like a named
   ``memory://`` store: one connection, used by one operation at a time,
   kept until the process exits.  A forked child starts with a copy of it.
-* PostgreSQL gets a 10 s ``connect_timeout`` unless the URL sets one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import threading
 import weakref
@@ -32,6 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from kydb.url import StoreURL
+
+from .watchdog import Watch, watching
 
 __all__ = ["StoreEngine", "Target", "create_store_engine"]
 
@@ -44,6 +58,8 @@ _DEFAULT_DRIVERS = {
 _EXTRA_OF_DRIVER = {driver: extra for driver, extra in _DEFAULT_DRIVERS.values()}
 _PRETTY = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+#: The servers' timeout options kydb reads from the URL, and their defaults in seconds.
+_TIMEOUTS = {"connect_timeout": 10.0, "read_timeout": 300.0}
 
 _live_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 # In-memory SQLite: URL -> (engine, the lock every use of its one connection holds)
@@ -82,7 +98,7 @@ class Target:
 
 def _sqlalchemy_url(url: StoreURL) -> sa.URL:
     try:
-        sa_url = sa.make_url(url.without_options("table"))
+        sa_url = sa.make_url(url.without_options("table", *_TIMEOUTS))
     except sa.exc.ArgumentError as exc:
         raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
     backend, _, driver = sa_url.drivername.partition("+")
@@ -121,6 +137,30 @@ def _use_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
+def _timeouts(url: StoreURL, backend: str) -> dict[str, float]:
+    """The URL's ``connect_timeout`` and ``read_timeout`` (or their defaults) for a server; none for SQLite."""
+    given = {name: url.options[name] for name in _TIMEOUTS if name in url.options}
+    if backend == "sqlite":
+        if given:
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: SQLite takes no {' or '.join(given)}; "
+                "?timeout=SECONDS sets how long to wait for another process's lock"
+            )
+        return {}
+    timeouts = dict(_TIMEOUTS)
+    for name, text in given.items():
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not (0 < seconds < math.inf):
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: ?{name}= takes a positive number of seconds, got {text!r}"
+            )
+        timeouts[name] = seconds
+    return timeouts
+
+
 @dataclass(frozen=True)
 class StoreEngine:
     """A store's engine, what it points at, and what to hold while using it."""
@@ -129,11 +169,26 @@ class StoreEngine:
     target: Target
     #: held around every use of the engine: the in-memory database's lock, else nothing
     serial: contextlib.AbstractContextManager[Any]
+    #: how long an operation waits for the server (``?read_timeout=``); ``None`` for SQLite
+    read_timeout: float | None = None
+    #: whether kydb enforces ``read_timeout`` itself, because the driver cannot (psycopg)
+    watched: bool = False
 
     @property
     def shared(self) -> bool:
         """Whether the engine outlives the store (an in-memory database): never dispose of it."""
         return self.target.in_memory
+
+    def watch(self, conn: sa.Connection) -> contextlib.AbstractContextManager[Watch | None]:
+        """Around one operation on ``conn``: end it if it is still running after ``read_timeout``.
+
+        The context's value tells whether that happened (``watch.expired``);
+        it is ``None`` where the driver enforces the timeout itself.
+        """
+        fileno = getattr(conn.connection.dbapi_connection, "fileno", None)
+        if not self.watched or self.read_timeout is None or fileno is None:
+            return contextlib.nullcontext()
+        return watching(fileno(), self.read_timeout)
 
 
 def create_store_engine(url: StoreURL) -> StoreEngine:
@@ -145,7 +200,8 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
     """
     sa_url = _sqlalchemy_url(url)
     backend = sa_url.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "isolation_level": "AUTOCOMMIT"}
+    timeouts = _timeouts(url, backend)
+    kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}  # and no pre-ping: see the module's docstring
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         if sa_url.database and sa_url.database != ":memory:" and sa_url.query.get("mode") != "memory":
@@ -153,8 +209,17 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
         connect_args["check_same_thread"] = False
         if "timeout" not in sa_url.query:
             connect_args["timeout"] = 30.0
-    elif backend == "postgresql" and "connect_timeout" not in sa_url.query:
-        connect_args["connect_timeout"] = 10
+    elif backend == "postgresql":
+        connect_args["connect_timeout"] = math.ceil(timeouts["connect_timeout"])  # libpq: whole seconds
+    elif backend in ("mysql", "mariadb"):
+        # SQLAlchemy rolls back after every use of a connection, and MySQL drivers send that ROLLBACK
+        # even in autocommit mode, where nothing is open: one wasted round trip per operation.
+        kwargs["skip_autocommit_rollback"] = True
+        # PyMySQL takes fractions of a second; other drivers whole seconds.
+        exact = sa_url.get_driver_name() == "pymysql"
+        for name, seconds in (*timeouts.items(), ("write_timeout", timeouts["read_timeout"])):
+            if name not in sa_url.query:  # an explicit ?write_timeout= goes to the driver as it is
+                connect_args[name] = seconds if exact else math.ceil(seconds)
     target = _target(sa_url)
     if target.in_memory:
         key = sa_url.render_as_string(hide_password=False)
@@ -176,4 +241,5 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _use_wal)
     _live_engines.add(engine)
-    return StoreEngine(engine, target, contextlib.nullcontext())
+    read_timeout = timeouts.get("read_timeout")
+    return StoreEngine(engine, target, contextlib.nullcontext(), read_timeout, watched=backend == "postgresql")

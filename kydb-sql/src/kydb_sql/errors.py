@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 import kydb
 
-__all__ = ["TableLayoutError", "ValueTooLarge", "is_retryable", "translate"]
+__all__ = ["TableLayoutError", "ValueTooLarge", "is_read_timeout", "is_retryable", "translate"]
 
 
 class TableLayoutError(kydb.KydbError):
@@ -49,6 +49,16 @@ def _code(orig: BaseException | None) -> str | int | None:
 def is_retryable(exc: sa.exc.DBAPIError) -> bool:
     """Whether running the same (idempotent) operation again may succeed at once."""
     return exc.connection_invalidated or _code(exc.orig) in _RETRY
+
+
+def is_read_timeout(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether the driver gave up waiting for the server's answer (PyMySQL's read or write timeout).
+
+    Opening a connection that timed out is not one: that is an ordinary
+    connection failure.
+    """
+    orig = getattr(exc, "orig", None)
+    return isinstance(getattr(orig, "__context__", None), TimeoutError) and _code(orig) in (2006, 2013)
 
 
 def _reason(exc: BaseException, password: str | None) -> str:

@@ -1,6 +1,6 @@
 """The kydb hooks over one SQL table (see :mod:`kydb_sql.layout` for the table).
 
-Costs, in statements (each one round trip; the pool's ping is extra):
+Costs, in statements (each one round trip; the pool adds none):
 
 * ``put``/``set_many`` — one upsert, run with ``executemany`` over the
   objects and their ancestor folders in one transaction (the drivers send
@@ -21,8 +21,11 @@ Costs, in statements (each one round trip; the pool's ping is extra):
 
 Upserts list rows in path order, so concurrent writers take row locks in the
 same order; a deadlock or serialization failure the database reports anyway,
-or a connection lost mid-operation, runs the (idempotent) operation again, up
-to four times.
+or a connection lost mid-operation (a pooled connection the server dropped,
+a restart), runs the (idempotent) operation again on a new connection, up to
+four times.  Failing to open a connection, or a server that does not answer
+within ``read_timeout``, raises :class:`kydb.StoreUnavailable` at once: trying
+again would only make the caller wait longer for the same answer.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ import kydb
 from kydb.url import StoreURL
 
 from .engines import create_store_engine
-from .errors import ValueTooLarge, is_retryable, translate
+from .errors import ValueTooLarge, is_read_timeout, is_retryable, translate
 from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
+from .watchdog import Watch
 
 __all__ = ["SQLStore"]
 
@@ -161,10 +165,13 @@ class SQLStore:
         attempt = 0
         while True:
             attempt += 1
+            watch: Watch | None = None
+            connected = False  # failing to connect is neither retried nor a read timeout
             try:
                 if self.target.file and not self._ready:
                     os.makedirs(os.path.dirname(self.target.file), exist_ok=True)
-                with self._engine.serial, self.engine.connect() as conn:
+                with self._engine.serial, self.engine.connect() as conn, self._engine.watch(conn) as watch:
+                    connected = True
                     if not self._ready:
                         with self._ready_lock:
                             if not self._ready:
@@ -172,7 +179,14 @@ class SQLStore:
                                 self._ready = True
                     return operation(conn)
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
-                if isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
+                if (watch is not None and watch.expired) or (connected and is_read_timeout(exc)):
+                    # A server that stopped answering will not answer the next try sooner: no retry.
+                    raise kydb.StoreUnavailable(
+                        f"{self.target.where} did not answer within {self._engine.read_timeout:g} s "
+                        f"({self.url.masked}); the operation was abandoned and may or may not have been applied. "
+                        f"{self.target.hint} Allow slower answers with ?read_timeout=SECONDS."
+                    ) from exc
+                if connected and isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
                     time.sleep(random.uniform(0, 0.01 * 2**attempt))
                     continue
                 translated = translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
@@ -182,19 +196,24 @@ class SQLStore:
 
     @contextlib.contextmanager
     def _transaction(self, conn: sa.Connection, needed: bool = True) -> Iterator[None]:
-        """Run the block in one transaction (or as it is when not ``needed``); roll back on any error."""
+        """Run the block in one transaction (or as it is when not ``needed``); roll back on any error.
+
+        The connection goes back to the pool without a transaction open (MySQL
+        connections are not rolled back on return): the transaction commits,
+        rolls back, or died with the connection, which the pool then discards.
+        """
         if not needed:
             yield
             return
-        conn.exec_driver_sql(self._begin)
         try:
+            conn.exec_driver_sql(self._begin)
             yield
+            conn.exec_driver_sql("COMMIT")
         except BaseException:
-            # A broken connection cannot roll back; the pool resets or discards it on return.
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                conn.exec_driver_sql("ROLLBACK")
+            if not conn.invalidated:  # a lost connection took its transaction with it (and would reconnect here)
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.exec_driver_sql("ROLLBACK")
             raise
-        conn.exec_driver_sql("COMMIT")
 
     # ------------------------------------------------------------------ writes
 

@@ -105,6 +105,10 @@ class TCPProxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, server):
+                # Forward each chunk at once: with Nagle's algorithm, a chunk sent while the previous one
+                # awaits its (delayed) ACK waits up to 40 ms, and every request/answer through the proxy slows.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._pairs.append((client, server))
                 limit, self._cut_after = self._cut_after, None

@@ -1,0 +1,43 @@
+"""kydb-sql against the model of the SPEC (kydb.testing.model): a SQLite file, PostgreSQL and MariaDB.
+
+Derandomized, so every run checks the same sequences and the coverage
+assertion is stable.  SQLite gets the full 100 examples; the servers fewer,
+to keep the session short (each of their operations is a network round trip).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import kydb
+from kydb.testing.model import check_against_model
+
+from .conftest import Database
+
+#: What a run must have reached for agreement with the model to mean something.
+EVERY_OUTCOME = [
+    "set -> ok", "set -> InvalidKey", "read -> ok", "read -> NotFound", "exists -> ok", "delete -> ok",
+    "delete -> NotFound", "mkdir -> ok", "rmdir -> ok", "rmdir -> FolderNotEmpty", "rmdir -> NotFound",
+    "rm_tree -> ok", "rm_tree -> NotFound", "ls -> ok", "is_dir -> ok",
+]  # fmt: skip
+
+EXAMPLES = {"sqlite": 100, "postgresql": 50, "mariadb": 50}
+
+
+def test_matches_the_model(database: Database) -> None:
+    opened: list[kydb.BaseDB] = []
+
+    def new_db() -> kydb.BaseDB:
+        while opened:  # the previous example is over (and emptied its namespace): free its connections
+            opened.pop().close()
+        opened.append(kydb.connect(database.fresh_url()))
+        return opened[-1]
+
+    try:
+        stats: Counter[str] = check_against_model(new_db, max_examples=EXAMPLES[database.kind], derandomize=True)
+    finally:
+        for db in opened:
+            db.close()
+    missing = [outcome for outcome in EVERY_OUTCOME if not stats[outcome]]
+    assert not missing, f"the model check never reached {missing}: {dict(stats)}"
+    print(f"\n{database.kind}: {dict(sorted(stats.items()))}")
