@@ -6,26 +6,13 @@ coverage assertion is stable.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
 import kydb
 from kydb.testing import unique_name
-from kydb.testing.model import check_against_model
-
-EVERY_OUTCOME = [
-    "set -> ok", "set -> InvalidKey", "read -> ok", "read -> NotFound", "exists -> ok", "delete -> ok",
-    "delete -> NotFound", "mkdir -> ok", "rmdir -> ok", "rmdir -> FolderNotEmpty", "rmdir -> NotFound",
-    "rm_tree -> ok", "rm_tree -> NotFound", "ls -> ok", "is_dir -> ok",
-]
-
-
-def assert_exercised(stats: Counter[str]) -> None:
-    """The run reached every interesting outcome, so agreement means something."""
-    missing = [outcome for outcome in EVERY_OUTCOME if not stats[outcome]]
-    assert not missing, f"the model check never reached {missing}: {dict(stats)}"
+from kydb.testing.model import assert_exercised, check_against_model
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,21 @@ from hypothesis.stateful import (
 import kydb
 from kydb.keys import MAX_PATH_BYTES
 
-__all__ = ["check_against_model"]
+__all__ = ["EVERY_OUTCOME", "assert_exercised", "check_against_model"]
+
+#: What a run must reach for its agreement with the model to mean something.
+EVERY_OUTCOME = (
+    "set -> ok", "set -> InvalidKey", "read -> ok", "read -> NotFound", "exists -> ok", "delete -> ok",
+    "delete -> NotFound", "mkdir -> ok", "rmdir -> ok", "rmdir -> FolderNotEmpty", "rmdir -> NotFound",
+    "rm_tree -> ok", "rm_tree -> NotFound", "ls -> ok", "is_dir -> ok",
+)  # fmt: skip
+
+
+def assert_exercised(stats: Counter[str]) -> None:
+    """Fail unless the run that returned ``stats`` reached every outcome in :data:`EVERY_OUTCOME`."""
+    missing = [outcome for outcome in EVERY_OUTCOME if not stats[outcome]]
+    assert not missing, f"the model check never reached {missing}: {dict(stats)}"
+
 
 _NAMES = ["a", "b", "c", "a_b", "a%b", "100%", "é", "e\u0301", "日本", "sp ace", "x*?", "Z", "trail "]
 _BAD = ["", ".", "..", ".hidden", "nul\x00x", "tab\tx", "del\x7f"]
