@@ -1,15 +1,14 @@
-"""What is S3's own: URLs, the layout in the bucket, request counts, failures and large values.
+"""What is S3's own: URLs, the layout in the bucket, times, indexes, request counts, errors and large values.
 
 Request counts are read from a proxy between boto3 and the moto server, so
-they are the HTTP requests S3 would bill, retries included.
+they are the HTTP requests S3 would bill, retries included.  Network faults
+and outages are in test_s3_faults.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,23 +24,6 @@ from kydb.testing import unique_name
 from kydb_s3 import CONCURRENCY, MTIME_METADATA, AccessDenied, BucketNotFound
 from kydb_s3.store import SCANS_KEPT
 from kydb_s3.testing import LoopbackProxy
-
-
-@pytest.fixture
-def connect_s3(bucket: str, moto_endpoint: str) -> Iterator[Callable[..., Any]]:
-    """Connect ``s3://bucket/<unique base>`` (or another bucket / endpoint); emptied and closed afterwards."""
-    opened: list[Any] = []
-
-    def connect(endpoint: str = moto_endpoint, in_bucket: str = bucket, base: str | None = None) -> Any:
-        db = kydb.connect(f"s3://{in_bucket}/{base or unique_name('s3')}?endpoint_url={endpoint}")
-        opened.append(db)
-        return db
-
-    yield connect
-    for db in opened:
-        with contextlib.suppress(kydb.KydbError):  # a bucket the test itself made unreachable
-            db.rm_tree("/")
-        db.close()
 
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -474,90 +456,7 @@ def test_50_mb_value_round_trips_through_a_multipart_upload(
     assert proxy.operations() == {"GetObject": 1}
 
 
-def test_failed_multipart_upload_leaves_nothing(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
-) -> None:
-    db = connect_s3(proxy.url)
-    budget = db.store.max_attempts
-    proxy.fail_next(budget, when=lambda r: r.operation == "UploadPart" and "partNumber=2&" in r.query + "&")
-    with pytest.raises(kydb.StoreUnavailable) as info:
-        db["/big"] = os.urandom(20 * 1024 * 1024)
-    assert bucket in str(info.value) and "big" in str(info.value)
-    assert proxy.operations()["AbortMultipartUpload"] == 1
-    assert keys_under(s3, bucket, db.base_path[1:]) == []
-    assert s3.list_multipart_uploads(Bucket=bucket, Prefix=db.base_path[1:]).get("Uploads", []) == []
-    with pytest.raises(KeyError):
-        db["/big"]
-
-
-# ---------------------------------------------------------------------- failures
-
-
-def test_503s_within_the_retry_budget_are_retried(connect_s3: Callable[..., Any], proxy: LoopbackProxy) -> None:
-    db = connect_s3(proxy.url)
-    retries = db.store.max_attempts - 1
-    for operation, attempt in (
-        ("PutObject", lambda: db.set("/k", "v")),
-        ("GetObject", lambda: db.read("/k", reload=True)),
-        ("ListObjectsV2", lambda: db.ls("/")),
-        ("DeleteObjects", lambda: db.delete_many(["/k"])),
-    ):
-        proxy.clear()
-        proxy.fail_next(retries)
-        attempt()
-        assert proxy.operations() == {operation: retries + 1}
-    assert db.ls("/") == []
-
-
-def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
-) -> None:
-    db = connect_s3(proxy.url)
-    db["/k"] = "old"
-    budget = db.store.max_attempts
-    proxy.clear()
-    proxy.fail_next(budget)
-    with pytest.raises(kydb.StoreUnavailable) as info:
-        db["/k"] = "new"
-    message = str(info.value)
-    assert bucket in message and f"{db.base_path[1:]}/k" in message and "SlowDown" in message
-    assert proxy.operations() == {"PutObject": budget}
-    assert not isinstance(info.value, KeyError)
-    assert db["/k"] == "old"  # the cache does not hold the value S3 never got
-    proxy.fail_next(budget)
-    with pytest.raises(kydb.StoreUnavailable):
-        db["/new/k"] = "new"
-    assert keys_under(s3, bucket, db.base_path[1:]) == [f"{db.base_path[1:]}/k"]
-    for attempt in (lambda: db.read("/k", reload=True), lambda: db.exists("/k"), lambda: db.ls("/")):
-        proxy.fail_next(budget)
-        with pytest.raises(kydb.StoreUnavailable):
-            attempt()
-
-
-def test_connection_lost_mid_body_is_retried_within_the_budget(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy
-) -> None:
-    db = connect_s3(proxy.url)
-    db["/k"] = os.urandom(100_000)
-    budget = db.store.max_attempts
-    proxy.clear()
-    proxy.cut_next(budget - 1)
-    assert len(db.read("/k", reload=True)) == 100_000
-    assert proxy.operations() == {"GetObject": budget}
-    proxy.cut_next(budget)
-    with pytest.raises(kydb.StoreUnavailable):
-        db.read("/k", reload=True)
-
-
-def test_unreachable_endpoint_is_store_unavailable(connect_s3: Callable[..., Any]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on once this socket closes
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    db = connect_s3(f"http://127.0.0.1:{port}")
-    for attempt in (lambda: db.read("/k"), lambda: db.set("/k", 1), lambda: db.exists("/k"), lambda: db.ls("/")):
-        with pytest.raises(kydb.StoreUnavailable) as info:
-            attempt()
-        assert f"127.0.0.1:{port}" in str(info.value)
+# ---------------------------------------------------------------------- errors that are not outages
 
 
 def test_missing_bucket_is_a_clear_error_never_a_missing_key(
