@@ -29,6 +29,7 @@ __all__ = [
     "decode_index_values",
     "encode_index_values",
     "in_index_folder",
+    "owner_key",
     "sidecar_key",
     "sidecar_prefix",
 ]
@@ -54,6 +55,12 @@ def sidecar_key(key: str) -> str:
     """
     folder, _, name = key.rpartition("/")
     return sidecar_prefix(f"{folder}/" if folder else "") + name
+
+
+def owner_key(sidecar: str) -> str:
+    """The key of the object whose index values the sidecar ``sidecar`` holds (the inverse of :func:`sidecar_key`)."""
+    folder, _, name = sidecar.rpartition("/")
+    return folder[: -len(INDEX_FOLDER)] + name
 
 
 def in_index_folder(path: str) -> bool:

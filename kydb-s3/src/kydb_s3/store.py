@@ -99,6 +99,7 @@ from .index_sidecars import (
     decode_index_values,
     encode_index_values,
     in_index_folder,
+    owner_key,
     sidecar_key,
     sidecar_prefix,
 )
@@ -500,20 +501,27 @@ class S3Store:
                 upload.result()
 
     def _delete_batch(self, keys: list[str]) -> None:
-        """One ``DeleteObjects`` request; raises naming every key S3 reports as not deleted."""
+        """One ``DeleteObjects`` request; raises naming every key S3 reports as not deleted.
+
+        A sidecar that failed along with its object is not named again:
+        the count and the names are of the keys asked for, plus any sidecar
+        left behind alone.
+        """
         with self._requests("DeleteObjects", keys[0] if len(keys) == 1 else None):
             response = self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
-        errors = response.get("Errors", [])
+        failed = {str(e.get("Key")): e for e in response.get("Errors", [])}
+        errors = [e for key, e in failed.items() if not (in_index_folder(key) and owner_key(key) in failed)]
         if not errors:
             return
         codes = {str(e.get("Code", "")) for e in errors}
-        failed = ", ".join(f"{e.get('Key')!r} ({e.get('Code')}: {e.get('Message')})" for e in errors[:10])
+        listed = ", ".join(f"{e.get('Key')!r} ({e.get('Code')}: {e.get('Message')})" for e in errors[:10])
         more = f" and {len(errors) - 10} more" if len(errors) > 10 else ""
+        asked = sum(1 for key in keys if not in_index_folder(key))
         message = (
-            f"DeleteObjects in {self._where(None)} failed for {len(errors)} of {len(keys)} key(s): "
-            f"{failed}{more}; the other keys were deleted"
+            f"DeleteObjects in {self._where(None)} failed for {len(errors)} of {asked} key(s): "
+            f"{listed}{more}; the other keys were deleted"
         )
         if codes <= _ACCESS_CODES:
             raise AccessDenied(message)
