@@ -95,23 +95,6 @@ def test_stall_holds_bytes_until_healed(echo_port: int) -> None:
         assert exchange(proxy.port, b"fast") == b"fast"
 
 
-def test_stall_holds_bytes_on_a_connection_already_open() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server, TCPProxy("127.0.0.1", server.getsockname()[1]) as proxy:
-        client = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
-        upstream, _ = server.accept()
-        with client, upstream:
-            upstream.settimeout(0.3)
-            client.sendall(b"x")
-            assert upstream.recv(10) == b"x"
-            proxy.stall()  # the connection's forwarder is waiting for bytes right now
-            client.sendall(b"held")
-            with pytest.raises(TimeoutError):
-                upstream.recv(10)  # the server never sees them
-            proxy.heal()
-            upstream.settimeout(2)
-            assert upstream.recv(10) == b"held"
-
-
 class _either_closed:  # noqa: N801 - a context manager used like pytest.raises
     """A cut connection shows as a reset (OSError) or as end of stream, depending on timing."""
 

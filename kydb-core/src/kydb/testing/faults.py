@@ -128,8 +128,6 @@ class TCPProxy:
                             return
                         continue
                     for key, _ in selector.select(timeout=0.1):
-                        if self._stalled.is_set():
-                            break  # stalled while waiting: hold back what just arrived
                         sock = key.fileobj
                         assert isinstance(sock, socket.socket)
                         data = sock.recv(_CHUNK)
