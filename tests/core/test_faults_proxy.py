@@ -62,6 +62,7 @@ def test_cut_drops_open_connections(echo_port: int) -> None:
         sock.sendall(b"x")
         assert sock.recv(10) == b"x"
         proxy.cut()
+        assert proxy.dropped == 1
         with _either_closed():
             sock.sendall(b"y")
             assert sock.recv(10) == b""
@@ -75,6 +76,7 @@ def test_cut_after_drops_mid_stream(echo_port: int) -> None:
         got = exchange(proxy.port, b"z" * 100_000)
         assert len(got) < 100_000
         assert exchange(proxy.port, b"whole") == b"whole"  # only the next connection was cut
+        assert proxy.dropped == 1
 
 
 def test_refuse_and_heal(echo_port: int) -> None:

@@ -1,17 +1,17 @@
-"""What is S3's own: URLs, the layout in the bucket, request counts, failures and large values.
+"""What is S3's own: URLs, the layout in the bucket, times, indexes, request counts, errors and large values.
 
 Request counts are read from a proxy between boto3 and the moto server, so
-they are the HTTP requests S3 would bill, retries included.
+they are the HTTP requests S3 would bill, retries included.  Network faults
+and outages are in test_s3_faults.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,27 +19,11 @@ from typing import Any
 import pytest
 
 import kydb
-from kydb import envelope
+from kydb import envelope, transfer
 from kydb.testing import unique_name
-from kydb_s3 import CONCURRENCY, AccessDenied, BucketNotFound
+from kydb_s3 import CONCURRENCY, MTIME_METADATA, AccessDenied, BucketNotFound
+from kydb_s3.store import SCANS_KEPT
 from kydb_s3.testing import LoopbackProxy
-
-
-@pytest.fixture
-def connect_s3(bucket: str, moto_endpoint: str) -> Iterator[Callable[..., Any]]:
-    """Connect ``s3://bucket/<unique base>`` (or another bucket / endpoint); emptied and closed afterwards."""
-    opened: list[Any] = []
-
-    def connect(endpoint: str = moto_endpoint, in_bucket: str = bucket, base: str | None = None) -> Any:
-        db = kydb.connect(f"s3://{in_bucket}/{base or unique_name('s3')}?endpoint_url={endpoint}")
-        opened.append(db)
-        return db
-
-    yield connect
-    for db in opened:
-        with contextlib.suppress(kydb.KydbError):  # a bucket the test itself made unreachable
-            db.rm_tree("/")
-        db.close()
 
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -62,6 +46,8 @@ def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
         ("s3://bucket?endpoint_url=http://user:s3cr3t-value@host", "must not hold credentials"),
         ("s3://bu*cket", "not a valid bucket name"),
         ("s3://bucket/a/../b", "bad base path"),
+        ("s3://bucket?read_timeout=0", "read_timeout must be a positive number of seconds"),
+        ("s3://bucket?connect_timeout=soon", "connect_timeout must be a positive number of seconds"),
     ],
 )
 def test_bad_urls_raise_value_error_naming_the_problem(url: str, message: str) -> None:
@@ -128,9 +114,11 @@ def test_profile_from_aws_config(
         db.close()
 
 
-def test_region_option(bucket: str, moto_endpoint: str) -> None:
-    db = kydb.connect(f"s3://{bucket}/{unique_name('region')}?endpoint_url={moto_endpoint}&region=ap-south-1")
+def test_region_and_timeout_options(bucket: str, moto_endpoint: str) -> None:
+    url = f"s3://{bucket}/{unique_name('region')}?endpoint_url={moto_endpoint}&region=ap-south-1"
+    db = kydb.connect(url + "&connect_timeout=2.5&read_timeout=7")
     assert db.store.client.meta.region_name == "ap-south-1"
+    assert (db.store.client.meta.config.connect_timeout, db.store.client.meta.config.read_timeout) == (2.5, 7)
     db.close()
 
 
@@ -257,7 +245,7 @@ def test_rm_tree_and_delete_many_use_batch_deletes(
     assert keys_under(s3, bucket, f"{base}/tree") == []
     proxy.clear()
     db.delete_many(f"/many/o{i}" for i in range(1200))
-    assert proxy.operations() == {"DeleteObjects": 2}
+    assert proxy.operations() == {"DeleteObjects": 3}  # 500 keys a request, each with its index sidecar
     assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept"]  # mkdir's marker for the base stays
 
 
@@ -272,6 +260,183 @@ def test_get_many_is_concurrent_and_bounded(connect_s3: Callable[..., Any], moto
         }
         assert slow.operations() == {"GetObject": 3 * CONCURRENCY}
         assert 1 < slow.peak_in_flight <= CONCURRENCY
+
+
+# ---------------------------------------------------------------------- times, indexes and scans
+
+
+def test_mtime_is_kydbs_own_in_the_objects_metadata_written_by_its_one_put(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    before = time.time_ns()
+    db["/t/k"] = "v"
+    assert proxy.operations() == {"PutObject": 1}
+    head = s3.head_object(Bucket=bucket, Key=f"{db.base_path[1:]}/t/k")
+    stamp = int(head["Metadata"][MTIME_METADATA])
+    assert before <= stamp <= time.time_ns()
+    proxy.clear()
+    assert db.stat("/t/k") == (head["ContentLength"], stamp, None, {})
+    assert proxy.operations() == {"HeadObject": 1, "GetObject": 1}  # the GetObject finds no index sidecar
+
+
+def test_objects_other_tools_wrote_report_last_modified(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
+    db = connect_s3()
+    key = f"{db.base_path[1:]}/t/foreign"
+    s3.put_object(Bucket=bucket, Key=key, Body=envelope.encode("theirs"))
+    last_modified = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    assert db.stat("/t/foreign").mtime_ns == int(last_modified.timestamp()) * 1_000_000_000
+    db["/t/ours"] = "ours"
+    assert db.recent("/t", allow_scan=True) == ["ours", "foreign"]
+
+
+def test_index_values_live_in_a_sidecar_that_plain_puts_leave_alone(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    base = db.base_path[1:]
+    db.set("/books/B1", {"pv": 1}, index={"classDate": 20260905, "rank": -3})
+    assert proxy.operations() == {"PutObject": 2, "GetObject": 1}  # the object, then the sidecar read and written
+    assert keys_under(s3, bucket, base) == [f"{base}/books/.kydb-index/B1", f"{base}/books/B1"]
+    sidecar = s3.get_object(Bucket=bucket, Key=f"{base}/books/.kydb-index/B1")["Body"].read()
+    assert json.loads(sidecar) == {"classDate": 20260905, "rank": -3}  # index names keep their case
+    for write, requests in (
+        (lambda: db.set("/books/B1", {"pv": 2}), {"PutObject": 1}),  # a plain rewrite: one request
+        (lambda: db.set("/books/B1", {"pv": 3}, index={"rank": -3}), {"PutObject": 1, "GetObject": 1}),  # unchanged
+    ):
+        proxy.clear()
+        write()
+        assert proxy.operations() == requests
+    assert db.stat("/books/B1").indexes == {"classDate": 20260905, "rank": -3}
+    proxy.clear()
+    db.delete("/books/B1")  # the object and its sidecar in one DeleteObjects
+    assert proxy.operations() == {"HeadObject": 1, "DeleteObjects": 1}
+    assert keys_under(s3, bucket, base) == []
+    db["/books/B1"] = "a new object by the old name"
+    assert db.stat("/books/B1").indexes == {}
+
+
+def test_sidecars_never_show_as_objects_or_folders(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
+    src, dst = connect_s3(), connect_s3()
+    for name in ("a", "b"):
+        src.set(f"/f/{name}", name, index={"n": ord(name)})
+    src["/f/plain"] = "no index"
+    src.mkdir("/f/sub")
+    assert src.ls("/f") == ["a", "b", "plain", "sub/"]
+    assert list(src.list_dir("/f", page_size=1)) == ["a", "b", "plain", "sub/"]
+    assert sorted(transfer.walk(src, "/")) == [("/f/a", False), ("/f/b", False), ("/f/plain", False), ("/f/sub/", True)]
+    transfer.copy_tree(src, "/", dst, "/")  # what `kydb cp` does: index values come along, sidecars are not objects
+    assert dst.ls("/f") == ["a", "b", "plain", "sub/"]
+    assert {name: dst.stat(f"/f/{name}").indexes for name in ("a", "b", "plain")} == {
+        "a": {"n": 97},
+        "b": {"n": 98},
+        "plain": {},
+    }
+    assert src.plugins.hook.kydb_delete_tree(folder=src.base_path + "/f/") == 3  # objects, not sidecars
+    assert keys_under(s3, bucket, f"{src.base_path[1:]}/f") == []
+
+
+def test_reserved_or_too_long_index_paths_are_refused_before_writing(
+    connect_s3: Callable[..., Any], s3: Any, bucket: str
+) -> None:
+    db = connect_s3()
+    for key in ("/f/.kydb-index/x", "/f/.kydb-index"):
+        with pytest.raises(kydb.InvalidKey, match="reserved by kydb-s3"):
+            db.set(key, 1, system_obj=True)
+    longest = "/" + "k" * (1024 - len(db.base_path) - 1)  # a full path of exactly 1,024 bytes
+    with pytest.raises(kydb.InvalidKey, match=r"its index sidecar's key would be 1035 bytes"):
+        db.set(longest, 1, index={"n": 1})
+    assert keys_under(s3, bucket, db.base_path[1:]) == []
+    db[longest] = "fits without an index"
+    db.delete(longest)
+
+
+def test_a_concurrent_index_update_is_merged_never_lost(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    sidecar = f"{db.base_path[1:]}/k/.kydb-index/x"
+    others = iter([{"other": 7}])  # one other writer, between our read of the sidecar and our write
+
+    def other_writer(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == sidecar and (values := next(others, None)) is not None:
+            s3.put_object(Bucket=bucket, Key=sidecar, Body=json.dumps(values).encode())
+
+    db.store.client.meta.events.register("before-parameter-build.s3.PutObject", other_writer)
+    db.set("/k/x", 1, index={"rank": 1})
+    assert proxy.operations() == {"PutObject": 3, "GetObject": 2}  # our first sidecar write was refused
+    assert db.stat("/k/x").indexes == {"other": 7, "rank": 1}
+    others = iter([{"other": n} for n in range(100)])  # writers that never stop
+    with pytest.raises(kydb.StoreUnavailable, match="changed under 8 tries"):
+        db.set("/k/x", 2, index={"rank": 2})
+    assert db.read("/k/x", reload=True) == 2  # the value was written; the message says so
+
+
+def test_a_corrupt_sidecar_is_corrupt_value_naming_it(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
+    db = connect_s3()
+    db.set("/k/x", 1, index={"rank": 1})
+    s3.put_object(Bucket=bucket, Key=f"{db.base_path[1:]}/k/.kydb-index/x", Body=b'{"rank": "high"}')
+    for attempt in (
+        lambda: db.stat("/k/x"),
+        lambda: list(db.folder("/k", allow_scan=True).by("rank")),
+        lambda: db.set("/k/x", 1, index={"rank": 2}),
+    ):
+        with pytest.raises(kydb.CorruptValue, match=r"k/\.kydb-index/x.*'rank' has the value 'high'"):
+            attempt()
+
+
+def query_pages(db: Any, folder: str, index: str, limit: int) -> Iterator[list[tuple[str, int]]]:
+    """The pages of a scanning folder query, straight from the store's hook, as ``(name, value)`` pairs."""
+    cursor = None
+    while True:
+        page = db.plugins.hook.kydb_query(
+            folder=db.base_path + folder, index=index, ascending=True, since=None, until=None,
+            limit=limit, cursor=cursor, allow_scan=True,
+        )  # fmt: skip
+        yield [(e.key, e.index_value) for e in page.entries]
+        if page.cursor is None:
+            return
+        cursor = page.cursor
+
+
+def test_scans_list_once_and_read_each_candidate_once_per_query(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    direct = connect_s3()
+    db = connect_s3(proxy.url, base=direct.base_path[1:])
+    direct.set_many({f"/q/o{i:02d}": i for i in range(30)})  # one write call: one mtime for all 30
+    for i in range(0, 30, 3):
+        direct.set(f"/q/o{i:02d}", i, index={"tens": i // 10})  # 10 indexed, rewritten later
+    direct.mkdir("/q/sub")
+    proxy.clear()
+    assert db.recent("/q", limit=3, allow_scan=True) == ["o27", "o24", "o21"]
+    assert proxy.operations() == {"ListObjectsV2": 1, "HeadObject": 30}
+    proxy.clear()
+    top = db.folder("/q", allow_scan=True).by("tens").desc().limit(4)
+    assert [(e.key, e.index_value) for e in top.entries()] == [("o27", 2), ("o24", 2), ("o21", 2), ("o18", 1)]
+    assert proxy.operations() == {"ListObjectsV2": 1, "GetObject": 10, "HeadObject": 4}  # mtimes of 4 entries
+    proxy.clear()
+    pages = list(query_pages(db, "/q/", "mtime", limit=7))
+    assert [len(page) for page in pages] == [7, 7, 7, 7, 2]
+    assert proxy.operations() == {"ListObjectsV2": 1, "HeadObject": 30}  # later pages come from the first scan
+    proxy.clear()
+    pages = list(query_pages(db, "/q/", "tens", limit=4))
+    assert [name for page in pages for name, _ in page] == [f"o{i:02d}" for i in range(0, 30, 3)]
+    assert proxy.operations() == {"ListObjectsV2": 1, "GetObject": 10, "HeadObject": 10}
+    proxy.clear()
+    db.plugins.hook.kydb_stat(paths=[f"{db.base_path}/q/o{i:02d}" for i in range(30)])  # as `kydb ls -l` does
+    assert proxy.operations() == {"HeadObject": 30, "ListObjectsV2": 1, "GetObject": 10}
+
+
+def test_queries_outnumbering_the_kept_scans_still_page_completely(connect_s3: Callable[..., Any]) -> None:
+    db = connect_s3()
+    for i in range(5):
+        db.set(f"/q/o{i}", i, index={"n": -i})
+    queries = [query_pages(db, "/q/", "n", limit=2) for _ in range(SCANS_KEPT + 2)]
+    results = [next(query) for query in queries]  # every scan made, the oldest ones pushed out of the cache
+    for result, query in zip(results, queries, strict=True):
+        result += [pair for page in query for pair in page]
+    assert results == [[(f"o{i}", -i) for i in range(4, -1, -1)]] * len(queries)
 
 
 # ---------------------------------------------------------------------- large values
@@ -291,90 +456,7 @@ def test_50_mb_value_round_trips_through_a_multipart_upload(
     assert proxy.operations() == {"GetObject": 1}
 
 
-def test_failed_multipart_upload_leaves_nothing(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
-) -> None:
-    db = connect_s3(proxy.url)
-    budget = db.store.max_attempts
-    proxy.fail_next(budget, when=lambda r: r.operation == "UploadPart" and "partNumber=2&" in r.query + "&")
-    with pytest.raises(kydb.StoreUnavailable) as info:
-        db["/big"] = os.urandom(20 * 1024 * 1024)
-    assert bucket in str(info.value) and "big" in str(info.value)
-    assert proxy.operations()["AbortMultipartUpload"] == 1
-    assert keys_under(s3, bucket, db.base_path[1:]) == []
-    assert s3.list_multipart_uploads(Bucket=bucket, Prefix=db.base_path[1:]).get("Uploads", []) == []
-    with pytest.raises(KeyError):
-        db["/big"]
-
-
-# ---------------------------------------------------------------------- failures
-
-
-def test_503s_within_the_retry_budget_are_retried(connect_s3: Callable[..., Any], proxy: LoopbackProxy) -> None:
-    db = connect_s3(proxy.url)
-    retries = db.store.max_attempts - 1
-    for operation, attempt in (
-        ("PutObject", lambda: db.set("/k", "v")),
-        ("GetObject", lambda: db.read("/k", reload=True)),
-        ("ListObjectsV2", lambda: db.ls("/")),
-        ("DeleteObjects", lambda: db.delete_many(["/k"])),
-    ):
-        proxy.clear()
-        proxy.fail_next(retries)
-        attempt()
-        assert proxy.operations() == {operation: retries + 1}
-    assert db.ls("/") == []
-
-
-def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
-) -> None:
-    db = connect_s3(proxy.url)
-    db["/k"] = "old"
-    budget = db.store.max_attempts
-    proxy.clear()
-    proxy.fail_next(budget)
-    with pytest.raises(kydb.StoreUnavailable) as info:
-        db["/k"] = "new"
-    message = str(info.value)
-    assert bucket in message and f"{db.base_path[1:]}/k" in message and "SlowDown" in message
-    assert proxy.operations() == {"PutObject": budget}
-    assert not isinstance(info.value, KeyError)
-    assert db["/k"] == "old"  # the cache does not hold the value S3 never got
-    proxy.fail_next(budget)
-    with pytest.raises(kydb.StoreUnavailable):
-        db["/new/k"] = "new"
-    assert keys_under(s3, bucket, db.base_path[1:]) == [f"{db.base_path[1:]}/k"]
-    for attempt in (lambda: db.read("/k", reload=True), lambda: db.exists("/k"), lambda: db.ls("/")):
-        proxy.fail_next(budget)
-        with pytest.raises(kydb.StoreUnavailable):
-            attempt()
-
-
-def test_connection_lost_mid_body_is_retried_within_the_budget(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy
-) -> None:
-    db = connect_s3(proxy.url)
-    db["/k"] = os.urandom(100_000)
-    budget = db.store.max_attempts
-    proxy.clear()
-    proxy.cut_next(budget - 1)
-    assert len(db.read("/k", reload=True)) == 100_000
-    assert proxy.operations() == {"GetObject": budget}
-    proxy.cut_next(budget)
-    with pytest.raises(kydb.StoreUnavailable):
-        db.read("/k", reload=True)
-
-
-def test_unreachable_endpoint_is_store_unavailable(connect_s3: Callable[..., Any]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on once this socket closes
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    db = connect_s3(f"http://127.0.0.1:{port}")
-    for attempt in (lambda: db.read("/k"), lambda: db.set("/k", 1), lambda: db.exists("/k"), lambda: db.ls("/")):
-        with pytest.raises(kydb.StoreUnavailable) as info:
-            attempt()
-        assert f"127.0.0.1:{port}" in str(info.value)
+# ---------------------------------------------------------------------- errors that are not outages
 
 
 def test_missing_bucket_is_a_clear_error_never_a_missing_key(

@@ -9,10 +9,11 @@ connected.
 from __future__ import annotations
 
 from .errors import AccessDenied, BucketNotFound, S3RequestError
-from .store import CONCURRENCY, MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Store
+from .store import CONCURRENCY, MTIME_METADATA, MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Store
 
 __all__ = [
     "CONCURRENCY",
+    "MTIME_METADATA",
     "MULTIPART_CHUNKSIZE",
     "MULTIPART_THRESHOLD",
     "AccessDenied",

@@ -42,6 +42,9 @@ class TCPProxy:
         self._closed = False
         #: Connections accepted so far (refused ones included).
         self.connections = 0
+        #: Open connections the proxy has dropped so far (by cut, cut_after or refuse), so a test can
+        #: tell that its fault really struck.
+        self.dropped = 0
         self._thread = threading.Thread(target=self._accept, name=f"tcp-proxy-{self.port}", daemon=True)
         self._thread.start()
 
@@ -51,6 +54,7 @@ class TCPProxy:
         """Drop every open connection, both ways, now."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
+            self.dropped += len(pairs)
         for pair in pairs:
             _close(*pair)
 
@@ -137,6 +141,8 @@ class TCPProxy:
                             return
                         if limit is not None and moved + len(data) > limit:
                             peer[sock].sendall(data[: max(limit - moved, 0)])
+                            with self._lock:
+                                self.dropped += 1
                             return  # cut mid-stream
                         peer[sock].sendall(data)
                         moved += len(data)
