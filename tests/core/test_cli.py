@@ -220,3 +220,15 @@ def test_json_values_round_trip_through_put_and_cat(run: Run, url: str) -> None:
     value = {"a": [1, 2.5, None, True], "b": {"c": "é"}}
     assert run("-u", url, "put", "/j", stdin=json.dumps(value).encode())[0] == 0
     assert kydb.connect(url)["/j"] == value
+
+
+def test_copies_carry_index_values_and_sync_mends_them(url: str) -> None:
+    src, dst = kydb.connect(url), kydb.connect(f"memory://{unique_name('dst')}")
+    src.set("/i/a", 1, index={"rank": 2})
+    src.set("/i/b", 2, index={"rank": 1, "other": 5})
+    transfer.copy_tree(src, "/i", dst, "/i")
+    assert list(dst.folder("/i").by("rank")) == ["b", "a"]
+    dst.set("/i/a", 1, index={"rank": 9, "extra": 1})  # same value, other index values
+    stats = transfer.copy_tree(src, "/i", dst, "/i", sync=True)
+    assert (stats.objects, stats.skipped) == (1, 1)
+    assert dst.stat("/i/a").indexes == {"rank": 2} and dst.stat("/i/b").indexes == {"rank": 1, "other": 5}

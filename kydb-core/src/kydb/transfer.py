@@ -4,7 +4,8 @@
 byte for byte in batches (one bulk read and one bulk write per batch), so
 values are never unpickled and DbObj classes need not be importable.  With
 ``sync=True`` it also reads the destination's batch and skips objects that
-are already identical, which makes an interrupted copy resumable.  Empty
+are already identical (value and index values), which makes an interrupted
+copy resumable.  Empty
 folders are recreated; folders with content come with their objects.
 
 Blobs are copied as they are: a blob signed in the source stays signed
@@ -103,16 +104,22 @@ def copy_tree(
         blobs = src._fetch_blobs(keys)
         infos = src._stat_keys(keys)
         items = {dst_root + rel: blobs[src_root + rel] for rel in batch if src_root + rel in blobs}
-        indexes = {
+        indexes: dict[str, dict[str, int | None]] = {
             dst_root + rel: dict(infos[src_root + rel].indexes)
             for rel in batch
             if src_root + rel in infos and infos[src_root + rel].indexes
         }
         if sync and items:
             present = dst._fetch_blobs(list(items))
-            for key in [k for k, blob in items.items() if present.get(k) == blob]:
-                del items[key]
-                stats.skipped += 1
+            same = [k for k, blob in items.items() if present.get(k) == blob]
+            dst_infos = dst._stat_keys(same) if same else {}
+            for key in same:
+                theirs = dict(dst_infos[key].indexes) if key in dst_infos else {}
+                if theirs == indexes.get(key, {}):
+                    del items[key]
+                    stats.skipped += 1
+                else:  # same value, other index values: rewrite, clearing the ones the source lacks
+                    indexes[key] = {name: None for name in theirs} | indexes.get(key, {})
         if items:
             for key in items:
                 dst._check_length(key)

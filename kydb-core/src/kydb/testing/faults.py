@@ -59,7 +59,7 @@ class TCPProxy:
             _close(*pair)
 
     def cut_after(self, nbytes: int) -> None:
-        """Drop the next connection that carries more than ``nbytes`` (either way) at that point."""
+        """Drop the next connection accepted, once more than ``nbytes`` (either way) have crossed it."""
         with self._lock:
             self._cut_after = nbytes
 
