@@ -119,7 +119,9 @@ def copy_tree(
                     del items[key]
                     stats.skipped += 1
                 else:  # same value, other index values: rewrite, clearing the ones the source lacks
-                    indexes[key] = {name: None for name in theirs} | indexes.get(key, {})
+                    mended: dict[str, int | None] = dict.fromkeys(theirs)
+                    mended.update(indexes.get(key, {}))
+                    indexes[key] = mended
         if items:
             for key in items:
                 dst._check_length(key)
