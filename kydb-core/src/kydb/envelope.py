@@ -89,6 +89,7 @@ SAFE_GLOBALS: dict[str, frozenset[str]] = {
 }
 
 _storing = threading.local()
+_PLAIN_PICKLE = MAGIC + bytes((VERSION, 0, 0))  # no flags, serialiser 0
 
 
 @contextmanager
@@ -188,6 +189,7 @@ class Codec:
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
     require_signed: bool = False
     allowed_modules: frozenset[str] | None = None
+    _fast_header: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_options(
@@ -224,6 +226,11 @@ class Codec:
             modules = frozenset()  # a store that writes plain data never runs arbitrary pickles
         return cls(serializer, keys, bool(keys) if require_signed is None else require_signed, modules)
 
+    def __post_init__(self) -> None:
+        # The header of blobs this codec may load with a plain pickle.loads: no checks to make.
+        fast = None if self.require_signed or self.allowed_modules is not None else _PLAIN_PICKLE
+        object.__setattr__(self, "_fast_header", fast)
+
     # ------------------------------------------------------------------ writing
 
     def _seal(self, flags: int, payload: bytes) -> bytes:
@@ -236,8 +243,12 @@ class Codec:
 
     def _serialize(self, value: Any) -> bytes:
         if self.serializer == "pickle":
-            with storing():
+            depth = getattr(_storing, "depth", 0)  # what storing() does, without a generator per write
+            _storing.depth = depth + 1
+            try:
                 return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+            finally:
+                _storing.depth = depth
         _check_plain(value, self.serializer)
         if self.serializer == "json":
             return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -296,6 +307,12 @@ class Codec:
         global, or a payload the deserialiser rejects for any reason (a class
         that can no longer be imported included — the cause is chained).
         """
+        if self._fast_header is not None and blob.startswith(self._fast_header):
+            # The common case: an unsigned pickle of a plain value, read without restrictions.
+            try:
+                return pickle.loads(memoryview(blob)[HEADER_SIZE:])
+            except Exception as exc:
+                raise CorruptValue(f"{key}: the stored value cannot be loaded (pickle): {exc}") from exc
         view = memoryview(blob)
         if len(view) < HEADER_SIZE or view[:4] != MAGIC:
             raise CorruptValue(f"{key}: the stored blob is not kydb data (no kydb header)")

@@ -27,6 +27,7 @@ from .url import mask_url
 __all__ = ["BaseDB"]
 
 DEFAULT_PAGE_SIZE = 200
+_CHECKED_KEYS = 100_000  # remembered valid keys per DB (cleared when full)
 
 _DB = TypeVar("_DB", bound="BaseDB")
 
@@ -41,6 +42,7 @@ class BaseDB(abc.ABC):
         self._url = url
         self._codec = codec
         self._cache = ReadCache()
+        self._checked_keys: dict[tuple[str, bool], str] = {}  # key as given -> canonical, valid here
 
     # ------------------------------------------------------------------ primitives
 
@@ -143,8 +145,16 @@ class BaseDB(abc.ABC):
     # ------------------------------------------------------------------ keys and values
 
     def _key(self, key: str, system: bool = False) -> str:
-        k = normalize_key(key, system)
+        """The canonical form of ``key``, valid for this DB (remembered: keys repeat)."""
+        known = self._checked_keys.get((key, system)) if type(key) is str else None
+        if known is not None:
+            return known
+        k = normalize_key(key, system)  # InvalidKey for a non-string (never remembered: it may be unhashable)
         self._check_length(k)
+        if type(key) is str:
+            if len(self._checked_keys) >= _CHECKED_KEYS:
+                self._checked_keys.clear()
+            self._checked_keys[key, system] = k
         return k
 
     def _folder(self, folder: str, system: bool = True) -> str:
@@ -169,8 +179,7 @@ class BaseDB(abc.ABC):
 
     def _decode(self, key: str, blob: bytes) -> Any:
         # The config itself is plain data: decoding it must not consult the config.
-        trusted = None if key == OBJDB_CONFIG_KEY else self._objdb_modules
-        value = self._codec.decode(blob, key, trusted)
+        value = self._codec.decode(blob, key, None if key == OBJDB_CONFIG_KEY else self._objdb_modules)
         if isinstance(value, envelope.DbObjRecord):
             cls = resolve_class(self._objdb_config(), value.class_name, key)
             return make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
@@ -281,15 +290,19 @@ class BaseDB(abc.ABC):
         wanted = {key: self._key(key) for key in keys}
         found: dict[str, Any] = {}
         fetch: dict[str, None] = {}  # ordered and de-duplicated in O(1) per key
-        for k in wanted.values():
-            hit, value = (False, None) if reload else self._cache.lookup(k)
-            if hit:
-                found[k] = value
-            else:
-                fetch[k] = None
+        if reload:
+            fetch = dict.fromkeys(wanted.values())
+        else:
+            for k in wanted.values():
+                hit, value = self._cache.lookup(k)
+                if hit:
+                    found[k] = value
+                else:
+                    fetch[k] = None
         if fetch:
             token = self._cache.token()
-            loaded = {k: self._decode(k, blob) for k, blob in self._fetch_blobs(list(fetch)).items()}
+            decode = self._decode
+            loaded = {k: decode(k, blob) for k, blob in self._fetch_blobs(list(fetch)).items()}
             self._cache.fill_many(loaded.items(), token)
             found.update(loaded)
         return {key: found[k] for key, k in wanted.items() if k in found}
