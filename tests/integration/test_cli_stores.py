@@ -124,3 +124,39 @@ def test_interrupted_copy_is_resumed_by_sync(store_url: StoreURL) -> None:
     summary = synced.stderr.decode()
     assert f"synced {3000 - copied:,} objects" in summary and f"{copied:,} already identical" in summary
     assert dst.get_many(list(values), reload=True) == values
+
+
+def test_a_terminal_gets_a_progress_line(store_url: StoreURL) -> None:
+    import pty
+
+    src_url, dst_url = store_url("sqlite"), store_url("redis")
+    fill(kydb.connect(src_url), 1200)
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "kydb", "-u", src_url, "cp", "-r", "/tree", f"{dst_url}/tree"],
+        stdout=subprocess.DEVNULL, stderr=follower,
+    ) as copy:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    os.close(leader)
+    assert copy.returncode == 0
+    progress = shown.decode()
+    assert "\r" in progress and "/1,200 objects" in progress and "obj/s" in progress and "ETA" in progress
+    assert "copied 1,200 objects" in progress
+
+
+def test_no_progress_line_without_a_terminal(store_url: StoreURL) -> None:
+    src_url, dst_url = store_url("sqlite"), store_url("redis")
+    fill(kydb.connect(src_url), 600)
+    result = kydb_cli("-u", src_url, "cp", "-r", "/tree", f"{dst_url}/tree")
+    assert result.returncode == 0 and "\r" not in result.stderr.decode() and "obj/s" not in result.stderr.decode()
+    quiet = kydb_cli("-u", src_url, "sync", "-q", "/tree", f"{dst_url}/tree")
+    assert quiet.returncode == 0 and quiet.stderr == b""
