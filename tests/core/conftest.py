@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import kydb
 from kydb import registry
+from kydb_memory import MemoryStore
 
 FakeDist = Callable[..., None]
 
@@ -37,3 +39,15 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeD
     for module in added_modules:
         sys.modules.pop(module, None)
     registry.refresh()
+
+
+class PasswordMemoryStore(MemoryStore):
+    """memory:// under another scheme, whose URLs may carry credentials like a network backend's."""
+
+
+@pytest.fixture
+def password_scheme() -> Iterator[str]:
+    """A scheme serving in-process stores whose URLs carry a user and password (``pwmem://user:pw@name``)."""
+    kydb.register_backend("pwmem", PasswordMemoryStore)
+    yield "pwmem"
+    kydb.unregister_backend("pwmem")

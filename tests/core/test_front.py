@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 
 import pytest
 
 import kydb
 from kydb.testing import unique_name
-from kydb_memory import MemoryStore
 
 
-class SecretMemoryStore(MemoryStore):
-    """memory:// under another scheme, so URLs can carry a password."""
-
-
-@pytest.fixture
-def secret_scheme() -> Iterator[str]:
-    kydb.register_backend("secretmem", SecretMemoryStore)
-    yield "secretmem"
-    kydb.unregister_backend("secretmem")
-
-
-def test_repr_and_url_mask_the_password(secret_scheme: str) -> None:
-    url = f"{secret_scheme}://admin:hunter2@{unique_name('s')}/base"
+def test_repr_and_url_mask_the_password(password_scheme: str) -> None:
+    url = f"{password_scheme}://admin:hunter2@{unique_name('s')}/base"
     db = kydb.connect(url)
     assert "hunter2" not in repr(db) and "admin:***@" in repr(db)
     assert "hunter2" not in db.url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,25 +12,14 @@ import pytest
 import kydb
 from kydb import envelope
 from kydb.testing import failing, unique_name
-from kydb_memory import MemoryStore
 
 PASSWORD = "pw-" + "x7Q9" * 4
 SIGNING_KEY = "sk-" + "Z3k8" * 6
 
 
-class PasswordMemoryStore(MemoryStore):
-    """memory:// under a scheme whose URLs carry credentials, like a network backend's."""
-
-
-@pytest.fixture
-def scheme() -> Iterator[str]:
-    kydb.register_backend("pwmem", PasswordMemoryStore)
-    yield "pwmem"
-    kydb.unregister_backend("pwmem")
-
-
-def test_every_error_path_keeps_secrets_out(scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_every_error_path_keeps_secrets_out(password_scheme: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    scheme = password_scheme
     url = f"{scheme}://admin:{PASSWORD}@{unique_name('sec')}/base"
     db = kydb.connect(url, signing_key=SIGNING_KEY)
     unsigned = kydb.connect(url, require_signed=False, signing_key=[SIGNING_KEY])

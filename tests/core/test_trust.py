@@ -125,7 +125,7 @@ def test_one_store_holds_pickle_and_json_blobs() -> None:
 
 def test_json_serializer_stores_dbobj_records() -> None:
     db = fresh(serializer="json")
-    db.upload_objdb_config({"Greeter": {"module_path": "kydb.testing.objects", "class_name": "Greeter"}})
+    db.upload_objdb_config({"Greeter": {"module_path": "kydb.walkthrough", "class_name": "Greeter"}})
     db.new("Greeter", "/g", name="Tony").write()
     assert db.read("/g", reload=True).greet() == "Hello Tony"
 
