@@ -36,35 +36,40 @@ def main() -> None:
     src = kydb.connect(src_url)
     keys = [f"/books/desk{i % 20}/b{i:04d}" for i in range(COUNT)]
     src.set_many({key: {"book": key, "legs": list(range(200))} for key in keys})
-    loop_times, cli_times, engine_times = [], [], []
-    written = []
-    for _ in range(ROUNDS):
-        dst_url = f"{REDIS_URL}/bench-cli-{uuid.uuid4().hex[:8]}"
-        written.append(dst_url)
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "kydb", "-u", src_url, "cp", "-r", "-q", "/books", f"{dst_url}/books"], check=True
-        )
-        cli_times.append(time.perf_counter() - start)
+    loop_times: list[float] = []
+    cli_times: list[float] = []
+    engine_times: list[float] = []
+    written: list[str] = []
+    try:
+        for _ in range(ROUNDS):
+            dst_url = f"{REDIS_URL}/bench-cli-{uuid.uuid4().hex[:8]}"
+            written.append(dst_url)
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "kydb", "-u", src_url, "cp", "-r", "-q", "/books", f"{dst_url}/books"],
+                check=True,
+            )
+            cli_times.append(time.perf_counter() - start)
 
-        dst_url = f"{REDIS_URL}/bench-engine-{uuid.uuid4().hex[:8]}"
-        written.append(dst_url)
-        start = time.perf_counter()
-        transfer.copy_tree(src, "/books", kydb.connect(dst_url), "/books")
-        engine_times.append(time.perf_counter() - start)
+            dst_url = f"{REDIS_URL}/bench-engine-{uuid.uuid4().hex[:8]}"
+            written.append(dst_url)
+            start = time.perf_counter()
+            transfer.copy_tree(src, "/books", kydb.connect(dst_url), "/books")
+            engine_times.append(time.perf_counter() - start)
 
-        dst_url = f"{REDIS_URL}/bench-loop-{uuid.uuid4().hex[:8]}"
-        written.append(dst_url)
-        dst = kydb.connect(dst_url)
-        src.clear_cache()
-        start = time.perf_counter()
-        for key in keys:
-            dst[key] = src[key]
-        loop_times.append(time.perf_counter() - start)
-    copied = kydb.connect(written[0]).get_many(keys[:10], reload=True)
-    assert len(copied) == 10
-    for url in written:
-        kydb.connect(url).rm_tree("/")
+            dst_url = f"{REDIS_URL}/bench-loop-{uuid.uuid4().hex[:8]}"
+            written.append(dst_url)
+            dst = kydb.connect(dst_url)
+            src.clear_cache()
+            start = time.perf_counter()
+            for key in keys:
+                dst[key] = src[key]
+            loop_times.append(time.perf_counter() - start)
+        copied = kydb.connect(written[0]).get_many(keys[:10], reload=True)
+        assert len(copied) == 10
+    finally:
+        for url in written:
+            kydb.connect(url).rm_tree("/")
     cli, engine, loop = min(cli_times), min(engine_times), min(loop_times)
     print(f"copy {COUNT:,} objects from SQLite ({folder}) to Redis ({REDIS_URL}), best of {ROUNDS}")
     print(f"{'method':<44} {'seconds':>8} {'objects/s':>10}")
