@@ -39,6 +39,7 @@ class _Composite(BaseDB):
     def __init__(self, url: str, codec: Codec, layers: Sequence[BaseDB]) -> None:
         super().__init__(url, codec)
         self._layers = tuple(layers)
+        self._base_bytes = max(layer._base_bytes for layer in self._layers)
 
     def _forget_in_layers(self, keys: Sequence[str]) -> None:
         for layer in self._layers:
@@ -48,10 +49,6 @@ class _Composite(BaseDB):
         super()._forget_folder(folder)
         for layer in self._layers:
             layer._forget_folder(folder)
-
-    def _check_length(self, key: str) -> None:
-        for layer in self._layers:
-            layer._check_length(key)
 
     def close(self) -> None:
         """Forget this composite and close its layers."""

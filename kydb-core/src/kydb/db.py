@@ -24,7 +24,6 @@ from .defaults import DefaultHooks
 from .envelope import Codec
 from .front import BaseDB
 from .hookspecs import Entry, ObjectInfo
-from .keys import check_length
 from .query import QUERY_PAGE, FolderQuery
 from .registry import middleware_factories
 from .url import StoreURL
@@ -62,6 +61,7 @@ class DB(BaseDB):
         super().__init__(url.raw, codec)
         self.store_url = url
         self.base_path = url.base_path
+        self._base_bytes = len(url.base_path.encode("utf-8"))
         self._store_cls = store_cls
         self._open_lock = threading.Lock()
         self._epoch = -1
@@ -127,9 +127,6 @@ class DB(BaseDB):
             self._epoch = -1
 
     # ------------------------------------------------------------------ primitives
-
-    def _check_length(self, key: str) -> None:
-        check_length(self.base_path + key)
 
     def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
         base = self.base_path

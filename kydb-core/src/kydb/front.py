@@ -27,7 +27,6 @@ from .url import mask_url
 __all__ = ["BaseDB"]
 
 DEFAULT_PAGE_SIZE = 200
-_CHECKED_KEYS = 100_000  # remembered valid keys per DB (cleared when full)
 
 _DB = TypeVar("_DB", bound="BaseDB")
 
@@ -38,11 +37,13 @@ class BaseDB(abc.ABC):
     Not instantiated directly — use :func:`kydb.connect`.
     """
 
+    #: UTF-8 length of the longest base path behind this DB: every key must fit under it.
+    _base_bytes: int
+
     def __init__(self, url: str, codec: envelope.Codec) -> None:
         self._url = url
         self._codec = codec
         self._cache = ReadCache()
-        self._checked_keys: dict[tuple[str, bool], str] = {}  # key as given -> canonical, valid here
 
     # ------------------------------------------------------------------ primitives
 
@@ -91,10 +92,6 @@ class BaseDB(abc.ABC):
     @abc.abstractmethod
     def _delete_tree(self, folder: str) -> int:
         """Delete an existing folder and everything below it."""
-
-    @abc.abstractmethod
-    def _check_length(self, key: str) -> None:
-        """Raise :class:`InvalidKey` if ``key`` is too long for the store(s)."""
 
     def _forget(self, keys: Sequence[str]) -> None:
         """Drop ``keys`` from this DB's read cache and from its layers' caches."""
@@ -145,23 +142,10 @@ class BaseDB(abc.ABC):
     # ------------------------------------------------------------------ keys and values
 
     def _key(self, key: str, system: bool = False) -> str:
-        """The canonical form of ``key``, valid for this DB (remembered: keys repeat)."""
-        known = self._checked_keys.get((key, system)) if type(key) is str else None
-        if known is not None:
-            return known
-        k = normalize_key(key, system)  # InvalidKey for a non-string (never remembered: it may be unhashable)
-        self._check_length(k)
-        if type(key) is str:
-            if len(self._checked_keys) >= _CHECKED_KEYS:
-                self._checked_keys.clear()
-            self._checked_keys[key, system] = k
-        return k
+        return normalize_key(key, system, self._base_bytes)
 
     def _folder(self, folder: str, system: bool = True) -> str:
-        f = normalize_folder(folder, system)
-        if f != "/":
-            self._check_length(f)
-        return f
+        return normalize_folder(folder, system, self._base_bytes)
 
     def _encode(self, key: str, value: Any) -> bytes:
         if isinstance(value, DbObj):

@@ -22,7 +22,6 @@ from .errors import InvalidKey
 
 __all__ = [
     "MAX_PATH_BYTES",
-    "check_length",
     "folder_of",
     "normalize_folder",
     "normalize_key",
@@ -51,59 +50,61 @@ def _check_components(text: str, parts: list[str], system: bool) -> None:
             )
 
 
-def normalize_key(key: str, system: bool = False) -> str:
+def normalize_key(key: str, system: bool = False, base_bytes: int = 0) -> str:
     """Return the canonical object key ``/a/b`` for ``key`` (``a/b`` or ``/a/b``).
 
     Raises :class:`~kydb.InvalidKey` for a non-string, an empty key, a folder
-    form (trailing ``/``) or a component that breaks the rules.
+    form (trailing ``/``), a component that breaks the rules, or a key that
+    under a base path of ``base_bytes`` bytes would make a full path over
+    :data:`MAX_PATH_BYTES`.
     """
     if not isinstance(key, str):
         raise InvalidKey(f"invalid key {key!r}: keys are str, not {type(key).__name__}")
-    return _normalize_key(key, system)
+    return _normalize_key(key, system, base_bytes)
 
 
 @functools.lru_cache(maxsize=65536)
-def _normalize_key(key: str, system: bool) -> str:
+def _normalize_key(key: str, system: bool, base_bytes: int) -> str:
     body = key[1:] if key.startswith("/") else key
     if not body:
         raise InvalidKey(f"invalid key {key!r}: a key must name an object, not the root")
     if body.endswith("/"):
         raise InvalidKey(f"invalid key {key!r}: an object key must not end with '/'")
     _check_components(key, body.split("/"), system)
+    _check_length("/" + body, base_bytes)
     return "/" + body
 
 
-def normalize_folder(folder: str, system: bool = True) -> str:
+def normalize_folder(folder: str, system: bool = True, base_bytes: int = 0) -> str:
     """Return the canonical folder ``/a/b/`` (the root is ``/``).
 
     ``''`` and ``'/'`` mean the root; a leading and a trailing ``/`` are both
     optional.  Dot-prefixed components are accepted by default because
     listing system folders is harmless; callers that write pass
-    ``system=False``.
+    ``system=False``.  Length is checked as for :func:`normalize_key`.
     """
     if not isinstance(folder, str):
         raise InvalidKey(f"invalid folder {folder!r}: folders are str, not {type(folder).__name__}")
-    return _normalize_folder(folder, system)
+    return _normalize_folder(folder, system, base_bytes)
 
 
 @functools.lru_cache(maxsize=16384)
-def _normalize_folder(folder: str, system: bool) -> str:
+def _normalize_folder(folder: str, system: bool, base_bytes: int) -> str:
     body = folder[1:] if folder.startswith("/") else folder
     body = body[:-1] if body.endswith("/") else body
     if not body:
         return "/"
     _check_components(folder, body.split("/"), system)
+    _check_length("/" + body, base_bytes)
     return "/" + body + "/"
 
 
-@functools.lru_cache(maxsize=65536)
-def check_length(full_path: str) -> None:
-    """Raise :class:`~kydb.InvalidKey` if ``full_path`` exceeds :data:`MAX_PATH_BYTES`."""
-    size = len(full_path.rstrip("/").encode("utf-8"))
+def _check_length(path: str, base_bytes: int) -> None:
+    size = base_bytes + len(path.encode("utf-8"))
     if size > MAX_PATH_BYTES:
         raise InvalidKey(
-            f"invalid key {full_path[:60]!r}...: the full path is {size} bytes of UTF-8, "
-            f"over the {MAX_PATH_BYTES}-byte limit (base path included)"
+            f"invalid key {path[:60]!r}...: the full path would be {size} bytes of UTF-8 "
+            f"({base_bytes} of them the base path), over the {MAX_PATH_BYTES}-byte limit"
         )
 
 

@@ -124,7 +124,7 @@ def copy_tree(
                     indexes[key] = mended
         if items:
             for key in items:
-                dst._check_length(key)
+                dst._key(key, system=True)  # InvalidKey before writing, if a path is too long there
             try:
                 dst._write_blobs(items, time.time_ns(), {k: v for k, v in indexes.items() if k in items})
             finally:
