@@ -30,8 +30,7 @@ import json
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,6 @@ __all__ = [
     "decode",
     "encode",
     "encode_record",
-    "storing",
 ]
 
 MAGIC = b"KYDB"
@@ -90,17 +88,6 @@ SAFE_GLOBALS: dict[str, frozenset[str]] = {
 
 _storing = threading.local()
 _PLAIN_PICKLE = MAGIC + bytes((VERSION, 0, 0))  # no flags, serialiser 0
-
-
-@contextmanager
-def storing() -> Iterator[None]:
-    """Marks that objects are being pickled for a store (see ``BaseDB.__reduce__``)."""
-    depth = getattr(_storing, "depth", 0)
-    _storing.depth = depth + 1
-    try:
-        yield
-    finally:
-        _storing.depth = depth
 
 
 def is_storing() -> bool:
@@ -189,7 +176,6 @@ class Codec:
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
     require_signed: bool = False
     allowed_modules: frozenset[str] | None = None
-    _fast_header: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_options(
@@ -226,11 +212,6 @@ class Codec:
             modules = frozenset()  # a store that writes plain data never runs arbitrary pickles
         return cls(serializer, keys, bool(keys) if require_signed is None else require_signed, modules)
 
-    def __post_init__(self) -> None:
-        # The header of blobs this codec may load with a plain pickle.loads: no checks to make.
-        fast = None if self.require_signed or self.allowed_modules is not None else _PLAIN_PICKLE
-        object.__setattr__(self, "_fast_header", fast)
-
     # ------------------------------------------------------------------ writing
 
     def _seal(self, flags: int, payload: bytes) -> bytes:
@@ -243,7 +224,7 @@ class Codec:
 
     def _serialize(self, value: Any) -> bytes:
         if self.serializer == "pickle":
-            depth = getattr(_storing, "depth", 0)  # what storing() does, without a generator per write
+            depth = getattr(_storing, "depth", 0)  # marks this thread as pickling for a store (is_storing)
             _storing.depth = depth + 1
             try:
                 return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
@@ -307,8 +288,8 @@ class Codec:
         global, or a payload the deserialiser rejects for any reason (a class
         that can no longer be imported included — the cause is chained).
         """
-        if self._fast_header is not None and blob.startswith(self._fast_header):
-            # The common case: an unsigned pickle of a plain value, read without restrictions.
+        if not self.require_signed and self.allowed_modules is None and blob.startswith(_PLAIN_PICKLE):
+            # The common case: an unsigned pickle of a plain value, with nothing to check first.
             try:
                 return pickle.loads(memoryview(blob)[HEADER_SIZE:])
             except Exception as exc:
