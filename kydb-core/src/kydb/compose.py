@@ -91,8 +91,9 @@ class UnionDB(_Composite):
         streams = [_tagged(i, layer._query(replace(query, db=layer))) for i, layer in enumerate(self._layers)]
         merged = heapq.merge(*streams, key=lambda pair: (pair[1].index_value, pair[1].key), reverse=not query.ascending)
         seen: set[str] = set()
-        count = 0
         for layer_number, entry in merged:
+            if query.limit_n is not None and len(seen) >= query.limit_n:
+                return
             if entry.key in seen:
                 continue
             key = query.folder + entry.key
@@ -100,9 +101,6 @@ class UnionDB(_Composite):
                 continue  # a layer in front holds this name; its own entry counts
             seen.add(entry.key)
             yield entry
-            count += 1
-            if query.limit_n is not None and count >= query.limit_n:
-                return
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         self._layers[0]._delete_keys(keys)

@@ -151,19 +151,22 @@ class DB(BaseDB):
         remaining = query.limit_n
         cursor: str | None = None
         while True:
+            # Always ask for at least one entry: limit(0) still gets a store's refusal to query at all.
+            wanted = QUERY_PAGE if remaining is None else max(1, min(remaining, QUERY_PAGE))
             page = hook.kydb_query(
                 folder=self.base_path + query.folder,
                 index=query.index,
                 ascending=query.ascending,
                 since=query.since_value,
                 until=query.until_value,
-                limit=QUERY_PAGE if remaining is None else min(remaining, QUERY_PAGE),
+                limit=wanted,
                 cursor=cursor,
                 allow_scan=query.allow_scan,
             )
-            yield from page.entries
+            entries = page.entries if remaining is None else page.entries[:remaining]
+            yield from entries
             if remaining is not None:
-                remaining -= len(page.entries)
+                remaining -= len(entries)
                 if remaining <= 0:
                     return
             if page.cursor is None:

@@ -51,7 +51,9 @@ class DefaultHooks:
                 f"{folder}: this store keeps no ordered index of {index!r}; pass allow_scan=True to "
                 "scan the folder instead (it reads every object's metadata on each page)"
             )
-        entries = []
+        entries: list[Entry] = []
+        if since is not None and until is not None and since > until:
+            return QueryPage(entries, None)  # nothing can match: no scan
         for names in self._object_pages(folder):
             for name, info in sorted(self._hook.kydb_stat(paths=[folder + n for n in names]).items()):
                 if info.mtime_ns is None or (index == "ctime" and info.ctime_ns is None):

@@ -122,22 +122,7 @@ class FolderQuery:
 
     def entries(self) -> Iterator[Entry]:
         """:class:`~kydb.Entry` (name, mtime, ctime, index value) for each result, lazily."""
-        if self.limit_n == 0 or (
-            self.since_value is not None and self.until_value is not None and self.since_value > self.until_value
-        ):
-            return self._no_entries()
         return self.db._query(self)
-
-    def _no_entries(self) -> Iterator[Entry]:
-        """Nothing, for a query that can match nothing: no scan, yet the same refusal as any other query.
-
-        Without ``allow_scan``, a store that keeps no ordered index refuses
-        every query, so code that runs on one store runs on all; a store
-        that keeps one answers this probe with one indexed query.
-        """
-        if not self.allow_scan:
-            next(self.db._query(replace(self, limit_n=1)), None)
-        yield from ()
 
     def __iter__(self) -> Iterator[str]:
         return (entry.key for entry in self.entries())
