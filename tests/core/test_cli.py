@@ -16,7 +16,8 @@ import pytest
 
 import kydb
 from kydb import cli, transfer
-from kydb.testing import unique_name
+from kydb.testing import count_calls, unique_name
+from kydb_memory import MemoryStore
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -232,3 +233,27 @@ def test_copies_carry_index_values_and_sync_mends_them(url: str) -> None:
     stats = transfer.copy_tree(src, "/i", dst, "/i", sync=True)
     assert (stats.objects, stats.skipped) == (1, 1)
     assert dst.stat("/i/a").indexes == {"rank": 2} and dst.stat("/i/b").indexes == {"rank": 1, "other": 5}
+
+
+class _NoStatStore(MemoryStore):
+    """An in-process store that keeps no metadata: stat falls back to reading blobs."""
+
+    kydb_stat = None  # type: ignore[assignment]
+
+
+def test_copies_read_each_blob_once_from_a_store_without_metadata(url: str) -> None:
+    kydb.register_backend("nostat", _NoStatStore)
+    try:
+        src = kydb.connect(f"nostat://{unique_name('src')}")
+        plain = kydb.connect(f"nostat://{unique_name('dst')}")
+        src.set_many({f"/c/{i}": i for i in range(30)})
+        with count_calls(src) as calls:
+            transfer.copy_tree(src, "/c", plain, "/c")
+        assert calls["kydb_get"] == 1 and calls["kydb_stat"] == 0
+        indexed = kydb.connect(url)
+        indexed.set("/c/x", 1, index={"rank": 1})
+        transfer.copy_tree(indexed, "/c", plain, "/c")  # the destination cannot keep the index value...
+        again = transfer.copy_tree(indexed, "/c", plain, "/c", sync=True)
+        assert (again.objects, again.skipped) == (0, 1)  # ...so sync does not rewrite it forever
+    finally:
+        kydb.unregister_backend("nostat")

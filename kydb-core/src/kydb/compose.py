@@ -40,6 +40,7 @@ class _Composite(BaseDB):
         super().__init__(url, codec)
         self._layers = tuple(layers)
         self._base_bytes = max(layer._base_bytes for layer in self._layers)
+        self._keeps_metadata = any(layer._keeps_metadata for layer in self._layers)
 
     def _forget_in_layers(self, keys: Sequence[str]) -> None:
         for layer in self._layers:

@@ -79,11 +79,10 @@ class DB(BaseDB):
             if plugin is not None:
                 pm.register(plugin, name=name)
         pm.check_pending()
-        missing = [
-            name
-            for name in hookspecs.REQUIRED_HOOKS
-            if not any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
-        ]
+        def implements(name: str) -> bool:
+            return any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
+
+        missing = [name for name in hookspecs.REQUIRED_HOOKS if not implements(name)]
         if missing:
             cls = self._store_cls
             raise TypeError(
@@ -91,6 +90,7 @@ class DB(BaseDB):
                 f"the required hook(s) {missing}; decorate them with @kydb.hookimpl"
             )
         self._store = store
+        self._keeps_metadata = implements("kydb_stat")  # else stat reads blobs and knows no times or indexes
         self._pm = pm
         self._hook = pm.hook
         self._epoch = _ForkEpoch.value

@@ -39,6 +39,8 @@ class BaseDB(abc.ABC):
 
     #: UTF-8 length of the longest base path behind this DB: every key must fit under it.
     _base_bytes: int
+    #: The store(s) answer ``stat`` from metadata, which may hold times and index values.
+    _keeps_metadata: bool
 
     def __init__(self, url: str, codec: envelope.Codec) -> None:
         self._url = url

@@ -102,7 +102,8 @@ def copy_tree(
     def flush() -> None:
         keys = [src_root + rel for rel in batch]
         blobs = src._fetch_blobs(keys)
-        infos = src._stat_keys(keys)
+        # Index values come from metadata; a store without it has none, and its stat would read the blobs again.
+        infos = src._stat_keys(keys) if src._keeps_metadata else {}
         items = {dst_root + rel: blobs[src_root + rel] for rel in batch if src_root + rel in blobs}
         indexes: dict[str, dict[str, int | None]] = {
             dst_root + rel: dict(infos[src_root + rel].indexes)
@@ -112,10 +113,11 @@ def copy_tree(
         if sync and items:
             present = dst._fetch_blobs(list(items))
             same = [k for k, blob in items.items() if present.get(k) == blob]
-            dst_infos = dst._stat_keys(same) if same else {}
+            # Compare index values only where the destination keeps them; otherwise the value decides.
+            dst_infos = dst._stat_keys(same) if same and dst._keeps_metadata else {}
             for key in same:
                 theirs = dict(dst_infos[key].indexes) if key in dst_infos else {}
-                if theirs == indexes.get(key, {}):
+                if not dst._keeps_metadata or theirs == indexes.get(key, {}):
                     del items[key]
                     stats.skipped += 1
                 else:  # same value, other index values: rewrite, clearing the ones the source lacks
