@@ -306,7 +306,7 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
         if blob is None:
             raise NotFound(f"{src_key}: no such key in {src.url}")
         dst_key = dst._key(dst_path, system=True)
-        info = src._stat_keys([src_key]).get(src_key)
+        info = src._stat_keys([src_key]).get(src_key) if src._keeps_metadata else None
         dst._write_blobs(
             {dst_key: blob}, time.time_ns(), {dst_key: dict(info.indexes)} if info and info.indexes else {}
         )
