@@ -111,6 +111,19 @@ def test_url_options_reach_the_connection_pool() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "reply", "connect"),
+    [("", 5.0, 5.0), ("?socket_timeout=2", 2.0, 2.0), ("?socket_connect_timeout=0.5", 5.0, 0.5)],
+)
+def test_connections_time_out_and_retry_by_default(query: str, reply: float, connect: float) -> None:
+    db = kydb.connect(f"redis://cache.example.org{query}")
+    connection = db.store.client.connection_pool.make_connection()  # built, not connected
+    assert (connection.socket_timeout, connection.socket_connect_timeout) == (reply, connect)
+    assert connection.retry.get_retries() == 3
+    assert {redis.ConnectionError, redis.TimeoutError} <= set(connection.retry_on_error)
+    db.close()
+
+
+@pytest.mark.parametrize(
     ("url", "message"),
     [
         ("redis:///base", "expected redis://HOST"),

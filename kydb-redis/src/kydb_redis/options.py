@@ -15,9 +15,11 @@ from typing import Any
 
 from kydb.url import StoreURL
 
-__all__ = ["DEFAULT_PORT", "DEFAULT_RETRIES", "OPTIONS", "RedisOptions", "parse_options"]
+__all__ = ["DEFAULT_PORT", "DEFAULT_RETRIES", "DEFAULT_SOCKET_TIMEOUT", "OPTIONS", "RedisOptions", "parse_options"]
 
 DEFAULT_PORT = 6379
+#: Seconds to wait for a reply, and (unless ``socket_connect_timeout`` says otherwise) for a connection.
+DEFAULT_SOCKET_TIMEOUT = 5.0
 #: Retries after a connection refused/reset or a timeout, with jittered exponential backoff.
 DEFAULT_RETRIES = 3
 RETRY_BACKOFF_BASE = 0.05
@@ -64,7 +66,7 @@ def _text(text: str) -> str:
 #: Every query option: name -> (parser, TLS only, what it means).
 OPTIONS: dict[str, tuple[Callable[[str], Any], bool, str]] = {
     "db": (_count, False, "database number (default 0)"),
-    "socket_timeout": (_seconds, False, "seconds to wait for a reply (default 5)"),
+    "socket_timeout": (_seconds, False, f"seconds to wait for a reply (default {DEFAULT_SOCKET_TIMEOUT:g})"),
     "socket_connect_timeout": (_seconds, False, "seconds to wait for a connection (default: socket_timeout)"),
     "retries": (_count, False, f"retries after a connection failure or timeout (default {DEFAULT_RETRIES})"),
     "health_check_interval": (_count, False, "seconds idle before a connection is checked with PING (default 0: off)"),
@@ -122,6 +124,7 @@ def parse_options(url: StoreURL) -> RedisOptions:
     port = url.port or DEFAULT_PORT
     db = values.pop("db", 0)
     retries = values.pop("retries", DEFAULT_RETRIES)
+    timeout = values.pop("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
     connection = {
         "host": url.host,
         "port": port,
@@ -129,6 +132,8 @@ def parse_options(url: StoreURL) -> RedisOptions:
         "username": url.username,
         "password": url.password,
         "socket_keepalive": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": values.pop("socket_connect_timeout", timeout),
         **values,
     }
     return RedisOptions(url.host, port, db, tls, retries, connection)

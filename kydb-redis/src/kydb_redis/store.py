@@ -68,6 +68,8 @@ PIPELINE_CALLS = 10
 PIPELINE_BYTES = 64 * 1024 * 1024
 #: Names fetched per folder per round trip when walking a tree.
 WALK_PAGE = 1000
+#: Errors redis-py retries (``?retries=N``) before kydb raises :class:`kydb.StoreUnavailable`.
+RETRIED = [redis.ConnectionError, redis.TimeoutError]
 
 Call = tuple[list[Any], list[Any], int]  # KEYS, ARGV, blob bytes
 
@@ -111,7 +113,12 @@ class RedisStore:
         self._where = f"Redis at {self.options.server} ({url.masked})"
         retry = Retry(EqualJitterBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE), self.options.retries)
         connection_class = redis.SSLConnection if self.options.tls else redis.Connection
-        self._pool = redis.ConnectionPool(connection_class=connection_class, retry=retry, **self.options.connection)
+        self._pool = redis.ConnectionPool(
+            connection_class=connection_class,
+            retry=retry,
+            retry_on_error=RETRIED,  # named, or redis-py 5 drops ``retry`` and never retries
+            **self.options.connection,
+        )
         #: The redis-py client (thread-safe; shares this store's pool).
         self.client = redis.Redis(connection_pool=self._pool)
         self._loaded: set[str] = set()  # scripts this store has sent with EVAL, so EVALSHA finds them
