@@ -44,6 +44,7 @@ from typing import Any
 import redis
 
 import kydb
+from kydb.url import parse_store_url
 
 PAYLOAD = {"book": "MYBOOK", "pv": 1.5, "ccy": "USD", "legs": [1, 2, 3]}
 KEYS_PER_FOLDER = 1000
@@ -66,11 +67,24 @@ def private_server() -> Iterator[str]:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
+            else:
+                sys.exit(f"the private redis-server on port {port} did not answer within 10 s")
             client.close()
             yield f"redis://127.0.0.1:{port}"
         finally:
             process.terminate()
             process.wait()
+
+
+@contextmanager
+def scratch(url: str, base: str) -> Iterator[kydb.BaseDB]:
+    """A DB under ``base`` on the server at ``url``, emptied and closed however the block ends."""
+    db = kydb.connect(parse_store_url(url).with_base(base))
+    try:
+        yield db
+    finally:
+        db.rm_tree("/")
+        db.close()
 
 
 def compare(count: int, *sides: Callable[[int], object]) -> list[float]:
@@ -126,28 +140,23 @@ def shown(commands: dict[str, float]) -> str:
 def recent_by_folder_size(url: str, raw: redis.Redis) -> None:
     """``recent(folder, limit=10)`` on a folder of 100 objects and on one of 100,000, side by side."""
     print("\nrecent(folder, limit=10) against the folder's size (target: one command, within 2x):")
-    dbs = []
-    for size in (100, 100_000):
-        db = kydb.connect(f"{url}/bench-recent-{size}-{os.getpid()}")
-        for start in range(0, size, 10_000):
-            db.set_many({f"/reports/r{i:06d}": i for i in range(start, min(size, start + 10_000))})
-        db["/reports/newest"] = PAYLOAD
-        assert db.recent("/reports", limit=10)[0] == "newest"  # also loads the script
-        trips, commands = per_call(raw, [lambda db=db: db.recent("/reports", limit=10)] * 100)
-        dbs.append(db)
-        print(f"  {size:>7,} objects: {trips:g} round trip(s); server commands: {shown(commands)}")
-    small, big = dbs
-    small_rate, big_rate = compare(
-        2000, lambda i: small.recent("/reports", limit=10), lambda i: big.recent("/reports", limit=10)
-    )
+    pid = os.getpid()
+    with scratch(url, f"/bench-recent-100-{pid}") as small, scratch(url, f"/bench-recent-100000-{pid}") as big:
+        for db, size in ((small, 100), (big, 100_000)):
+            for start in range(0, size, 10_000):
+                db.set_many({f"/reports/r{i:06d}": i for i in range(start, min(size, start + 10_000))})
+            db["/reports/newest"] = PAYLOAD
+            assert db.recent("/reports", limit=10)[0] == "newest"  # also loads the script
+            trips, commands = per_call(raw, [lambda db=db: db.recent("/reports", limit=10)] * 100)
+            print(f"  {size:>7,} objects: {trips:g} round trip(s); server commands: {shown(commands)}")
+        small_rate, big_rate = compare(
+            2000, lambda i: small.recent("/reports", limit=10), lambda i: big.recent("/reports", limit=10)
+        )
     ratio = small_rate / big_rate
     print(
         f"  calls/s: {small_rate:,.0f} on 100, {big_rate:,.0f} on 100,000 objects; time ratio {ratio:.2f}x"
         f" (target <= 2x) {'ok' if ratio <= 2 else 'MISSED'}"
     )
-    for db in dbs:
-        db.rm_tree("/")
-        db.close()
 
 
 def folder_at(depth: int) -> str:
@@ -156,17 +165,27 @@ def folder_at(depth: int) -> str:
 
 
 def run(url: str) -> None:
-    base = f"/bench-{os.getpid()}"
-    raw_base = f"/bench-raw-{os.getpid()}"  # raw writes plain pickles: keep them apart from kydb's objects
-    db = kydb.connect(url + base)
     raw = redis.Redis.from_url(url)
+    raw_keys: set[str] = set()
+    try:
+        with scratch(url, f"/bench-{os.getpid()}") as db:
+            side_by_side(db, raw, raw_keys)
+    finally:
+        if raw_keys:
+            raw.delete(*raw_keys)
+    recent_by_folder_size(url, raw)
+    raw.close()
+
+
+def side_by_side(db: kydb.BaseDB, raw: redis.Redis, raw_keys: set[str]) -> None:
+    """Puts, gets and get_many through ``db`` and through ``raw``, noting in ``raw_keys`` the keys it writes."""
+    raw_base = f"/bench-raw-{os.getpid()}"  # raw writes plain pickles: keep them apart from kydb's objects
     blob = pickle.dumps(PAYLOAD, protocol=5)
     dumps, loads = pickle.dumps, pickle.loads
     print(f"kydb {db!r} vs redis-py {redis.__version__} on Redis {raw.info('server')['redis_version']}")
     print(f"payload {PAYLOAD!r}, {len(blob)} bytes pickled; ops/s = 1 / median time per call, sides taking turns")
     print("raw = redis-py + pickle.dumps/loads; bytes only = redis-py on bytes pickled beforehand\n")
     rows = []
-    raw_keys: set[str] = set()
     n = KEYS_PER_FOLDER
     for depth in (4, 8):
         keys = [f"{folder_at(depth)}/k{i}" for i in range(n)]
@@ -209,11 +228,6 @@ def run(url: str) -> None:
         keys = [f"/new{depth}{folder_at(depth - 1)}/k{i}" for i in range(200)]
         trips, commands = per_call(raw, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
         print(f"  depth {depth}: {trips:g} round trip(s); server commands: {shown(commands)}")
-    db.rm_tree("/")
-    db.close()
-    raw.delete(*raw_keys)
-    recent_by_folder_size(url, raw)
-    raw.close()
 
 
 def main() -> None:

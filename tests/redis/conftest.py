@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
@@ -35,6 +34,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import kydb
+from kydb.url import parse_store_url
+from kydb_redis.options import parse_options
 
 REDIS_URL = os.environ.get("KYDB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -42,29 +43,14 @@ _fallback_notes: list[str] = []
 
 
 def with_base(url: str, base: str) -> str:
-    """``url`` (no path of its own) rooted at the base path ``/base``, keeping its query."""
-    parts = urlsplit(url)
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{parts.netloc}/{quote(base.strip('/'))}{query}"
+    """``url`` rooted at the base path ``/base``, keeping its options."""
+    return parse_store_url(url).with_base(f"/{base.strip('/')}")
 
 
 def raw_client(url: str) -> redis.Redis:
-    """A plain redis-py client for the server and database of a kydb Redis URL (no kydb involved)."""
-    parts = urlsplit(url)
-    db = 0
-    for pair in parts.query.split("&"):
-        name, _, value = pair.partition("=")
-        if name == "db":
-            db = int(value)
-    return redis.Redis(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 6379,
-        db=db,
-        username=parts.username or None,
-        password=parts.password or None,
-        socket_connect_timeout=5,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """A plain redis-py client for the server and database of a kydb Redis URL, without retries."""
+    options = parse_options(parse_store_url(url))
+    return redis.Redis(**options.connection, ssl=options.tls, retry=Retry(NoBackoff(), 0))
 
 
 def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
