@@ -541,11 +541,20 @@ class _Listener:
 
 
 @pytest.mark.parametrize("kind", ["refused", "reset", "timeout"])
-def test_network_failures_are_retried_then_store_unavailable(kind: str) -> None:
+def test_network_failures_are_retried_then_store_unavailable(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     held: list[socket.socket] = []
     listener = None
+    connects = 0
     if kind == "refused":
         port = free_port()  # nothing listens there
+        connect = redis.Connection._connect
+
+        def counted(self: redis.Connection) -> Any:
+            nonlocal connects
+            connects += 1
+            return connect(self)
+
+        monkeypatch.setattr(redis.Connection, "_connect", counted)
     else:  # "reset" closes every connection at once; "timeout" accepts and never answers
         listener = _Listener((lambda conn: conn.close()) if kind == "reset" else held.append)
         port = listener.port
@@ -562,13 +571,14 @@ def test_network_failures_are_retried_then_store_unavailable(kind: str) -> None:
             lambda: db.get_many(["/a", "/b"]),
             lambda: db.rm_tree("/"),
         ):
-            before = listener.accepted if listener else 0
+            before = listener.accepted if listener else connects
             with pytest.raises(kydb.StoreUnavailable, match=f"127.0.0.1:{port} db 0.*after 2 retries") as info:
                 attempt()
             assert "redis://:***@" in str(info.value) and ":pw@" not in str(info.value)
             assert isinstance(info.value.__cause__, redis.RedisError)
-            if listener:  # the first try and two retries, each on a fresh connection
-                assert listener.settled_count(before + 3) - before == 3
+            # the first try and two retries, each on a fresh connection
+            tries = listener.settled_count(before + 3) if listener else connects
+            assert tries - before == 3
         with count_calls(db) as calls, pytest.raises(kydb.StoreUnavailable):
             db["/k"]
         assert calls["kydb_get"] == 1  # the failed write cached nothing: the read went to the store
@@ -580,15 +590,23 @@ def test_network_failures_are_retried_then_store_unavailable(kind: str) -> None:
         db.close()
 
 
-def test_values_over_512_mib_are_refused_before_sending(db: Any, raw: redis.Redis) -> None:
+def test_the_value_limit_is_the_servers(quiet: tuple[Any, redis.Redis]) -> None:
+    _, raw = quiet  # a real redis-server with its default settings
+    assert int(raw.config_get("proto-max-bulk-len")["proto-max-bulk-len"]) == kydb_redis.MAX_VALUE_BYTES
+
+
+def test_values_over_the_limit_are_refused_before_sending(
+    db: Any, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 1024 * 1024  # stands in for Redis's 512 MiB, without allocating gigabytes
+    monkeypatch.setattr(kydb_redis.store, "MAX_VALUE_BYTES", limit)
     db["/big"] = "old value"
-    huge = bytes(kydb_redis.MAX_VALUE_BYTES)  # the value alone is at the limit; its envelope is over it
-    with count_calls(db) as calls, round_trips() as sent, pytest.raises(ValueError, match=r"/big.*512 MiB"):
+    huge = bytes(limit)  # the value alone is at the limit; its envelope is over it
+    with count_calls(db) as calls, round_trips() as sent, pytest.raises(ValueError, match=rf"/big.*{limit:,} bytes"):
         db["/big"] = huge
     assert calls["kydb_put"] == 1 and sent == [0]
-    del huge
     assert db["/big"] == "old value" and db.read("/big", reload=True) == "old value"
-    too_big = bytes(kydb_redis.MAX_VALUE_BYTES + 1)
+    too_big = bytes(limit + 1)
     with pytest.raises(ValueError, match="/other"):
         db.store.kydb_put({db.base_path + "/fine": b"x", db.base_path + "/other": too_big}, time.time_ns(), {})
     assert not raw.exists(db.base_path + "/fine") and db.ls("/") == ["big"]

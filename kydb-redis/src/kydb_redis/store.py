@@ -241,15 +241,10 @@ class RedisStore:
             if len(blob) > MAX_VALUE_BYTES:
                 raise ValueError(
                     f"{path}: the encoded value is {len(blob):,} bytes, over Redis's limit of "
-                    f"{MAX_VALUE_BYTES:,} bytes (512 MiB) for one string; nothing was written to {self._where}"
+                    f"{MAX_VALUE_BYTES:,} bytes for one string; nothing was written to {self._where}"
                 )
-        calls = self._put_calls(items, sortable(mtime_ns), indexes)
         try:
-            if len(items) == 1:
-                keys, args, _ = next(calls)
-                self._call(PUT, keys, args)
-            else:
-                self._call_many(PUT, calls)
+            self._call_many(PUT, self._put_calls(items, sortable(mtime_ns), indexes))
         except RedisError as exc:
             raise self._failure(exc, f"writing {_describe(list(items))}") from exc
 
@@ -346,12 +341,11 @@ class RedisStore:
             return kydb.QueryPage([], None)
         low = b"[" + sortable(since) + b":" if since is not None else b"-"
         high = b"(" + sortable(until) + b";" if until is not None else b"+"  # ';' follows ':': every name of until
-        if cursor is not None:  # resume after the last member returned, within the bounds
-            after = cursor.encode()
-            if ascending and (low == b"-" or after >= low[1:]):
-                low = b"(" + after
-            elif not ascending and (high == b"+" or after < high[1:]):
-                high = b"(" + after
+        if cursor is not None:  # resume after the last member returned (which lies within the bounds)
+            if ascending:
+                low = b"(" + cursor.encode()
+            else:
+                high = b"(" + cursor.encode()
         bounds = [low, high] if ascending else [high, low]
         direction = "asc" if ascending else "desc"
         try:
