@@ -72,6 +72,8 @@ def test_mask_url_covers_composites_and_secret_options() -> None:
     assert "region=x" in masked
     nested = mask_url("s3://bucket/x?endpoint_url=http://minio:pw5@10.0.0.1:9000&region=eu")
     assert "pw5" not in nested and "minio:***@10.0.0.1:9000" in nested
+    token = mask_url("s3://bucket?endpoint_url=http://TOKEN123@10.0.0.1:9000&colour=1")
+    assert "TOKEN123" not in token and "http://***@10.0.0.1:9000" in token and "colour=1" in token
 
 
 def test_split_composite() -> None:

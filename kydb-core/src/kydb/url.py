@@ -25,6 +25,7 @@ __all__ = ["StoreURL", "mask_url", "parse_store_url", "scheme_of", "split_compos
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9.\-]*)(\+[A-Za-z0-9_.\-]+)?://")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^@/?#]*?):([^@/?#]*)@")
+_BARE_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^@/?#:]+@")
 _SECRET_OPTION = re.compile(r"pass|secret|token|credential|signing|(^|_)key$", re.IGNORECASE)
 _MASK = "***"
 
@@ -32,8 +33,10 @@ _MASK = "***"
 def _mask_value(name: str, value: str) -> str:
     if _SECRET_OPTION.search(name):
         return _MASK
-    # an option that is itself a URL (endpoint_url=http://user:pass@host) keeps its password masked too
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{_MASK}@", value, count=1)
+    # an option that is itself a URL (endpoint_url=http://user:pass@host) keeps its password masked too,
+    # and a user part with no password (http://TOKEN@host) is taken for a token
+    value = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{_MASK}@", value, count=1)
+    return _BARE_USERINFO.sub(lambda m: f"{m.group(1)}{_MASK}@", value, count=1)
 
 
 def _mask_query(query: str) -> str:
