@@ -79,6 +79,7 @@ class DB(BaseDB):
             if plugin is not None:
                 pm.register(plugin, name=name)
         pm.check_pending()
+
         def implements(name: str) -> bool:
             return any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
 
