@@ -38,3 +38,13 @@ def test_malformed_record_is_corrupt() -> None:
     flagged = blob[:5] + bytes([envelope.FLAG_DBOBJ]) + blob[6:]
     with pytest.raises(kydb.CorruptValue, match="malformed"):
         envelope.decode(flagged, "/k")
+
+
+def test_describe_reads_only_the_header() -> None:
+    signed = envelope.Codec.from_options(signing_key="k" * 32, serializer="json").encode_record(
+        envelope.DbObjRecord("Greeter", "/g", {"name": "Mary"})
+    )
+    assert envelope.describe(signed[: envelope.HEADER_SIZE]) == "json, signed, DbObj record"
+    assert envelope.describe(envelope.encode(1)) == "pickle, unsigned"
+    assert envelope.describe(b"\x00\x01") == "not kydb data"
+    assert envelope.describe(b"KYDB\x09\x00\x00") == "unsupported kydb envelope (version 9, flags 0x0, serializer 0)"

@@ -234,17 +234,6 @@ def cmd_rmdir(args: argparse.Namespace) -> None:
         db.rmdir(folder)
 
 
-def _format_of(blob: bytes) -> str:
-    if blob[:4] != envelope.MAGIC or len(blob) < envelope.HEADER_SIZE:
-        return "not kydb data"
-    flags, serializer = blob[5], blob[6]
-    name = {code: n for n, code in envelope.SERIALIZERS.items()}.get(serializer, f"serializer {serializer}")
-    parts = [name, "signed" if flags & envelope.FLAG_SIGNED else "unsigned"]
-    if flags & envelope.FLAG_DBOBJ:
-        parts.append("DbObj record")
-    return ", ".join(parts)
-
-
 def cmd_stat(args: argparse.Namespace) -> None:
     db = _store(args)
     key = normalize_key(args.key, system=True)
@@ -255,7 +244,7 @@ def cmd_stat(args: argparse.Namespace) -> None:
     _write(f"size:      {info.size} bytes ({_human_bytes(info.size)})")
     _write(f"modified:  {_when(info.mtime_ns)}")
     _write(f"created:   {_when(info.ctime_ns)}")
-    _write(f"format:    {_format_of(blob[: envelope.HEADER_SIZE])}")
+    _write(f"format:    {envelope.describe(blob)}")
 
 
 def cmd_backends(args: argparse.Namespace) -> None:

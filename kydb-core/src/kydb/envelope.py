@@ -43,6 +43,7 @@ __all__ = [
     "Codec",
     "DbObjRecord",
     "decode",
+    "describe",
     "encode",
     "encode_record",
 ]
@@ -321,6 +322,19 @@ class Codec:
 
 
 _DEFAULT = Codec()
+
+
+def describe(blob: bytes) -> str:
+    """What a stored blob's header says, e.g. ``'pickle, signed, DbObj record'`` (only the header is read)."""
+    if len(blob) < HEADER_SIZE or blob[:4] != MAGIC:
+        return "not kydb data"
+    version, flags, serializer = blob[4], blob[5], blob[6]
+    if version != VERSION or flags & ~_KNOWN_FLAGS or serializer not in _SERIALIZER_NAMES:
+        return f"unsupported kydb envelope (version {version}, flags {flags:#x}, serializer {serializer})"
+    parts = [_SERIALIZER_NAMES[serializer], "signed" if flags & FLAG_SIGNED else "unsigned"]
+    if flags & FLAG_DBOBJ:
+        parts.append("DbObj record")
+    return ", ".join(parts)
 
 
 def encode(value: Any) -> bytes:
