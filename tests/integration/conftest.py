@@ -19,6 +19,7 @@ import pytest
 
 import kydb
 from kydb.testing import unique_name
+from kydb.url import parse_store_url
 
 POSTGRESQL_URL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("KYDB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -74,21 +75,20 @@ class Stores:
         return f"s3://{self._bucket}"
 
     def url(self, kind: str) -> str:
-        base = "/" + unique_name(kind)
         if kind == "memory":
-            url = f"memory://{unique_name('it')}{base}"
+            root = f"memory://{unique_name('it')}"
         elif kind == "sqlite":
-            url = f"sqlite:///{self.tmp / 'store.db'}?base={base}"
-        elif kind == "postgresql":
-            url = f"{POSTGRESQL_URL}?table={self.table}&base={base}"
-        elif kind == "mariadb":
-            url = f"{MYSQL_URL}?table={self.table}&base={base}"
+            root = f"sqlite:///{self.tmp / 'store.db'}"
+        elif kind in ("postgresql", "mariadb"):
+            root = f"{POSTGRESQL_URL if kind == 'postgresql' else MYSQL_URL}?table={self.table}"
         elif kind == "redis":
-            url = f"{REDIS_URL}{base}"
+            root = REDIS_URL
         elif kind == "s3":
-            url = f"{self._s3_root()}{base}?endpoint_url={self.s3_endpoint}"
+            root = f"{self._s3_root()}?endpoint_url={self.s3_endpoint}"
         else:
             raise ValueError(kind)
+        sql = kind in ("sqlite", "postgresql", "mariadb")  # their URL path names the database, not the base
+        url = parse_store_url(root, path_is_base=not sql).with_base("/" + unique_name(kind))
         self._check(kind, url)
         self.made.append(url)
         return url
