@@ -175,12 +175,14 @@ def test_cp_object_and_tree_between_stores(run: Run, url: str) -> None:
     src.set_many({f"/books/b{i}": i for i in range(1200)})
     src.set_many({"/books/sub/deep": "deep", "/books/odd name é": "odd"})
     src.mkdir("/books/empty")
+    src.set("/books/b7", 7, index={"rank": 3})
     code, _, err = run("-u", url, "cp", "-r", "/books", f"{other}/copy")
     assert code == 0 and "copied 1,202 objects" in err
     assert dst.ls("/copy") == src.ls("/books")
     assert dst.read("/copy/odd name é", reload=True) == "odd" and dst.is_dir("/copy/empty")
     assert run("-u", url, "cp", "/books/b7", f"{other}/single")[0] == 0
-    assert dst.read("/single", reload=True) == 7
+    assert dst.read("/single", reload=True) == 7 and dst.stat("/single").indexes == {"rank": 3}
+    assert dst.stat("/copy/b7").indexes == {"rank": 3}
     assert run("-u", url, "cp", "/books/b8", f"{other}/copy/sub")[0] == 0  # into an existing folder
     assert dst.read("/copy/sub/b8", reload=True) == 8
     assert run("-u", url, "cp", f"{url}/books/b9", "/local-copy")[0] == 0  # URL to a path in --url

@@ -15,7 +15,6 @@ import pprint
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TextIO
@@ -26,7 +25,7 @@ from .db import DB
 from .dbobj import DbObj
 from .errors import InvalidKey, KydbError, NotFound, StoreUnavailable, UnknownScheme
 from .front import BaseDB
-from .keys import normalize_folder, normalize_key
+from .keys import normalize_folder
 
 __all__ = ["main"]
 
@@ -158,7 +157,7 @@ def cmd_tree(args: argparse.Namespace) -> None:
 def cmd_cat(args: argparse.Namespace) -> None:
     db = _store(args)
     if args.raw:
-        key = normalize_key(args.key, system=True)
+        key = db._key(args.key, system=True)
         blob = db._fetch_blobs([key]).get(key)
         if blob is None:
             raise NotFound(f"{key}: no such key in {db.url}")
@@ -236,7 +235,7 @@ def cmd_rmdir(args: argparse.Namespace) -> None:
 
 def cmd_stat(args: argparse.Namespace) -> None:
     db = _store(args)
-    key = normalize_key(args.key, system=True)
+    key = db._key(args.key, system=True)
     info = db.stat(key, system_obj=True)
     blob = db._fetch_blobs([key]).get(key, b"")
     _write(f"key:       {key}")
@@ -290,18 +289,12 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
     if not recursive:
         if dst.is_dir(dst_path):
             dst_path = dst_path.rstrip("/") + "/" + src_path.rstrip("/").rpartition("/")[2]
-        src_key = normalize_key(src_path, system=True)
-        blob = src._fetch_blobs([src_key]).get(src_key)
-        if blob is None:
+        src_key, dst_key = src._key(src_path, system=True), dst._key(dst_path, system=True)
+        copied = transfer.copy_objects(src, dst, {src_key: dst_key})
+        if not copied.objects:
             raise NotFound(f"{src_key}: no such key in {src.url}")
-        dst_key = dst._key(dst_path, system=True)
-        info = src._stat_keys([src_key]).get(src_key) if src._keeps_metadata else None
-        dst._write_blobs(
-            {dst_key: blob}, time.time_ns(), {dst_key: dict(info.indexes)} if info and info.indexes else {}
-        )
-        dst._forget([dst_key])
         if not args.quiet:
-            _write(f"copied 1 object ({_human_bytes(len(blob))}) to {dst_key} in {dst.url}", sys.stderr)
+            _write(f"copied 1 object ({_human_bytes(copied.bytes)}) to {dst_key} in {dst.url}", sys.stderr)
         return
     src_folder = normalize_folder(src_path)
     if src_folder != "/" and not src.is_dir(src_folder):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .front import BaseDB
 
-__all__ = ["TransferStats", "copy_tree", "walk"]
+__all__ = ["TransferStats", "copy_objects", "copy_tree", "walk"]
 
 BATCH_SIZE = 500
 _PAGE = 1000
@@ -75,6 +75,49 @@ def count_objects(db: BaseDB, folder: str = "/") -> int:
     return sum(1 for _, is_folder in walk(db, folder) if not is_folder)
 
 
+def copy_objects(
+    src: BaseDB, dst: BaseDB, keys: Mapping[str, str], *, sync: bool = False, stats: TransferStats | None = None
+) -> TransferStats:
+    """Copy the objects at ``keys`` (source key -> destination key): one bulk read, one bulk write.
+
+    Keys the source does not hold are left out (``stats.objects`` says how
+    many were written).  With ``sync``, objects already identical in the
+    destination (value and index values) are skipped.
+    """
+    stats = stats or TransferStats()
+    blobs = src._fetch_blobs(list(keys))
+    # Index values come from metadata; a store without it has none, and its stat would read the blobs again.
+    infos = src._stat_keys(list(blobs)) if blobs and src._keeps_metadata else {}
+    items = {keys[k]: blob for k, blob in blobs.items()}
+    indexes: dict[str, dict[str, int | None]] = {
+        keys[k]: dict(info.indexes) for k, info in infos.items() if info.indexes
+    }
+    if sync and items:
+        present = dst._fetch_blobs(list(items))
+        same = [k for k, blob in items.items() if present.get(k) == blob]
+        # Compare index values only where the destination keeps them; otherwise the value decides.
+        dst_infos = dst._stat_keys(same) if same and dst._keeps_metadata else {}
+        for key in same:
+            theirs = dict(dst_infos[key].indexes) if key in dst_infos else {}
+            if not dst._keeps_metadata or theirs == indexes.get(key, {}):
+                del items[key]
+                stats.skipped += 1
+            else:  # same value, other index values: rewrite, clearing the ones the source lacks
+                mended: dict[str, int | None] = dict.fromkeys(theirs)
+                mended.update(indexes.get(key, {}))
+                indexes[key] = mended
+    if items:
+        for key in items:
+            dst._key(key, system=True)  # InvalidKey before writing, if a path is too long there
+        try:
+            dst._write_blobs(items, time.time_ns(), {k: v for k, v in indexes.items() if k in items})
+        finally:
+            dst._forget(list(items))
+        stats.objects += len(items)
+        stats.bytes += sum(len(blob) for blob in items.values())
+    return stats
+
+
 def copy_tree(
     src: BaseDB,
     src_folder: str,
@@ -100,39 +143,7 @@ def copy_tree(
     batch: list[str] = []
 
     def flush() -> None:
-        keys = [src_root + rel for rel in batch]
-        blobs = src._fetch_blobs(keys)
-        # Index values come from metadata; a store without it has none, and its stat would read the blobs again.
-        infos = src._stat_keys(keys) if src._keeps_metadata else {}
-        items = {dst_root + rel: blobs[src_root + rel] for rel in batch if src_root + rel in blobs}
-        indexes: dict[str, dict[str, int | None]] = {
-            dst_root + rel: dict(infos[src_root + rel].indexes)
-            for rel in batch
-            if src_root + rel in infos and infos[src_root + rel].indexes
-        }
-        if sync and items:
-            present = dst._fetch_blobs(list(items))
-            same = [k for k, blob in items.items() if present.get(k) == blob]
-            # Compare index values only where the destination keeps them; otherwise the value decides.
-            dst_infos = dst._stat_keys(same) if same and dst._keeps_metadata else {}
-            for key in same:
-                theirs = dict(dst_infos[key].indexes) if key in dst_infos else {}
-                if not dst._keeps_metadata or theirs == indexes.get(key, {}):
-                    del items[key]
-                    stats.skipped += 1
-                else:  # same value, other index values: rewrite, clearing the ones the source lacks
-                    mended: dict[str, int | None] = dict.fromkeys(theirs)
-                    mended.update(indexes.get(key, {}))
-                    indexes[key] = mended
-        if items:
-            for key in items:
-                dst._key(key, system=True)  # InvalidKey before writing, if a path is too long there
-            try:
-                dst._write_blobs(items, time.time_ns(), {k: v for k, v in indexes.items() if k in items})
-            finally:
-                dst._forget(list(items))
-            stats.objects += len(items)
-            stats.bytes += sum(len(blob) for blob in items.values())
+        copy_objects(src, dst, {src_root + rel: dst_root + rel for rel in batch}, sync=sync, stats=stats)
         batch.clear()
         if progress is not None:
             progress(stats)
