@@ -133,6 +133,27 @@ def connect_s3(bucket: str, moto_endpoint: str) -> Iterator[Callable[..., Any]]:
         db.close()
 
 
+@pytest.fixture
+def pair(connect_s3: Callable[..., Any], bucket: str) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """``pair(endpoint, options='')``: a DB straight to moto, and one on the same base path through ``endpoint``.
+
+    The first writes what the test needs and cleans up afterwards; the
+    second is the one under test (counted by a proxy, or meeting its
+    faults), and is closed without touching the network.
+    """
+    faulty: list[Any] = []
+
+    def make(endpoint: str, options: str = "") -> tuple[Any, Any]:
+        direct = connect_s3()
+        db = kydb.connect(f"s3://{bucket}{direct.base_path}?endpoint_url={endpoint}{options}")
+        faulty.append(db)
+        return direct, db
+
+    yield make
+    for db in faulty:
+        db.close()
+
+
 # ---------------------------------------------------------------------- the fault table
 
 

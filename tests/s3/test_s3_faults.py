@@ -1,8 +1,8 @@
 """Faults between kydb and S3, each against moto's real server, and the table of what happened.
 
 HTTP-level faults come from :class:`kydb_s3.testing.LoopbackProxy` (S3's
-error answers, response bodies cut short); TCP-level faults from
-:class:`kydb.testing.faults.TCPProxy` (connections dropped mid-transfer, a
+error answers); TCP-level faults from :class:`kydb.testing.faults.TCPProxy`
+(connections dropped mid-transfer, response bodies cut short among them, a
 listener that goes away and comes back, a server that stops answering).
 For every scenario: the operation raises ``StoreUnavailable`` (never a
 ``KeyError``) once the retries are spent, the read cache does not hold a
@@ -26,8 +26,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -45,24 +45,39 @@ READ_TIMEOUT = 0.5
 Scenario = Any  # conftest.FaultScenario (conftest modules are not importable)
 
 
+class FaultRun(NamedTuple):
+    """Where a fault test starts: the acknowledged objects stored, and the scenario's row of the table."""
+
+    #: A DB straight to moto: it wrote what must survive, and cleans up.
+    direct: Any
+    #: The DB on the same base path through the faulty endpoint.
+    db: Any
+    scenario: Scenario
+    #: Attempts botocore makes per request (``AWS_MAX_ATTEMPTS``, 3 by default).
+    budget: int
+
+
 @pytest.fixture
-def pair(connect_s3: Callable[..., Any], bucket: str) -> Iterator[Callable[..., tuple[Any, Any]]]:
-    """``pair(endpoint, options='')``: a DB straight to moto, and one on the same base path through ``endpoint``.
+def start_run(
+    pair: Callable[..., tuple[Any, Any]], fault_scenario: Callable[[str, str], Scenario]
+) -> Callable[..., FaultRun]:
+    """``start_run(endpoint, name, fault, acknowledged, options='', cached=False)``: a :class:`FaultRun`.
 
-    The first writes what must survive and cleans up afterwards; the second
-    meets the faults, and is closed without touching the network.
+    Stores ``acknowledged`` (straight to moto, or, with ``cached``, through
+    the DB under test, so its read cache holds the values too) and adds the
+    row ``name`` to the fault table.  ``fault`` may say ``{budget}`` (the
+    attempts per request) and ``{retries}`` (one fewer).
     """
-    faulty: list[Any] = []
 
-    def make(endpoint: str, options: str = "") -> tuple[Any, Any]:
-        direct = connect_s3()
-        db = kydb.connect(f"s3://{bucket}{direct.base_path}?endpoint_url={endpoint}{options}")
-        faulty.append(db)
-        return direct, db
+    def start(
+        endpoint: str, name: str, fault: str, acknowledged: dict[str, object], options: str = "", cached: bool = False
+    ) -> FaultRun:
+        direct, db = pair(endpoint, options)
+        (db if cached else direct).set_many(acknowledged)
+        budget = db.store.max_attempts
+        return FaultRun(direct, db, fault_scenario(name, fault.format(budget=budget, retries=budget - 1)), budget)
 
-    yield make
-    for db in faulty:
-        db.close()
+    return start
 
 
 def through(proxy: TCPProxy) -> str:
@@ -106,21 +121,20 @@ def heal_on_next_connection(proxy: TCPProxy) -> threading.Thread:
 def test_connection_dropped_mid_upload(
     retried: bool,
     tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
+    start_run: Callable[..., FaultRun],
     monkeypatch: pytest.MonkeyPatch,
     s3: Any,
     bucket: str,
 ) -> None:
     if not retried:
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    direct, db = pair(through(tcp_proxy))
     acknowledged: dict[str, object] = {"/kept": "written before the fault", "/big": b"the old value"}
-    direct.set_many(acknowledged)
-    scenario = fault_scenario(
+    direct, db, scenario, _ = start_run(
+        through(tcp_proxy),
         f"dropped mid-upload, {'retried' if retried else 'no retry left'}",
         f"TCP cut after {CUT_AFTER >> 10} KiB of a {BIG >> 20} MiB multipart put"
         + ("" if retried else ", AWS_MAX_ATTEMPTS=1"),
+        acknowledged,
     )
     value = os.urandom(BIG)
     # Armed as the first part goes out, so the cut falls on a part's connection, whichever part opens first.
@@ -139,21 +153,19 @@ def test_connection_dropped_mid_upload(
 
 @pytest.mark.parametrize("retried", [True, False], ids=["retried", "no-retry-left"])
 def test_connection_dropped_mid_download(
-    retried: bool,
-    tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
-    monkeypatch: pytest.MonkeyPatch,
+    retried: bool, tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # botocore retries requests, not the reading of their bodies: the store asks again, within the budget.
     if not retried:
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    direct, db = pair(through(tcp_proxy))
     acknowledged = {"/big": os.urandom(BIG)}
-    direct.set_many(acknowledged)
-    scenario = fault_scenario(
+    _, db, scenario, _ = start_run(
+        through(tcp_proxy),
         f"dropped mid-download, {'retried' if retried else 'no retry left'}",
         f"TCP cut after {CUT_AFTER >> 10} KiB of a {BIG >> 20} MiB get" + ("" if retried else ", AWS_MAX_ATTEMPTS=1"),
+        acknowledged,
     )
+    connections = tcp_proxy.connections
     tcp_proxy.cut_after(CUT_AFTER)  # the next connection: the get's
     read: list[object] = []
     error = scenario.attempt(lambda: read.append(db.read("/big", reload=True)))
@@ -162,6 +174,8 @@ def test_connection_dropped_mid_download(
         assert error is None and read == [acknowledged["/big"]]
     else:
         assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
+    # One GetObject per connection: the cut one, and one more only if the budget allows it.
+    assert tcp_proxy.connections == connections + (2 if retried else 1)
     assert scenario.check_intact(db, acknowledged) == 0  # the same client reads it whole once the link holds
 
 
@@ -169,18 +183,16 @@ def test_connection_dropped_mid_download(
 
 
 def test_server_restart_longer_than_the_retries(
-    tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
-    monkeypatch: pytest.MonkeyPatch,
+    tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # each failing operation then takes ~0.5 s of backoff, not ~1.5 s
-    _, db = pair(through(tcp_proxy))
     acknowledged = {f"/r/k{i}": f"value {i}" for i in range(10)}
-    db.set_many(acknowledged)  # through the proxy, and into the DB's read cache
-    scenario = fault_scenario(
+    _, db, scenario, _ = start_run(
+        through(tcp_proxy),
         "server restart, down longer than the retries",
-        "listener gone: new connections closed at once; AWS_MAX_ATTEMPTS=2",
+        "listener gone: new connections closed at once; AWS_MAX_ATTEMPTS={budget}",
+        acknowledged,
+        cached=True,  # through the proxy, and into the DB's read cache
     )
     tcp_proxy.refuse()
     connections = tcp_proxy.connections
@@ -207,16 +219,14 @@ def test_server_restart_longer_than_the_retries(
 
 
 def test_server_restart_within_the_retries_is_invisible(
-    tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
+    tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun]
 ) -> None:
-    direct, db = pair(through(tcp_proxy))
     acknowledged: dict[str, object] = {"/r/kept": "written before the fault", "/r/k": "old"}
-    direct.set_many(acknowledged)
-    scenario = fault_scenario(
+    direct, db, scenario, _ = start_run(
+        through(tcp_proxy),
         "server restart, back within the retries",
         "listener gone, back once an operation's first attempt was refused",
+        acknowledged,
     )
     for operation in (lambda: db.set("/r/k", "new"), lambda: db.read("/r/kept", reload=True)):
         tcp_proxy.refuse()
@@ -233,18 +243,17 @@ def test_server_restart_within_the_retries_is_invisible(
 
 
 def test_stall_longer_than_the_read_timeout(
-    tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
-    monkeypatch: pytest.MonkeyPatch,
+    tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    _, db = pair(through(tcp_proxy), f"&read_timeout={READ_TIMEOUT}")
     acknowledged = {"/s/k": "old", "/s/kept": "written before the fault"}
-    db.set_many(acknowledged)
-    scenario = fault_scenario(
+    _, db, scenario, _ = start_run(
+        through(tcp_proxy),
         "server stops answering",
-        f"connections open, no bytes move; ?read_timeout={READ_TIMEOUT}, AWS_MAX_ATTEMPTS=2",
+        f"connections open, no bytes move; ?read_timeout={READ_TIMEOUT}, AWS_MAX_ATTEMPTS={{budget}}",
+        acknowledged,
+        options=f"&read_timeout={READ_TIMEOUT}",
+        cached=True,
     )
     tcp_proxy.stall()
     for operation in (lambda: db.set("/s/k", "new"), lambda: db.read("/s/kept", reload=True)):
@@ -259,17 +268,14 @@ def test_stall_longer_than_the_read_timeout(
     assert scenario.check_intact(db, acknowledged) == 0
 
 
-def test_stall_shorter_than_the_retries_is_invisible(
-    tcp_proxy: TCPProxy,
-    pair: Callable[..., tuple[Any, Any]],
-    fault_scenario: Callable[[str, str], Scenario],
-) -> None:
-    direct, db = pair(through(tcp_proxy), f"&read_timeout={READ_TIMEOUT}")
+def test_stall_shorter_than_the_retries_is_invisible(tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun]) -> None:
     acknowledged = {"/s/k": "stored"}
-    direct.set_many(acknowledged)
-    scenario = fault_scenario(
+    _, db, scenario, _ = start_run(
+        through(tcp_proxy),
         "server stalls, answers again within the retries",
         f"no bytes move for {1.5 * READ_TIMEOUT} s; ?read_timeout={READ_TIMEOUT}",
+        acknowledged,
+        options=f"&read_timeout={READ_TIMEOUT}",
     )
     tcp_proxy.stall()
     healer = threading.Timer(1.5 * READ_TIMEOUT, tcp_proxy.heal)  # after the first attempt timed out
@@ -282,33 +288,32 @@ def test_stall_shorter_than_the_retries_is_invisible(
     assert scenario.check_intact(db, acknowledged) == 0
 
 
-def test_nobody_listening_is_store_unavailable(
-    pair: Callable[..., tuple[Any, Any]], fault_scenario: Callable[[str, str], Scenario]
-) -> None:
+def test_nobody_listening_is_store_unavailable(start_run: Callable[..., FaultRun]) -> None:
     with socket.socket() as sock:  # a port nobody listens on once this socket closes
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    direct, db = pair(f"http://127.0.0.1:{port}")
     acknowledged = {"/k": "stored"}
-    direct.set_many(acknowledged)
-    scenario = fault_scenario("endpoint down", "connection refused: nothing listens on the endpoint's port")
+    direct, db, scenario, _ = start_run(
+        f"http://127.0.0.1:{port}",
+        "endpoint down",
+        "connection refused: nothing listens on the endpoint's port",
+        acknowledged,
+    )
     for operation in (lambda: db.read("/k"), lambda: db.set("/k", 1), lambda: db.exists("/k"), lambda: db.ls("/")):
         error = scenario.attempt(operation)
         assert isinstance(error, kydb.StoreUnavailable) and f"127.0.0.1:{port}" in str(error), error
     assert scenario.check_intact(direct, acknowledged) == 0
 
 
-# ---------------------------------------------------------------------- HTTP: S3's error answers, bodies cut short
+# ---------------------------------------------------------------------- HTTP: S3's error answers
 
 
-def test_503s_within_the_retry_budget_are_retried(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, fault_scenario: Callable[[str, str], Scenario]
-) -> None:
-    db = connect_s3(proxy.url)
+def test_503s_within_the_retry_budget_are_retried(proxy: LoopbackProxy, start_run: Callable[..., FaultRun]) -> None:
     acknowledged = {"/kept": "written before the fault"}
-    db.set_many(acknowledged)
-    retries = db.store.max_attempts - 1
-    scenario = fault_scenario("S3 throttles, within the retries", f"{retries} answers of 503 SlowDown per operation")
+    _, db, scenario, budget = start_run(
+        proxy.url, "S3 throttles, within the retries", "{retries} answers of 503 SlowDown per operation", acknowledged
+    )
+    retries = budget - 1
     for operation, attempt in (
         ("PutObject", lambda: db.set("/k", "v")),
         ("GetObject", lambda: db.read("/k", reload=True)),
@@ -324,17 +329,16 @@ def test_503s_within_the_retry_budget_are_retried(
 
 
 def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
-    connect_s3: Callable[..., Any],
-    proxy: LoopbackProxy,
-    s3: Any,
-    bucket: str,
-    fault_scenario: Callable[[str, str], Scenario],
+    proxy: LoopbackProxy, start_run: Callable[..., FaultRun], bucket: str
 ) -> None:
-    db = connect_s3(proxy.url)
     acknowledged = {"/k": "old"}
-    db.set_many(acknowledged)
-    budget = db.store.max_attempts
-    scenario = fault_scenario("S3 throttles, beyond the retries", f"503 SlowDown on all {budget} attempts")
+    _, db, scenario, budget = start_run(
+        proxy.url,
+        "S3 throttles, beyond the retries",
+        "503 SlowDown on all {budget} attempts",
+        acknowledged,
+        cached=True,  # so the DB's read cache holds the old value when the new one fails
+    )
     proxy.clear()
     proxy.fail_next(budget)
     error = scenario.attempt(lambda: db.set("/k", "new"))
@@ -355,46 +359,13 @@ def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
     assert scenario.check_intact(db, acknowledged) == 0
 
 
-@pytest.mark.parametrize("retried", [True, False], ids=["retried", "no-retry-left"])
-def test_response_body_cut_short(
-    retried: bool,
-    connect_s3: Callable[..., Any],
-    proxy: LoopbackProxy,
-    fault_scenario: Callable[[str, str], Scenario],
-) -> None:
-    db = connect_s3(proxy.url)
-    acknowledged = {"/k": os.urandom(100_000)}
-    db.set_many(acknowledged)
-    budget = db.store.max_attempts
-    cuts = budget - 1 if retried else budget
-    scenario = fault_scenario(
-        f"body cut short, {'within' if retried else 'beyond'} the retries",
-        f"HTTP: half of a 100 kB body sent, then the connection closed, on {cuts} of {budget} attempts",
-    )
-    proxy.clear()
-    proxy.cut_next(cuts)
-    read: list[object] = []
-    error = scenario.attempt(lambda: read.append(db.read("/k", reload=True)))
-    assert proxy.operations() == {"GetObject": budget}
-    if retried:
-        assert error is None and read == [acknowledged["/k"]]
-    else:
-        assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
-    assert scenario.check_intact(db, acknowledged) == 0
-
-
 def test_failed_multipart_upload_leaves_nothing(
-    connect_s3: Callable[..., Any],
-    proxy: LoopbackProxy,
-    s3: Any,
-    bucket: str,
-    fault_scenario: Callable[[str, str], Scenario],
+    proxy: LoopbackProxy, start_run: Callable[..., FaultRun], s3: Any, bucket: str
 ) -> None:
-    db = connect_s3(proxy.url)
     acknowledged = {"/kept": "written before the fault"}
-    db.set_many(acknowledged)
-    budget = db.store.max_attempts
-    scenario = fault_scenario("a part upload fails", f"503 SlowDown on all {budget} attempts of part 2 of 3")
+    _, db, scenario, budget = start_run(
+        proxy.url, "a part upload fails", "503 SlowDown on all {budget} attempts of part 2 of 3", acknowledged
+    )
     proxy.fail_next(budget, when=lambda r: r.operation == "UploadPart" and "partNumber=2&" in r.query + "&")
     error = scenario.attempt(lambda: db.set("/big", os.urandom(BIG)))
     assert isinstance(error, kydb.StoreUnavailable)

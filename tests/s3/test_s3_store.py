@@ -7,21 +7,25 @@ and outages are in test_s3_faults.py.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 
 import kydb
 from kydb import envelope, transfer
 from kydb.testing import unique_name
 from kydb_s3 import CONCURRENCY, MTIME_METADATA, AccessDenied, BucketNotFound
+from kydb_s3.index_sidecars import encode_index_values
 from kydb_s3.store import SCANS_KEPT
 from kydb_s3.testing import LoopbackProxy
 
@@ -29,6 +33,17 @@ from kydb_s3.testing import LoopbackProxy
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(c["Key"] for page in pages for c in page.get("Contents", []))
+
+
+def stat_many(db: Any, *keys: str) -> Mapping[str, kydb.ObjectInfo]:
+    """The store's stat of several keys at once, as ``kydb ls -l`` and ``kydb cp`` ask for it."""
+    return db.plugins.hook.kydb_stat(paths=[db.base_path + key for key in keys])
+
+
+def put_raw(s3: Any, bucket: str, bodies: Mapping[str, bytes]) -> None:
+    """Write objects straight to the bucket, several at a time."""
+    with ThreadPoolExecutor(10) as pool:  # the pool of connections of a default client
+        list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), bodies.items()))
 
 
 # ---------------------------------------------------------------------- URLs
@@ -44,6 +59,7 @@ def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
         ("s3://bucket?region=", "empty query option value"),
         ("s3://bucket?endpoint_url=ftp://host", "endpoint_url must be an http"),
         ("s3://bucket?endpoint_url=http://user:s3cr3t-value@host", "must not hold credentials"),
+        ("s3://bucket?endpoint_url=http://s3cr3t-value@host:9000", "must not hold credentials"),
         ("s3://bu*cket", "not a valid bucket name"),
         ("s3://bucket/a/../b", "bad base path"),
         ("s3://bucket?read_timeout=0", "read_timeout must be a positive number of seconds"),
@@ -55,6 +71,16 @@ def test_bad_urls_raise_value_error_naming_the_problem(url: str, message: str) -
         kydb.connect(url)
     assert message in str(info.value)
     assert "s3cr3t-value" not in str(info.value)
+
+
+def test_the_boto3_floor_knows_the_conditional_requests_the_store_sends() -> None:
+    # boto3 1.35.69 (November 2024) is the first whose botocore has IfMatch on PutObject: the floor must not
+    # go below it, and the botocore in use must know every condition the index sidecars are written with.
+    floor = [r for r in importlib.metadata.requires("kydb-s3") or [] if r.startswith("boto3")]
+    assert floor == ["boto3>=1.35.69"]
+    model = botocore.session.get_session().get_service_model("s3")
+    for operation, condition in (("PutObject", "IfMatch"), ("PutObject", "IfNoneMatch"), ("DeleteObject", "IfMatch")):
+        assert condition in model.operation_model(operation).input_shape.members, (operation, condition)
 
 
 def test_unknown_profile_is_a_url_error(aws_env: Path) -> None:
@@ -231,10 +257,9 @@ def test_list_pages_map_to_max_keys(connect_s3: Callable[..., Any], proxy: Loopb
 
 
 def test_rm_tree_and_delete_many_use_batch_deletes(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+    pair: Callable[..., tuple[Any, Any]], proxy: LoopbackProxy, s3: Any, bucket: str
 ) -> None:
-    direct = connect_s3()  # fills the store without going through the counting proxy
-    db = connect_s3(proxy.url, base=direct.base_path[1:])
+    direct, db = pair(proxy.url)  # direct fills the store without going through the counting proxy
     direct.set_many({f"/tree/f{i % 10}/o{i}": i for i in range(1200)} | {f"/many/o{i}": i for i in range(1200)})
     direct.mkdir("/tree/empty")
     direct["/kept"] = "kept"
@@ -296,7 +321,8 @@ def test_index_values_live_in_a_sidecar_that_plain_puts_leave_alone(
     db = connect_s3(proxy.url)
     base = db.base_path[1:]
     db.set("/books/B1", {"pv": 1}, index={"classDate": 20260905, "rank": -3})
-    assert proxy.operations() == {"PutObject": 2, "GetObject": 1}  # the object, then the sidecar read and written
+    # The object, then the sidecar read and written; a new sidecar, so a check that its object is still there.
+    assert proxy.operations() == {"PutObject": 2, "GetObject": 1, "HeadObject": 1}
     assert keys_under(s3, bucket, base) == [f"{base}/books/.kydb-index/B1", f"{base}/books/B1"]
     sidecar = s3.get_object(Bucket=bucket, Key=f"{base}/books/.kydb-index/B1")["Body"].read()
     assert json.loads(sidecar) == {"classDate": 20260905, "rank": -3}  # index names keep their case
@@ -314,6 +340,60 @@ def test_index_values_live_in_a_sidecar_that_plain_puts_leave_alone(
     assert keys_under(s3, bucket, base) == []
     db["/books/B1"] = "a new object by the old name"
     assert db.stat("/books/B1").indexes == {}
+
+
+def test_updating_an_existing_sidecar_makes_no_check_of_the_object(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    db = connect_s3(proxy.url)
+    db.set("/books/B1", 1, index={"rank": 1})
+    proxy.clear()
+    db.set("/books/B1", 2, index={"rank": 2})
+    assert proxy.operations() == {"PutObject": 2, "GetObject": 1}
+    assert db.stat("/books/B1").indexes == {"rank": 2}
+
+
+def test_clearing_every_index_value_deletes_the_sidecar(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    base = db.base_path[1:]
+    db.set("/f/a", 1, index={"rank": 1, "tier": 2})
+    db.set("/f/b", 2)
+    proxy.clear()
+    db.set("/f/a", 1, index={"rank": None})  # one value left: the sidecar is written back
+    assert proxy.operations() == {"PutObject": 2, "GetObject": 1}
+    proxy.clear()
+    db.set("/f/a", 1, index={"tier": None})  # none left: no sidecar, rather than an empty one
+    assert proxy.operations() == {"PutObject": 1, "GetObject": 1, "DeleteObject": 1}
+    assert keys_under(s3, bucket, base) == [f"{base}/f/a", f"{base}/f/b"]
+    proxy.clear()
+    assert {path[len(db.base_path) :]: info.indexes for path, info in stat_many(db, "/f/a", "/f/b").items()} == {
+        "/f/a": {},
+        "/f/b": {},
+    }
+    assert proxy.operations() == {"HeadObject": 2, "ListObjectsV2": 1}  # no sidecar listed: nothing to read
+    assert list(db.folder("/f", allow_scan=True).by("rank")) == []
+
+
+def test_a_concurrent_index_update_outlives_a_clear(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    sidecar = f"{db.base_path[1:]}/k/.kydb-index/x"
+    db.set("/k/x", 1, index={"rank": 1})
+    others = iter([{"rank": 1, "other": 7}])  # another writer, between our read of the sidecar and our delete
+
+    def other_writer(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == sidecar and (values := next(others, None)) is not None:
+            s3.put_object(Bucket=bucket, Key=sidecar, Body=json.dumps(values).encode())
+
+    db.store.client.meta.events.register("before-parameter-build.s3.DeleteObject", other_writer)
+    proxy.clear()
+    db.set("/k/x", 2, index={"rank": None})
+    # Our delete was refused (If-Match), so we read again, merged, and wrote back what the other writer set.
+    assert proxy.operations() == {"PutObject": 2, "GetObject": 2, "DeleteObject": 1}
+    assert db.stat("/k/x").indexes == {"other": 7}
 
 
 def test_sidecars_never_show_as_objects_or_folders(connect_s3: Callable[..., Any], s3: Any, bucket: str) -> None:
@@ -348,7 +428,151 @@ def test_reserved_or_too_long_index_paths_are_refused_before_writing(
         db.set(longest, 1, index={"n": 1})
     assert keys_under(s3, bucket, db.base_path[1:]) == []
     db[longest] = "fits without an index"
+    assert db.stat(longest).indexes == {}  # no sidecar to look for: its key could not exist
     db.delete(longest)
+    assert keys_under(s3, bucket, db.base_path[1:]) == []
+
+
+def test_the_sidecar_folder_is_invisible_and_untouchable(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    base = db.base_path[1:]
+    db.set("/f/a", 1, index={"rank": 1})
+    db.set("/f/b", 2, index={"rank": 2})
+    stored = keys_under(s3, bucket, base)
+    hidden, sidecar = "/f/.kydb-index", "/f/.kydb-index/a"
+    proxy.clear()
+    # Every read finds nothing there, without asking S3.
+    assert db.ls(hidden) == [] and list(db.list_dir(hidden + "/", page_size=1)) == []
+    assert not db.is_dir(hidden)
+    assert not db.exists(sidecar, system_obj=True) and not db.exists(hidden, system_obj=True)
+    with pytest.raises(kydb.NotFound):
+        db.read(sidecar, reload=True, system_obj=True)
+    with pytest.raises(kydb.NotFound):
+        db.stat(sidecar, system_obj=True)
+    assert list(db.folder(hidden, allow_scan=True).by("mtime")) == []
+    assert list(db.folder(hidden, allow_scan=True).by("rank")) == []
+    assert proxy.operations() == {}
+    # Removing anything there finds nothing to remove, and the store refuses it anyway.
+    for remove in (
+        lambda: db.delete(sidecar, system_obj=True),
+        lambda: db.rmdir(hidden, system_obj=True),
+        lambda: db.rm_tree(hidden, system_obj=True),
+    ):
+        with pytest.raises(kydb.NotFound):
+            remove()
+    hook = db.plugins.hook
+    for refused in (
+        lambda: hook.kydb_delete(paths=[db.base_path + "/f/x", db.base_path + sidecar]),
+        lambda: hook.kydb_rmdir(folder=db.base_path + hidden + "/"),
+        lambda: hook.kydb_delete_tree(folder=db.base_path + hidden + "/"),
+        lambda: db.mkdir(hidden + "/sub", system_obj=True),
+    ):
+        with pytest.raises(kydb.InvalidKey, match="reserved by kydb-s3"):
+            refused()
+    assert proxy.operations() == {}
+    assert keys_under(s3, bucket, base) == stored
+    assert {path: info.indexes for path, info in stat_many(db, "/f/a", "/f/b").items()} == {
+        db.base_path + "/f/a": {"rank": 1},
+        db.base_path + "/f/b": {"rank": 2},
+    }
+
+
+@pytest.mark.parametrize("sidecar_before", [False, True], ids=["creating-the-sidecar", "updating-the-sidecar"])
+def test_an_index_write_racing_a_delete_leaves_no_sidecar(
+    sidecar_before: bool, connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    base = db.base_path[1:]
+    if sidecar_before:
+        db.set("/k/x", 0, index={"rank": 0})
+    key, sidecar = f"{base}/k/x", f"{base}/k/.kydb-index/x"
+    deletes = iter([True])  # another client deletes the object, as kydb does, just before our sidecar write
+
+    def other_deleter(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == sidecar and next(deletes, False):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key}, {"Key": sidecar}], "Quiet": True})
+
+    db.store.client.meta.events.register("before-parameter-build.s3.PutObject", other_deleter)
+    proxy.clear()
+    db.set("/k/x", 1, index={"rank": 1})
+    expected = {"PutObject": 2, "GetObject": 1, "HeadObject": 1, "DeleteObject": 1}
+    if sidecar_before:  # the If-Match write found no sidecar: read again, and create one
+        expected |= {"PutObject": 3, "GetObject": 2}
+    assert proxy.operations() == expected
+    assert keys_under(s3, bucket, base) == []  # the sidecar written after the delete went too
+    db["/k/x"] = "a new object by the old name"
+    assert db.stat("/k/x").indexes == {}
+    assert list(db.folder("/k", allow_scan=True).by("rank")) == []
+
+
+def test_a_sidecar_a_delete_failed_to_remove_is_asked_for_again(
+    connect_s3: Callable[..., Any], new_bucket: Callable[[], str], moto_endpoint: str, s3: Any
+) -> None:
+    locked = new_bucket()
+    with LoopbackProxy(moto_endpoint) as counting:
+        db = connect_s3(counting.url, in_bucket=locked, base="base")
+        db.set("/f/a", 1, index={"rank": 1})
+        db.set("/f/b", 2, index={"rank": 2})
+        _deny(s3, locked, "base/f/.kydb-index/")
+        lifts = iter([True])
+
+        def lift_the_denial(**_: Any) -> None:  # S3 fails to delete the sidecar once, then would not again
+            if next(lifts, False):
+                s3.delete_bucket_policy(Bucket=locked)
+
+        db.store.client.meta.events.register("after-call.s3.DeleteObjects", lift_the_denial)
+        counting.clear()
+        db.delete("/f/a")
+        assert counting.operations() == {"HeadObject": 1, "DeleteObjects": 2}  # the second for the sidecar alone
+        assert keys_under(s3, locked, "base/f/") == ["base/f/.kydb-index/b", "base/f/b"]
+        db["/f/a"] = "a new object by the old name"
+        assert db.stat("/f/a").indexes == {}
+        # A sidecar S3 keeps failing to delete is named, with what it means.
+        _deny(s3, locked, "base/f/.kydb-index/")
+        counting.clear()
+        try:
+            with pytest.raises(AccessDenied) as info:
+                db.delete_many(["/f/b"])
+        finally:
+            s3.delete_bucket_policy(Bucket=locked)
+        assert counting.operations() == {"DeleteObjects": 2}
+        message = str(info.value)
+        assert "'base/f/.kydb-index/b'" in message and "gives its index values to the next object" in message
+        assert keys_under(s3, locked, "base/f/") == ["base/f/.kydb-index/b", "base/f/a"]
+        db.rm_tree("/f")
+        assert keys_under(s3, locked, "base/") == []
+
+
+def test_stat_of_a_few_keys_lists_no_more_sidecars_than_it_needs(
+    pair: Callable[..., tuple[Any, Any]], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    direct, db = pair(proxy.url)
+    base = direct.base_path[1:]
+    names = [f"o{i:04d}" for i in range(2500)]
+    direct.set_many({f"/f/{name}": name for name in names} | {"/f/plain": "no index"})
+    put_raw(s3, bucket, {f"{base}/f/.kydb-index/{name}": encode_index_values({"n": i}) for i, name in enumerate(names)})
+    for keys, requests in (
+        # The first page holds o0000's sidecar; o2499's lies two pages further on: read, not listed to.
+        (["/f/o0000", "/f/o2499"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 2}),
+        # One page from o1000 on reaches o1001: both found, and read.
+        (["/f/o1000", "/f/o1001"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 2}),
+        # One page from o2400 on reaches past 'plain': it has no sidecar, and is not read.
+        (["/f/o2400", "/f/plain"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 1}),
+    ):
+        proxy.clear()
+        found = stat_many(db, *keys)
+        assert proxy.operations() == requests, keys
+        assert {path[len(db.base_path) :]: info.indexes for path, info in found.items()} == {
+            key: {"n": int(key[4:])} if key != "/f/plain" else {} for key in keys
+        }
+    # 1,001 keys: two pages at most, whatever lies between them.
+    keys = [f"/f/{name}" for name in names[:1000]] + ["/f/o2499"]
+    proxy.clear()
+    found = stat_many(db, *keys)
+    assert proxy.operations() == {"HeadObject": 1001, "ListObjectsV2": 2, "GetObject": 1001}
+    assert found[db.base_path + "/f/o2499"].indexes == {"n": 2499}
 
 
 def test_a_concurrent_index_update_is_merged_never_lost(
@@ -400,10 +624,9 @@ def query_pages(db: Any, folder: str, index: str, limit: int) -> Iterator[list[t
 
 
 def test_scans_list_once_and_read_each_candidate_once_per_query(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+    pair: Callable[..., tuple[Any, Any]], proxy: LoopbackProxy
 ) -> None:
-    direct = connect_s3()
-    db = connect_s3(proxy.url, base=direct.base_path[1:])
+    direct, db = pair(proxy.url)
     direct.set_many({f"/q/o{i:02d}": i for i in range(30)})  # one write call: one mtime for all 30
     for i in range(0, 30, 3):
         direct.set(f"/q/o{i:02d}", i, index={"tens": i // 10})  # 10 indexed, rewritten later

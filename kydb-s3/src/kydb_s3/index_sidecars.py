@@ -14,8 +14,11 @@ case-insensitive (``classDate`` and ``classdate`` would be one header),
 which index names are not; JSON keeps them as given.
 
 ``.kydb-index`` is a dot-name, which kydb keys cannot use outside system
-objects; kydb-s3 reserves it, hides it from listings and refuses to write
-objects or folders inside it.
+objects.  kydb-s3 reserves it everywhere: to every read (listing,
+``is_dir``, ``exists``, get, stat, query) a reserved folder and everything
+in it is absent, and every write or delete inside it (put, ``mkdir``,
+delete, ``rmdir``, ``rm_tree``) raises :class:`kydb.InvalidKey`.  Sidecars
+go only with their objects.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from kydb.keys import MAX_PATH_BYTES
+
 __all__ = [
     "INDEX_FOLDER",
-    "MAX_KEY_BYTES",
     "decode_index_values",
     "encode_index_values",
+    "fitting_sidecar_key",
     "in_index_folder",
     "owner_key",
     "sidecar_key",
@@ -36,8 +41,6 @@ __all__ = [
 
 #: The hidden folder, in every folder holding indexed objects, that holds their sidecars.
 INDEX_FOLDER = ".kydb-index"
-#: S3's limit on the length of a key, in bytes of UTF-8.
-MAX_KEY_BYTES = 1024
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -51,10 +54,20 @@ def sidecar_key(key: str) -> str:
     """The key of the sidecar holding the index values of the object with S3 key ``key``.
 
     It is 12 bytes longer than ``key``: a key within 12 bytes of S3's
-    1,024-byte limit can have no sidecar (see :data:`MAX_KEY_BYTES`).
+    1,024-byte limit can have no sidecar (see :func:`fitting_sidecar_key`).
     """
     folder, _, name = key.rpartition("/")
     return sidecar_prefix(f"{folder}/" if folder else "") + name
+
+
+def fitting_sidecar_key(key: str) -> str | None:
+    """:func:`sidecar_key` of ``key``, or ``None`` when it would be over S3's key limit.
+
+    S3 keys are at most :data:`kydb.keys.MAX_PATH_BYTES` (1,024) bytes of
+    UTF-8; an object whose sidecar key would be longer has no sidecar.
+    """
+    sidecar = sidecar_key(key)
+    return sidecar if len(sidecar.encode()) <= MAX_PATH_BYTES else None
 
 
 def owner_key(sidecar: str) -> str:

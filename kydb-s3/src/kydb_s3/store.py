@@ -27,11 +27,16 @@ ordering by it is refused.
 **User indexes** live in a small JSON sidecar object per indexed key,
 ``folder/.kydb-index/name`` (see :mod:`kydb_s3.index_sidecars`), written only
 by puts that carry index values and deleted in the same ``DeleteObjects`` as
-its object.  Listings, walks, ``rm_tree``'s count and ``kydb cp`` never see
-it.  An update reads the sidecar, merges, and writes it back conditionally
-(``If-Match``/``If-None-Match``): a concurrent index update makes it merge
-again, so no value is lost to a race.  The value and its index values are
-two writes: the object first, then its sidecar.
+its object.  The reserved ``.kydb-index`` folders are absent to every read
+hook and refused by every write hook, so listings, walks, ``rm_tree``'s count
+and ``kydb cp`` never see a sidecar.  An update reads the sidecar, merges,
+and writes it back conditionally (``If-Match``/``If-None-Match``), or
+deletes it conditionally (``DeleteObject`` with ``If-Match``) when no value
+is left: a concurrent index update makes it merge again, so no value is lost
+to a race.  The value and its index values are two writes: the object
+first, then its sidecar; a put that creates a sidecar then checks
+(``HeadObject``) that its object is still there, and removes the sidecar if
+a delete got in between (see the README for what can still leave one).
 
 **Queries.**  S3 has no server-side ordering, so folder queries are refused
 (:class:`kydb.IndexNotSupported`) unless ``allow_scan=True``; a scan lists
@@ -42,14 +47,18 @@ pages come from that first scan (see :meth:`S3Store.kydb_query`).
 :data:`MULTIPART_THRESHOLD` bytes or more is a multipart upload: one request
 per :data:`MULTIPART_CHUNKSIZE` part plus two); a put with index values adds
 a ``GetObject`` of the sidecar and, when the values change, a ``PutObject``
-of it.  ``get_many``/``set_many``: one request per key, :data:`CONCURRENCY`
-at a time.  ``delete``/``delete_many``: one ``DeleteObjects`` per 500 keys
-(each with its sidecar).  ``stat``: one ``HeadObject`` per key, plus one
-``GetObject`` per indexed key (several keys of one folder: one listing of
-their sidecars first, so unindexed keys cost nothing more).  ``ls``: one
-``ListObjectsV2`` per page.  ``is_dir``: one ``ListObjectsV2``.  ``mkdir``
-at depth *d*: *d* zero-byte puts, concurrently.  ``rm_tree``: one listing
-page and one ``DeleteObjects`` per 1,000 keys.
+of it (a ``DeleteObject`` when none is left), plus a ``HeadObject`` of the
+object when that ``PutObject`` created the sidecar.  ``get_many``/``set_many``:
+one request per key, :data:`CONCURRENCY` at a time.  ``delete``/``delete_many``:
+one ``DeleteObjects`` per 500 keys (each with its sidecar).  ``stat``: one
+``HeadObject`` per key, then, for those that exist: a key alone in its folder,
+one ``GetObject`` of its sidecar whether it has one or not; several keys of
+one folder, a listing of the folder's sidecars from the first of them, at
+most one page per 1,000 of them, then one ``GetObject`` per key listed with a
+sidecar or left past the last page.  ``ls``: one ``ListObjectsV2`` per page.
+``is_dir``: one ``ListObjectsV2``.  ``mkdir`` at depth *d*: *d* zero-byte
+puts, concurrently.  ``rm_tree``: one listing page and one ``DeleteObjects``
+per 1,000 keys.
 
 **Failures.**  botocore retries in its ``standard`` mode (throttling, 5xx,
 timeouts and connection errors, with backoff; ``AWS_MAX_ATTEMPTS`` or
@@ -89,15 +98,15 @@ from botocore.retries.standard import DEFAULT_MAX_ATTEMPTS
 from s3transfer.manager import TransferConfig, TransferManager
 
 import kydb
-from kydb.keys import folder_of
+from kydb.keys import MAX_PATH_BYTES, folder_of
 from kydb.url import StoreURL
 
 from .errors import AccessDenied, BucketNotFound, S3RequestError
 from .index_sidecars import (
     INDEX_FOLDER,
-    MAX_KEY_BYTES,
     decode_index_values,
     encode_index_values,
+    fitting_sidecar_key,
     in_index_folder,
     owner_key,
     sidecar_key,
@@ -112,7 +121,8 @@ __all__ = ["CONCURRENCY", "MTIME_METADATA", "MULTIPART_CHUNKSIZE", "MULTIPART_TH
 
 #: Requests one store runs at once for a batch (get_many, set_many, mkdir, rm_tree's deletes).
 CONCURRENCY = 16
-#: Blobs this large or larger are uploaded in parts, so a failure never leaves half an object.
+#: Blobs this large or larger are uploaded in parts: the parts go up in parallel, and one ``PutObject``
+#: takes at most 5 GB.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
 _PART_CONCURRENCY = CONCURRENCY // 2
@@ -162,8 +172,9 @@ _BODY_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
 )
 
-# Answers to a conditional put whose condition no longer holds: another writer got there first.
-_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# Answers to a conditional put or delete whose condition no longer holds: another writer got there
+# first.  ``If-Match`` on a key that is gone answers 404 ``NoSuchKey``.
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -218,7 +229,6 @@ def _seconds(text: str) -> float | None:
 def _settings(url: StoreURL) -> tuple[str, dict[str, str]]:
     """The bucket and the query options of an ``s3://`` URL; ``ValueError`` naming what is wrong."""
     problem = None
-    masked = url.masked
     bucket = url.netloc
     unknown = sorted(set(url.options) - set(_OPTIONS))
     if url.username is not None or url.password is not None:
@@ -244,9 +254,8 @@ def _settings(url: StoreURL) -> tuple[str, dict[str, str]]:
             problem = "endpoint_url must be an http:// or https:// URL, e.g. ?endpoint_url=http://127.0.0.1:9000"
         elif "@" in endpoint.netloc:
             problem = "endpoint_url must not hold credentials; they come from boto3's chain"
-            masked = masked.replace(endpoint.netloc.rpartition("@")[0], "***")
     if problem:
-        raise ValueError(f"invalid kydb URL {masked!r}: {problem}")
+        raise ValueError(f"invalid kydb URL {url.masked!r}: {problem}")
     return bucket, dict(url.options)
 
 
@@ -500,18 +509,29 @@ class S3Store:
                 upload = self._transfers().upload(io.BytesIO(blob), self.bucket, key, extra_args={"Metadata": metadata})
                 upload.result()
 
-    def _delete_batch(self, keys: list[str]) -> None:
-        """One ``DeleteObjects`` request; raises naming every key S3 reports as not deleted.
-
-        A sidecar that failed along with its object is not named again:
-        the count and the names are of the keys asked for, plus any sidecar
-        left behind alone.
-        """
+    def _delete_objects(self, keys: list[str]) -> dict[str, Any]:
+        """One ``DeleteObjects`` request; the errors S3 reports, by key."""
         with self._requests("DeleteObjects", keys[0] if len(keys) == 1 else None):
             response = self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
-        failed = {str(e.get("Key")): e for e in response.get("Errors", [])}
+        return {str(e.get("Key")): e for e in response.get("Errors", [])}
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        """One ``DeleteObjects`` request; raises naming every key S3 reports as not deleted.
+
+        A sidecar that failed on its own (its object went) is asked for once
+        more, in a second ``DeleteObjects``: left behind, it would give its
+        values to the next object of that name.  A sidecar that failed along
+        with its object is not named again: the count and the names are of
+        the keys asked for, plus any sidecar still left behind alone.
+        """
+        failed = self._delete_objects(keys)
+        alone = [key for key in failed if in_index_folder(key) and owner_key(key) not in failed]
+        if alone:
+            for key in alone:
+                del failed[key]
+            failed.update(self._delete_objects(alone))
         errors = [e for key, e in failed.items() if not (in_index_folder(key) and owner_key(key) in failed)]
         if not errors:
             return
@@ -523,6 +543,11 @@ class S3Store:
             f"DeleteObjects in {self._where(None)} failed for {len(errors)} of {asked} key(s): "
             f"{listed}{more}; the other keys were deleted"
         )
+        if any(in_index_folder(str(e.get("Key"))) for e in errors):
+            message += (
+                "; an index sidecar left without its object gives its index values to the next object of "
+                "that name: delete it too (rm_tree of its folder does)"
+            )
         if codes <= _ACCESS_CODES:
             raise AccessDenied(message)
         if codes & _UNAVAILABLE_CODES:
@@ -550,6 +575,7 @@ class S3Store:
     # ------------------------------------------------------------------ index sidecars
 
     def _check_writable(self, path: str) -> None:
+        """Refuse a write or delete inside a reserved sidecar folder (:class:`kydb.InvalidKey`)."""
         if in_index_folder(path):
             raise kydb.InvalidKey(
                 f"{path}: {INDEX_FOLDER!r} is reserved by kydb-s3 for the index values of the objects "
@@ -557,12 +583,12 @@ class S3Store:
             )
 
     def _check_sidecar_fits(self, path: str) -> None:
-        size = len(sidecar_key(path[1:]).encode())
-        if size > MAX_KEY_BYTES:
+        if fitting_sidecar_key(path[1:]) is None:
+            size = len(sidecar_key(path[1:]).encode())
             raise kydb.InvalidKey(
                 f"{path}: too long to carry index values on S3 ({self.url.masked}): its index sidecar's key "
-                f"would be {size} bytes, over S3's {MAX_KEY_BYTES}; shorten the path by {size - MAX_KEY_BYTES} "
-                "bytes or write it without index="
+                f"would be {size} bytes, over S3's {MAX_PATH_BYTES}; shorten the path by "
+                f"{size - MAX_PATH_BYTES} bytes or write it without index="
             )
 
     def _read_index_values(self, key: str) -> tuple[dict[str, int], str | None]:
@@ -580,15 +606,50 @@ class S3Store:
             ) from None
 
     def _index_values_of(self, path: str) -> dict[str, int]:
-        key = sidecar_key(path[1:])
-        return self._read_index_values(key)[0] if len(key.encode()) <= MAX_KEY_BYTES else {}
+        key = fitting_sidecar_key(path[1:])
+        return {} if key is None else self._read_index_values(key)[0]
+
+    def _write_sidecar(self, key: str, body: bytes, etag: str | None) -> str | None:
+        """Write the sidecar ``key`` if it is still as read (``etag``, or absent); its new ETag, or ``None`` if not."""
+        with self._requests("PutObject", key):
+            try:
+                if etag is None:  # only if there is still none
+                    response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                else:  # only if it is still the one read
+                    response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=etag)
+            except ClientError as exc:
+                if _error_code(exc) in _CONDITION_FAILED:
+                    return None
+                raise
+        return str(response["ETag"])
+
+    def _delete_sidecar(self, key: str, etag: str) -> bool:
+        """Delete the sidecar ``key`` if its ETag is still ``etag``; ``False`` if another writer changed it.
+
+        ``DeleteObject`` with ``If-Match`` (S3 since September 2025; a store
+        that ignores the header deletes it regardless).
+        """
+        with self._requests("DeleteObject", key):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            except ClientError as exc:
+                if _error_code(exc) in _CONDITION_FAILED:
+                    return False
+                raise
+        return True
 
     def _update_index_values(self, path: str, changes: Mapping[str, int | None]) -> None:
         """Merge ``changes`` (``None`` clears) into the sidecar of ``path``, written only if the values change.
 
-        The write is conditional on the sidecar being as read (its ETag, or
-        absent): if another writer changed it in between, read and merge
-        again, up to :data:`_INDEX_UPDATE_TRIES` times.
+        The write (or, when no value is left, the delete) is conditional on
+        the sidecar being as read (its ETag, or absent): if another writer
+        changed it in between, read and merge again, up to
+        :data:`_INDEX_UPDATE_TRIES` times.  A write that created the sidecar
+        is followed by a ``HeadObject`` of ``path``: if a delete removed the
+        object since it was written, the sidecar is deleted again (unless
+        another writer changed it meanwhile).  Only a create needs this: a
+        sidecar that already existed when read is gone too once such a
+        delete ran, and the conditional write then fails and merges again.
         """
         key = sidecar_key(path[1:])
         for _ in range(_INDEX_UPDATE_TRIES):
@@ -597,42 +658,61 @@ class S3Store:
             merged.update({name: value for name, value in changes.items() if value is not None})
             if merged == current:
                 return
-            body = encode_index_values(merged)
-            with self._requests("PutObject", key):
-                try:
-                    if etag is None:  # only if there is still none
-                        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
-                    else:  # only if it is still the one read
-                        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=etag)
-                except ClientError as exc:
-                    if _error_code(exc) in _CONDITION_FAILED:
-                        continue  # another writer updated the values since we read them: merge again
-                    raise
+            if not merged and etag is not None:  # no value left: no sidecar, rather than an empty one to read
+                if self._delete_sidecar(key, etag):
+                    return
+                continue  # another writer updated the values since we read them: merge again
+            written = self._write_sidecar(key, encode_index_values(merged), etag)
+            if written is None:
+                continue  # another writer updated the values since we read them: merge again
+            if etag is None and self._head(path) is None:
+                self._delete_sidecar(key, written)  # the object went before its values arrived
             return
         raise kydb.StoreUnavailable(
             f"the index values of {path} in {self._where(key)} changed under {_INDEX_UPDATE_TRIES} tries to "
             "update them (other writers are updating them too); the value was written, set its index again"
         )
 
-    def _indexed_names(self, folder: str, first: str | None = None, last: str | None = None) -> Iterator[str]:
-        """Names of the objects directly in ``folder`` that have a sidecar (optionally from ``first`` to ``last``)."""
+    def _indexed_names(self, folder: str) -> Iterator[str]:
+        """Names of the objects directly in ``folder`` that have a sidecar (every page of the listing)."""
         prefix = sidecar_prefix(folder[1:])
-        params: dict[str, Any] = {"Prefix": prefix}
-        if first is not None:
-            params["StartAfter"] = prefix + first[:-1]  # sorts just before prefix + first
-        for key in self._listed_keys(**params):
+        for key in self._listed_keys(Prefix=prefix):
             name = key[len(prefix) :]
-            if last is not None and name > last:
-                return
             if "/" not in name:
                 yield name
+
+    def _maybe_indexed(self, folder: str, names: list[str]) -> list[str]:
+        """Those of ``names`` (sorted, of ``folder``) that have a sidecar, or may have one.
+
+        Lists the folder's sidecars from the first name on, but no further
+        than it would take to list one sidecar per name: at most one page
+        per 1,000 names, however many other indexed objects lie between
+        them.  A name the listing got past is kept only if its sidecar was
+        listed; names beyond the last page are kept, for their sidecars to
+        be read one by one.
+        """
+        prefix = sidecar_prefix(folder[1:])
+        # first[:-1] sorts just before first, so the listing starts with first's sidecar.
+        params: dict[str, Any] = {"Prefix": prefix, "StartAfter": prefix + names[0][:-1], "MaxKeys": S3_BATCH}
+        listed: set[str] = set()
+        reached = ""  # the last name listed
+        for _ in range(-(-len(names) // S3_BATCH)):
+            page = self._list_page(**params)
+            found = [c["Key"][len(prefix) :] for c in page.get("Contents", [])]
+            listed.update(found)
+            reached = max(found, default=reached)
+            if not page.get("IsTruncated") or reached >= names[-1]:
+                return [name for name in names if name in listed]
+            params["ContinuationToken"] = page["NextContinuationToken"]
+        return [name for name in names if name in listed or name > reached]
 
     def _index_values_of_many(self, paths: Sequence[str]) -> dict[str, dict[str, int]]:
         """The index values of the objects at ``paths`` that have any.
 
-        A lone path of its folder: one ``GetObject`` of its sidecar.  Several
-        of one folder: one listing of that folder's sidecars between them
-        first, then one ``GetObject`` per path that has one.
+        A lone path of its folder: one ``GetObject`` of its sidecar, found
+        or not.  Several of one folder: a listing of that folder's sidecars
+        (see :meth:`_maybe_indexed`), then one ``GetObject`` per path that
+        has or may have one.
         """
         by_folder: dict[str, list[str]] = {}
         for path in paths:
@@ -642,9 +722,8 @@ class S3Store:
             if len(group) == 1:
                 wanted += group
                 continue
-            names = sorted(path[len(folder) :] for path in group)
-            indexed = set(self._indexed_names(folder, names[0], names[-1]))
-            wanted += [path for path in group if path[len(folder) :] in indexed]
+            names = self._maybe_indexed(folder, sorted(path[len(folder) :] for path in group))
+            wanted += [folder + name for name in names]
         found = self._each(self._index_values_of, wanted)
         return {path: values for path, values in zip(wanted, found, strict=True) if values}
 
@@ -697,6 +776,8 @@ class S3Store:
 
     @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
+        """One ``GetObject`` per path; paths in a reserved sidecar folder are absent, without a request."""
+        paths = [path for path in paths if not in_index_folder(path)]
         blobs = self._each(self._get_one, paths)
         return {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
 
@@ -719,20 +800,28 @@ class S3Store:
 
     @kydb.hookimpl
     def kydb_delete(self, paths: Sequence[str]) -> None:
-        """One ``DeleteObjects`` per 500 paths, each object with its sidecar (absent sidecars cost nothing)."""
+        """One ``DeleteObjects`` per 500 paths, each object with its sidecar (absent sidecars cost nothing).
+
+        :class:`kydb.InvalidKey` for a path in a reserved sidecar folder,
+        before anything is deleted: sidecars go only with their objects.
+        """
+        for path in paths:
+            self._check_writable(path)
         batches = []
         for start in range(0, len(paths), _DELETE_BATCH):
             keys = []
             for path in paths[start : start + _DELETE_BATCH]:
                 keys.append(path[1:])
-                sidecar = sidecar_key(path[1:])
-                if len(sidecar.encode()) <= MAX_KEY_BYTES:
+                if (sidecar := fitting_sidecar_key(path[1:])) is not None:
                     keys.append(sidecar)
             batches.append(keys)
         self._each(self._delete_batch, batches)
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:
+        """One ``HeadObject``; ``False`` without a request in a reserved sidecar folder."""
+        if in_index_folder(path):
+            return False
         if self._head(path) is not None:
             return True
         self._check_bucket()
@@ -740,7 +829,11 @@ class S3Store:
 
     @kydb.hookimpl
     def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
-        """One ``HeadObject`` per path (size, mtime), then the index values of those that exist."""
+        """One ``HeadObject`` per path (size, mtime), then the index values of those that exist.
+
+        Paths in a reserved sidecar folder are absent, without a request.
+        """
+        paths = [path for path in paths if not in_index_folder(path)]
         heads = {path: head for path, head in zip(paths, self._each(self._head, paths), strict=True) if head}
         if len(heads) < len(paths):
             self._check_bucket()
@@ -782,6 +875,8 @@ class S3Store:
                 "folder: one listing page per 1,000 objects, plus one HEAD per object (mtime) or one GET per "
                 "indexed object (a user index)"
             )
+        if in_index_folder(folder):
+            return kydb.QueryPage([], None)
         scan: _Scan | None = None
         if cursor is None:
             token = secrets.token_hex(8)
@@ -806,6 +901,9 @@ class S3Store:
 
     @kydb.hookimpl
     def kydb_list(self, folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> kydb.ListPage:
+        """One ``ListObjectsV2`` page; a reserved sidecar folder lists as empty, without a request."""
+        if in_index_folder(folder):
+            return kydb.ListPage([], None)
         prefix = folder[1:]
         params: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/", "MaxKeys": min(page_size, S3_BATCH)}
         if cursor is not None:
@@ -833,10 +931,14 @@ class S3Store:
 
     @kydb.hookimpl
     def kydb_rmdir(self, folder: str) -> None:
+        self._check_writable(folder)
         self._delete_batch([folder[1:]])
 
     @kydb.hookimpl
     def kydb_is_dir(self, folder: str) -> bool:
+        """One ``ListObjectsV2`` of one key; ``False`` without a request for a reserved sidecar folder."""
+        if in_index_folder(folder):
+            return False
         return int(self._list_page(Prefix=folder[1:], MaxKeys=1).get("KeyCount", 0)) > 0
 
     @kydb.hookimpl
@@ -846,8 +948,10 @@ class S3Store:
         Deletes run on the pool while the next page is listed (at most
         :data:`CONCURRENCY` in flight).  Pages continue after the last key
         listed, so deleting never shifts the listing.  Sidecars go with the
-        rest, and are not counted as objects.
+        rest, and are not counted as objects.  A reserved sidecar folder
+        itself is refused (:class:`kydb.InvalidKey`).
         """
+        self._check_writable(folder)
         prefix = folder[1:]
         deleted = 0
         in_flight: deque[Future[None]] = deque()

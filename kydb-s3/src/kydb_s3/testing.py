@@ -1,4 +1,4 @@
-"""An HTTP proxy for testing code that talks to S3: it counts, delays and breaks requests.
+"""An HTTP proxy for testing code that talks to S3: it counts, delays and fails requests.
 
 Put it in front of a local S3 endpoint (moto's server, MinIO) and give its
 URL to boto3 or kydb::
@@ -76,7 +76,6 @@ class ProxiedRequest:
 @dataclass
 class _Fault:
     remaining: int
-    kind: str  # "status" or "cut"
     status: int
     when: Callable[[ProxiedRequest], bool] | None
 
@@ -150,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = proxy._record(ProxiedRequest(self.command, path, query))
         if proxy.latency:
             time.sleep(proxy.latency)
-        if fault is not None and fault.kind == "status":
+        if fault is not None:
             self._send(fault.status, [("Content-Type", "application/xml")], _error_body(fault.status))
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -160,11 +159,6 @@ class _Handler(BaseHTTPRequestHandler):
         skip = _HOP_BY_HOP | {"server", "date", "content-length"}
         forwarded = [(k, v) for k, v in received if k.lower() not in skip]
         length = int(response.headers.get("Content-Length") or 0) if self.command == "HEAD" else None
-        if fault is not None and fault.kind == "cut" and len(data) > 1:
-            # Promise the whole body, send half of it, and hang up.
-            self._send(response.status, forwarded, data[: len(data) // 2], length=len(data))
-            self.close_connection = True
-            return
         self._send(response.status, forwarded, data, length)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward  # noqa: N815 - http.server's names
@@ -209,12 +203,7 @@ class LoopbackProxy:
         of milliseconds).
         """
         with self._lock:
-            self._faults.append(_Fault(count, "status", status, when))
-
-    def cut_next(self, count: int, when: Callable[[ProxiedRequest], bool] | None = None) -> None:
-        """Forward the next ``count`` requests, but send only half of each response body, then disconnect."""
-        with self._lock:
-            self._faults.append(_Fault(count, "cut", 0, when))
+            self._faults.append(_Fault(count, status, when))
 
     def _record(self, request: ProxiedRequest) -> _Fault | None:
         with self._lock:
