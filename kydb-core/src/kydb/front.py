@@ -212,10 +212,11 @@ class BaseDB(abc.ABC):
 
         ``system_obj`` allows dot-prefixed components (``/.configs/objdb``).
         ``index`` sets user index values for :meth:`folder` queries (names
-        ``[A-Za-z][A-Za-z0-9_]*``, int values, ``None`` to clear); indexes
-        not mentioned keep their values.  A value that cannot be pickled, or
-        a bad index, raises before anything is written.  If the store write
-        fails, the cache entry is dropped.
+        ``[A-Za-z][A-Za-z0-9_]*`` of at most 64 characters, case-sensitive;
+        int values, ``None`` to clear); indexes not mentioned keep their
+        values.  A value that cannot be pickled, or a bad index, raises
+        before anything is written.  If the store write fails, the cache
+        entry is dropped.
         """
         k = self._key(key, system_obj)
         indexes = check_index_values(index)

@@ -27,12 +27,14 @@ from .hookspecs import Entry
 if TYPE_CHECKING:
     from .front import BaseDB
 
-__all__ = ["RESERVED_INDEX_NAMES", "FolderQuery", "check_index_name", "check_index_values"]
+__all__ = ["MAX_INDEX_NAME_CHARS", "RESERVED_INDEX_NAMES", "FolderQuery", "check_index_name", "check_index_values"]
 
 RESERVED_INDEX_NAMES = frozenset(
     {"mtime", "ctime", "path", "folder", "parent", "name", "key", "kind", "data", "size", "value", "index"}
 )
 _INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+#: The longest index name, the same on every store (a SQL column holds it).
+MAX_INDEX_NAME_CHARS = 64
 _INT64 = (-(2**63), 2**63 - 1)
 QUERY_PAGE = 200
 
@@ -41,6 +43,8 @@ def check_index_name(name: object, *, for_query: bool = False) -> str:
     """``name`` if it may name a user index (or, ``for_query``, also ``mtime``/``ctime``)."""
     if not isinstance(name, str) or not _INDEX_NAME.match(name):
         raise ValueError(f"index name {name!r} must match [A-Za-z][A-Za-z0-9_]*")
+    if len(name) > MAX_INDEX_NAME_CHARS:
+        raise ValueError(f"index name {name!r} is {len(name)} characters long; the limit is {MAX_INDEX_NAME_CHARS}")
     if name in RESERVED_INDEX_NAMES and not (for_query and name in ("mtime", "ctime")):
         raise ValueError(f"index name {name!r} is reserved; choose another name")
     return name
