@@ -34,7 +34,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,21 @@ def best_mean(operation: Callable[[int], object], count: int) -> float:
         best = min(best, (time.perf_counter() - start) / count)
         offset += count
     return best
+
+
+@contextmanager
+def recorded(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` issues inside the block."""
+    issued: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        issued.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield issued
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def fill(db: Any, folder: str, count: int) -> None:
@@ -111,7 +127,7 @@ class BareCore:
 
     def __init__(self, url: sa.URL, table: str) -> None:
         self.engine = sa.create_engine(url)  # a default engine, as a bare Core user would make
-        self.table = make_table(table)
+        self.table = make_table(table, url.get_backend_name())
         self.table.create(self.engine)
         self.select = sa.select(self.table.c.data).where(self.table.c.path == sa.bindparam("path"))
 
@@ -194,16 +210,10 @@ class Bench:
         results = []
         for size in (100, 10_000):
             fill(db, f"/tree{size}", size)
-            issued: list[str] = []
-
-            def record(conn: Any, cursor: Any, statement: str, *rest: Any, issued: list[str] = issued) -> None:
-                issued.append(statement)
-
-            sa.event.listen(db.store.engine, "before_cursor_execute", record)
-            start = time.perf_counter()
-            db.rm_tree(f"/tree{size}")
-            elapsed = time.perf_counter() - start
-            sa.event.remove(db.store.engine, "before_cursor_execute", record)
+            with recorded(db.store.engine) as issued:
+                start = time.perf_counter()
+                db.rm_tree(f"/tree{size}")
+                elapsed = time.perf_counter() - start
             assert not db.is_dir(f"/tree{size}")
             results.append((size, len(issued), elapsed))
         db.close()
@@ -216,14 +226,8 @@ class Bench:
             for start in range(0, size, 5000):
                 db.set_many({f"/reports/r{i:06d}": i for i in range(start, min(size, start + 5000))})
             db["/reports/newest"] = "last"
-            issued: list[str] = []
-
-            def record(conn: Any, cursor: Any, statement: str, *rest: Any, issued: list[str] = issued) -> None:
-                issued.append(statement)
-
-            sa.event.listen(db.store.engine, "before_cursor_execute", record)
-            assert db.recent("/reports", limit=10)[0] == "newest"
-            sa.event.remove(db.store.engine, "before_cursor_execute", record)
+            with recorded(db.store.engine) as issued:
+                assert db.recent("/reports", limit=10)[0] == "newest"
             elapsed = best_mean(lambda _, db=db: db.recent("/reports", limit=10), 200)
             results.append((size, len(issued), elapsed))
             db.close()
@@ -271,16 +275,16 @@ def main() -> None:
     print()
     line("operation", "database", "kydb", "bare Core", "ratio")
     benches = []
-    for label, root, count in targets:
-        problem = reachable(root)
-        if problem:
-            line("-", label, f"skipped: {problem}")
-            continue
-        bench = Bench(label, root, count)
-        benches.append(bench)
-        for name, kydb_time, bare_time in bench.put_and_get():
-            line(name, label, micro(kydb_time), micro(bare_time), f"{kydb_time / bare_time:.2f}x")
     try:
+        for label, root, count in targets:
+            problem = reachable(root)
+            if problem:
+                line("-", label, f"skipped: {problem}")
+                continue
+            bench = Bench(label, root, count)
+            benches.append(bench)
+            for name, kydb_time, bare_time in bench.put_and_get():
+                line(name, label, micro(kydb_time), micro(bare_time), f"{kydb_time / bare_time:.2f}x")
         print()
         line("round trips", "database", "kydb put", "Core put", "kydb get", "Core get")
         for bench in benches:

@@ -16,6 +16,7 @@ from .conftest import Database
 
 class SQLConformance(StoreConformance):
     native_queries = True
+
     @pytest.fixture
     def new_url(self, database: Database) -> Callable[[], str]:
         return database.fresh_url

@@ -3,7 +3,8 @@
 PostgreSQL and MariaDB are reached through a loopback TCPProxy
 (kydb.testing.faults) that cuts, refuses or stalls connections on demand; a
 restart uses a private server (tests/sql/private_servers.py) that the test
-crashes mid-transaction and starts again.  SQLite meets another process
+crashes mid-transaction and starts again.  MariaDB meets a row lock another
+transaction holds past its lock wait timeout.  SQLite meets another process
 holding its file's write lock, and a writer killed mid-transaction.
 
 Every scenario checks the four promises:
@@ -41,6 +42,7 @@ import sqlalchemy as sa
 import kydb
 from kydb.testing import unique_name
 from kydb.testing.faults import TCPProxy
+from kydb_sql.layout import ancestors, range_of
 
 from .conftest import Database, FaultRow
 from .private_servers import PrivateServer, ServerUnavailable
@@ -177,10 +179,10 @@ class Trial:
     def rows_under(self, folder: str) -> int:
         """Rows (objects and folders) at or below ``folder``, counted without kydb."""
         table = self.db.store.table
-        low = self.db.base_path + folder
+        low, high = range_of(self.db.base_path + folder)
         with self.raw.connect() as conn:
             count = conn.execute(
-                sa.select(sa.func.count()).select_from(table).where(table.c.path >= low, table.c.path < low[:-1] + "0")
+                sa.select(sa.func.count()).select_from(table).where(table.c.path >= low, table.c.path < high)
             ).scalar_one()
         return int(count)
 
@@ -192,7 +194,7 @@ def top_folder(key: str) -> str:
 
 def rows_added(values: dict[str, Any]) -> int:
     """The rows a write of ``values`` adds: objects, and every folder above them."""
-    folders = {key[: i + 1] for key in values for i, ch in enumerate(key) if ch == "/" and i}
+    folders = {folder for key in values for folder in ancestors(key)}
     return len(values) + len(folders)
 
 
@@ -411,6 +413,48 @@ def test_a_stall_shorter_than_read_timeout_is_only_slow(trial: Callable[[str], T
     with on_statement(t.db.store.engine, "before_cursor_execute", "SELECT", stall_briefly):
         t.read("/a/one", None)
     t.verify()
+
+
+# ---------------------------------------------------------------------------- a row lock held by another transaction
+
+
+def test_mariadb_lock_wait_timeout_is_not_retried(mariadb_database: Database, fault_table: list[FaultRow]) -> None:
+    """A row lock held past ``innodb_lock_wait_timeout`` (1205): one wait, then StoreUnavailable, never four waits."""
+    url = mariadb_database.url(base=f"/{unique_name('t')}", init_command="SET SESSION innodb_lock_wait_timeout = 1")
+    raw = mariadb_database.engine()
+    fault = "another transaction holds a row lock > innodb_lock_wait_timeout (1 s)"
+    t = Trial(kydb.connect(url), raw, NAMES["mariadb"], fault, fault_table)
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append(statement)
+
+    try:
+        t.acknowledge({"/a/one": 1, "/a/two": 2})
+        table = t.db.store.table
+        with raw.connect() as holder:
+            holder.exec_driver_sql("BEGIN")
+            try:
+                locked = sa.select(table.c.path).where(table.c.path == t.db.base_path + "/a/one").with_for_update()
+                assert holder.execute(locked).all()
+                sa.event.listen(t.db.store.engine, "before_cursor_execute", count)
+                start = time.monotonic()
+                t.put({"/a/one": "new"}, kydb.StoreUnavailable)
+                waited = time.monotonic() - start
+                sa.event.remove(t.db.store.engine, "before_cursor_execute", count)
+                assert "Lock wait timeout" in str(t.last_error)
+                assert len(inserts) == 1 and waited < 3, f"{len(inserts)} tries in {waited:.1f} s"
+                t.attempt("delete /a/one", lambda: t.db.delete("/a/one"), kydb.StoreUnavailable)
+                t.survey(None)  # reads take no row locks
+            finally:
+                holder.exec_driver_sql("ROLLBACK")  # the pool does not roll back a returned connection
+        t.put({"/a/one": "after"}, None)
+        t.verify()
+    finally:
+        t.db.rm_tree("/")
+        t.db.close()
+        raw.dispose()
 
 
 # ---------------------------------------------------------------------------- a server restart (a private server)

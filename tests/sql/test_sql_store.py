@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import kydb
 from kydb.testing import _child, unique_name
 from kydb_sql import SQLStore, TableLayoutError, ValueTooLarge
-from kydb_sql.layout import LAYOUT_VERSION, make_table
+from kydb_sql.layout import LAYOUT_VERSION, make_table, range_of
 
 from .conftest import Database, table_name
 
@@ -66,14 +66,27 @@ def statements(db: Any) -> Iterator[list[str]]:
 def rows(db: Any, folder: str = "/") -> dict[str, tuple[str, int, int]]:
     """``{path: (kind, mtime, ctime)}`` of every row at or below ``folder`` of ``db``, read with plain SQL."""
     table = db.store.table
-    low = db.base_path + folder
+    low, high = range_of(db.base_path + folder)
     with db.store.engine.connect() as conn:
         found = conn.execute(
             sa.select(table.c.path, table.c.kind, table.c.mtime, table.c.ctime).where(
-                table.c.path >= low, table.c.path < low[:-1] + "0"
+                table.c.path >= low, table.c.path < high
             )
         ).all()
     return {path[len(db.base_path) :]: (kind, mtime, ctime) for path, kind, mtime, ctime in found}
+
+
+def index_rows(db: Any) -> dict[str, dict[str, int]]:
+    """``{path: {index_name: value}}`` of every user index row of ``db``, read with plain SQL."""
+    ix = db.store.index_table
+    low, high = range_of(db.base_path + "/")
+    found: dict[str, dict[str, int]] = {}
+    with db.store.engine.connect() as conn:
+        for path, index_name, value in conn.execute(
+            sa.select(ix.c.path, ix.c.index_name, ix.c.value).where(ix.c.path >= low, ix.c.path < high)
+        ):
+            found.setdefault(path[len(db.base_path) :], {})[index_name] = value
+    return found
 
 
 # ---------------------------------------------------------------------------- keys
@@ -132,15 +145,25 @@ def test_each_operation_is_a_fixed_number_of_statements(db: Any) -> None:
     with statements(db) as checks:
         assert db.exists("/s/b/o1") and db.is_dir("/s/b") and not db.exists("/s/b")
     assert checks == ["SELECT"] * 3
+    db.set("/s/b/o0", 0, index={"rank": 1})
+    with statements(db) as delete:
+        db.delete("/s/b/o0")
+    # the existence check, then one DELETE: the database deletes the index values with the object
+    assert delete == ["SELECT", "DELETE"]
+    with statements(db) as few:
+        db.delete_many([f"/s/b/o{i}" for i in range(1, 500)])
+    assert few == ["DELETE"], "up to 500 keys: one statement, no transaction"
+    with statements(db) as many:
+        db.delete_many([f"/s/b/o{i}" for i in range(500, 1200)])
+    assert many == ["BEGIN", "DELETE", "DELETE", "COMMIT"]
+    assert db.ls("/s/b") == [] and index_rows(db) == {}
 
 
 def test_operations_send_only_their_statements(mariadb_database: Database, connect: Callable[[str], Any]) -> None:
     """No ping before an operation, no ROLLBACK after it: counted by the server, on kydb's own connection."""
     db = connect(mariadb_database.fresh_url())
     db["/warm"] = 0
-    counters = sa.text(
-        "SHOW SESSION STATUS WHERE Variable_name IN ('Questions', 'Com_rollback', 'Com_admin_commands')"
-    )
+    counters = sa.text("SHOW SESSION STATUS WHERE Variable_name IN ('Questions', 'Com_rollback', 'Com_admin_commands')")
 
     def count() -> dict[str, int]:
         with db.store.engine.connect() as conn:  # the pool's one connection, which kydb uses too
@@ -179,8 +202,28 @@ def test_rm_tree_costs_the_same_statements_for_10_or_3000_objects(db: Any) -> No
             db.rm_tree(f"/t{size}")
         counts.append(issued)
         assert not db.is_dir(f"/t{size}") and db.ls("/") == []
-    # is_dir, then the range: objects, folders, user index values
-    assert counts[0] == counts[1] == ["SELECT", "BEGIN", "DELETE", "DELETE", "DELETE", "COMMIT"]
+    # is_dir, then the range: objects (counted), then folders; index values go with their objects
+    assert counts[0] == counts[1] == ["SELECT", "BEGIN", "DELETE", "DELETE", "COMMIT"]
+
+
+def test_index_values_are_deleted_with_their_object_and_kept_by_overwrites(db: Any) -> None:
+    """The database deletes an object's index rows with it (ON DELETE CASCADE); an overwrite updates in place."""
+    both = {"rank": 1, "Rank": 2}
+    for key in ("/i/one", "/i/many/a", "/i/many/b", "/i/tree/d/a", "/i/kept"):
+        db.set(key, 1, index=both)
+    assert len(index_rows(db)) == 5
+    db.delete("/i/one")
+    db.delete_many(["/i/many/a", "/i/many/b"])
+    db.rm_tree("/i/tree")
+    assert index_rows(db) == {"/i/kept": both}
+    db["/i/kept"] = 2  # no index mentioned: an upsert that must not delete (and so cascade) the row
+    db.set_many({"/i/kept": 3, "/i/other": 4})
+    db.set("/i/kept", 5, index={"other": 7})
+    assert index_rows(db) == {"/i/kept": {**both, "other": 7}}
+    table = db.store.table
+    with db.store.engine.connect() as conn:  # behind kydb's back: the cascade is the schema's
+        conn.execute(sa.delete(table).where(table.c.path == db.base_path + "/i/kept"))
+    assert index_rows(db) == {}
 
 
 def test_recent_and_index_queries_are_one_statement_per_page(db: Any) -> None:
@@ -210,6 +253,15 @@ def test_mtime_and_ctime_are_nanoseconds_and_ctime_survives_overwrite(db: Any) -
 # ---------------------------------------------------------------------------- the table
 
 
+def column_info(conn: sa.Connection, table: str, field: str) -> dict[str, str]:
+    """``{column: its field}`` for the columns of ``table`` where information_schema.columns sets ``field``."""
+    schema = "current_schema()" if conn.dialect.name == "postgresql" else "DATABASE()"
+    query = sa.text(
+        f"SELECT column_name, {field} FROM information_schema.columns WHERE table_schema = {schema} AND table_name = :t"
+    )
+    return {column: value for column, value in conn.execute(query, {"t": table}) if value}
+
+
 def test_table_layout_per_database(db: Any, database: Database) -> None:
     db["/x"] = 1
     table = db.store.table.name
@@ -218,37 +270,61 @@ def test_table_layout_per_database(db: Any, database: Database) -> None:
     assert list(columns) == ["path", "parent", "name", "kind", "data", "mtime", "ctime"]
     assert inspector.get_pk_constraint(table)["constrained_columns"] == ["path"]
     assert sorted(ix["column_names"] for ix in inspector.get_indexes(table)) == [
-        ["parent", "kind", "ctime", "name"], ["parent", "kind", "mtime", "name"], ["parent", "name"]]
+        ["parent", "kind", "ctime", "name"],
+        ["parent", "kind", "mtime", "name"],
+        ["parent", "name"],
+    ]
     assert sorted(ix["column_names"] for ix in inspector.get_indexes(f"{table}_idx")) == [
-        ["parent", "index_name", "value", "name"]]
+        ["parent", "index_name", "value", "name"]
+    ]
     assert inspector.get_pk_constraint(f"{table}_idx")["constrained_columns"] == ["path", "index_name"]
+    (foreign_key,) = inspector.get_foreign_keys(f"{table}_idx")
+    assert foreign_key["constrained_columns"] == foreign_key["referred_columns"] == ["path"]
+    assert foreign_key["referred_table"] == table and foreign_key["options"]["ondelete"] == "CASCADE"
     with db.store.engine.connect() as conn:
         if database.kind == "postgresql":
-            collations = conn.execute(
-                sa.text("SELECT column_name, collation_name FROM information_schema.columns WHERE table_name = :t"),
-                {"t": table},
-            ).all()
-            assert {c: coll for c, coll in collations if coll} == {"path": "C", "parent": "C", "name": "C"}
+            assert column_info(conn, table, "collation_name") == {"path": "C", "parent": "C", "name": "C"}
+            assert column_info(conn, f"{table}_idx", "collation_name") == {
+                "path": "C",
+                "parent": "C",
+                "name": "C",
+                "index_name": "C",
+            }
         elif database.kind == "mariadb":
-            types = dict(
-                conn.execute(
-                    sa.text(
-                        "SELECT column_name, column_type FROM information_schema.columns "
-                        "WHERE table_schema = DATABASE() AND table_name = :t"
-                    ),
-                    {"t": table},
-                ).all()
-            )
+            types = column_info(conn, table, "column_type")
             assert types["path"] == types["parent"] == types["name"] == "varbinary(1025)"
             assert types["data"] == "longblob"
+            types = column_info(conn, f"{table}_idx", "column_type")
+            assert types["path"] == types["parent"] == types["name"] == "varbinary(1025)"
+            assert types["index_name"] == "varbinary(64)"  # bytewise: 'rank' and 'Rank' are two names
+            engines = conn.execute(
+                sa.text(
+                    "SELECT table_name, engine FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() AND table_name IN (:t, :i)"
+                ),
+                {"t": table, "i": f"{table}_idx"},
+            ).all()
+            assert sorted(engines) == [(table, "InnoDB"), (f"{table}_idx", "InnoDB")]
         else:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_the_longest_table_name_leaves_room_for_the_names_the_database_derives(
+    database: Database, connect: Callable[[str], Any]
+) -> None:
+    name = table_name().ljust(48, "x")  # its indexes', its index table's and that table's foreign key's
+    db = connect(database.url(table=name))
+    db.set("/k/a", 1, index={"rank": 1})
+    assert list(db.folder("/k").by("rank")) == ["a"]
+    db.delete("/k/a")
+    assert index_rows(db) == {}
 
 
 def test_a_table_of_another_layout_version_is_refused(database: Database, connect: Callable[[str], Any]) -> None:
     url = database.url(table=table_name())
     connect(url)["/x"] = 1
-    table = make_table(sa.make_url(url).query["table"])  # type: ignore[arg-type]
+    table = make_table(sa.make_url(url).query["table"], database.kind)  # type: ignore[arg-type]
     engine = database.engine()
     with engine.begin() as conn:
         conn.execute(table.update().where(table.c.path == "kydb:layout").values(data=b"7"))
@@ -286,7 +362,7 @@ def test_rm_tree_of_the_root_keeps_the_table_usable(database: Database, connect:
 
 def test_an_interrupted_table_creation_is_finished(database: Database, connect: Callable[[str], Any]) -> None:
     url = database.url(table=table_name())
-    table = make_table(sa.make_url(url).query["table"])  # type: ignore[arg-type]
+    table = make_table(sa.make_url(url).query["table"], database.kind)  # type: ignore[arg-type]
     engine = database.engine()
     with engine.begin() as conn:
         table.create(conn)  # created, but the process died before the layout row
@@ -422,15 +498,6 @@ def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- processes and threads
-
-
-def test_four_processes_writing_one_folder_lose_nothing(db: Any) -> None:
-    db["/procs/parent"] = "parent"
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.starmap(_child.write_in_child, [(db, "/procs", worker, 200) for worker in range(4)])
-    written = {f"/procs/w{worker}-{i}": (worker, i) for worker in range(4) for i in range(200)}
-    assert db.ls("/procs") == sorted([*(key.rsplit("/", 1)[1] for key in written), "parent"])
-    assert db.get_many(written, reload=True) == written
 
 
 def test_in_memory_sqlite_is_one_database_per_process(connect: Callable[[str], Any]) -> None:

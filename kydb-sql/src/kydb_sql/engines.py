@@ -22,7 +22,9 @@
   ``connect_timeout`` in whole seconds, at least 2.
 * SQLite files use WAL journaling and a 30 s busy timeout (``?timeout=``
   overrides it), so several processes can read and write one file; the
-  path is made absolute, and its folder is created on first use.
+  path is made absolute, and its folder is created on first use.  Every
+  SQLite connection, in-memory too, enforces foreign keys (SQLite's
+  default is not to), which delete an object's index values with it.
 * ``sqlite://`` is one in-memory database per process, shared by every
   store connected to it (whatever their base path or table) like a named
   ``memory://`` store: one connection, used by one operation at a time,
@@ -133,6 +135,10 @@ def _target(sa_url: sa.URL) -> Target:
     return Target(f"{name} database {sa_url.database or ''!r} on {sa_url.host or 'localhost'}:{port}", False, None)
 
 
+def _enforce_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
 def _use_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
@@ -226,6 +232,7 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
         with _memory_lock:
             if key not in _memory_databases:
                 engine = sa.create_engine(sa_url, connect_args=connect_args, poolclass=StaticPool, **kwargs)
+                sa.event.listen(engine, "connect", _enforce_foreign_keys)
                 _memory_databases[key] = (engine, threading.RLock())
             engine, lock = _memory_databases[key]
         return StoreEngine(engine, target, lock)
@@ -239,6 +246,7 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
         hint = f"pip install 'kydb-sql[{extra}]'" if extra else f"install the {driver} package"
         raise ImportError(f"{url.masked!r} needs the {driver} driver, which failed to import ({exc}): {hint}") from exc
     if backend == "sqlite":
+        sa.event.listen(engine, "connect", _enforce_foreign_keys)
         sa.event.listen(engine, "connect", _use_wal)
     _live_engines.add(engine)
     read_timeout = timeouts.get("read_timeout")

@@ -23,8 +23,11 @@ class ValueTooLarge(kydb.KydbError, ValueError):
     """A value is larger than the database accepts in one statement; nothing was written."""
 
 
-# Deadlocks and serialization failures: the transaction was rolled back and may simply be run again.
-_RETRY: set[str | int] = {"40001", "40P01", 1205, 1213}  # + MySQL's lock wait timeout and deadlock
+# Serialization failures and deadlocks (SQLSTATEs, MySQL's 1213): the database rolled the transaction
+# back at once, and running it again may simply succeed.  Not MySQL's lock wait timeout (1205): another
+# transaction held the lock for innodb_lock_wait_timeout (50 s by default), and each retry would wait as
+# long again; like SQLite's busy timeout, it is StoreUnavailable at once.
+_RETRY: set[str | int] = {"40001", "40P01", 1213}
 _DENIED: set[str | int] = {"42501", "28000", "28P01", 1044, 1045, 1142, 1143, 1227}
 _SQLITE_DENIED = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
 _TOO_BIG: set[str | int] = {"54000", "SQLITE_TOOBIG"}  # PostgreSQL's program_limit_exceeded

@@ -21,11 +21,19 @@ User index values live in a side table ``<table>_idx``: one row per object
 and index name — ``path``, ``parent``, ``name``, ``index_name``, ``value``
 (a 64-bit integer) — primary key ``(path, index_name)``, with an index on
 ``(parent, index_name, value, name)`` so a query by a user index is one
-indexed range per page too.  Keys compare bytewise everywhere — ``COLLATE "C"`` on
+indexed range per page too.  Its ``path`` is a foreign key to the object's
+row, ``ON DELETE CASCADE``: deleting an object deletes its index values in
+the same statement, on every database (SQLite connections turn
+``foreign_keys`` on).  Writes insert the object's row before its index rows,
+and overwrite it with an upsert that updates the row in place (never a
+delete and insert, which would cascade).
+
+Paths, names and index names compare bytewise everywhere — ``COLLATE "C"`` on
 PostgreSQL, ``VARBINARY`` holding UTF-8 on MySQL/MariaDB (whose default
 collations ignore case, accents and trailing spaces, and would make ``/e`` and
-``/é`` one primary key), SQLite's default ``BINARY`` — so distinct keys are
-distinct rows and every database lists in code-point order.
+``/é``, or the index names ``rank`` and ``Rank``, one primary key), SQLite's
+default ``BINARY`` — so distinct keys are distinct rows and every database
+lists in code-point order.
 
 A row outside the key space (``path = 'kydb:layout'``; kydb paths all start
 with ``/``) records the layout version, so a table written by another layout,
@@ -38,13 +46,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Dialect
+
+from kydb.keys import MAX_PATH_BYTES
+from kydb.query import MAX_INDEX_NAME_CHARS
 
 from .errors import TableLayoutError
 
 __all__ = [
-    "INDEX_NAME_LENGTH",
     "KIND_FOLDER",
     "KIND_OBJECT",
     "LAYOUT_VERSION",
@@ -57,33 +66,42 @@ __all__ = [
 ]
 
 #: The version of the layout described above, stored in the layout row.
-#: 2 added the recency indexes and the user index table.
-LAYOUT_VERSION = 2
-INDEX_NAME_LENGTH = 64
+#: 2 added the recency indexes and the user index table; 3 made index names
+#: compare bytewise and tied index values to their object (``ON DELETE CASCADE``).
+LAYOUT_VERSION = 3
 KIND_OBJECT = "o"
 KIND_FOLDER = "f"
 _KIND_LAYOUT = "m"
 _LAYOUT_PATH = "kydb:layout"
 
-# A full path is at most 1,024 bytes of UTF-8 without its trailing '/', so a
-# folder path is at most 1,025 (and so many characters).  1,025 bytes fit
+# A full path is at most MAX_PATH_BYTES (1,024) bytes of UTF-8 without its trailing
+# '/', so a folder path is at most 1,025 (and so many characters).  1,025 bytes fit
 # InnoDB's 3,072-byte index limit, twice over for the (parent, name) index.
-_KEY_BYTES = 1025
+_KEY_BYTES = MAX_PATH_BYTES + 1
+# MySQL/MariaDB make a BLOB of this length a LONGBLOB (a plain BLOB stops at 64 kB).
+_BLOB_BYTES = 2**32 - 1
 _MYSQL = ("mysql", "mariadb")
 
 
 class KeyText(sa.types.TypeDecorator[str]):
-    """A path or name that compares bytewise (code-point order) on every database."""
+    """Text of at most ``length`` bytes of UTF-8 that compares bytewise (code-point order) on every database.
 
-    impl = sa.String(_KEY_BYTES)
+    For paths, names (the default length: a folder path's) and index names.
+    """
+
+    impl = sa.String
     cache_ok = True
+
+    def __init__(self, length: int = _KEY_BYTES) -> None:
+        super().__init__(length)
+        self.length = length
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.VARCHAR(_KEY_BYTES, collation="C"))
+            return dialect.type_descriptor(sa.String(self.length, collation="C"))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(mysql.VARBINARY(_KEY_BYTES))
-        return dialect.type_descriptor(sa.String(_KEY_BYTES))
+            return dialect.type_descriptor(sa.VARBINARY(self.length))
+        return dialect.type_descriptor(sa.String(self.length))
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
         if value is not None and dialect.name in _MYSQL:
@@ -96,19 +114,25 @@ class KeyText(sa.types.TypeDecorator[str]):
         return value  # type: ignore[no-any-return]
 
 
-def make_table(name: str) -> sa.Table:
-    """The kydb table ``name`` and, in its metadata, its user index table (created by :func:`ensure_layout`)."""
+def make_table(name: str, dialect: str) -> sa.Table:
+    """The kydb table ``name`` and, in its metadata, its user index table (created by :func:`ensure_layout`).
+
+    ``dialect`` (an engine's ``dialect.name``) says whether the tables carry
+    MySQL's options, which would import MySQL's dialect for every store.
+    """
+    # InnoDB, whatever the server's default engine: transactions, row locks and foreign keys.
+    options: dict[str, Any] = {"mysql_engine": "InnoDB"} if dialect in _MYSQL else {}
     metadata = sa.MetaData()
     sa.Table(
         f"{name}_idx",
         metadata,
-        sa.Column("path", KeyText(), primary_key=True),
-        sa.Column("index_name", sa.String(INDEX_NAME_LENGTH), primary_key=True),
+        sa.Column("path", KeyText(), sa.ForeignKey(f"{name}.path", ondelete="CASCADE"), primary_key=True),
+        sa.Column("index_name", KeyText(MAX_INDEX_NAME_CHARS), primary_key=True),  # ASCII: characters are bytes
         sa.Column("parent", KeyText(), nullable=False),
         sa.Column("name", KeyText(), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.Index(f"{name}_idx_query", "parent", "index_name", "value", "name"),
-        mysql_engine="InnoDB",
+        **options,
     )
     return sa.Table(
         name,
@@ -117,13 +141,13 @@ def make_table(name: str) -> sa.Table:
         sa.Column("parent", KeyText(), nullable=False),
         sa.Column("name", KeyText(), nullable=False),
         sa.Column("kind", sa.String(1), nullable=False),
-        sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL), nullable=True),
+        sa.Column("data", sa.LargeBinary(_BLOB_BYTES), nullable=True),
         sa.Column("mtime", sa.BigInteger(), nullable=False),
         sa.Column("ctime", sa.BigInteger(), nullable=False),
         sa.Index(f"{name}_parent_name", "parent", "name"),
         sa.Index(f"{name}_recent", "parent", "kind", "mtime", "name"),
         sa.Index(f"{name}_created", "parent", "kind", "ctime", "name"),
-        mysql_engine="InnoDB",
+        **options,
     )
 
 
@@ -152,7 +176,7 @@ def range_of(folder: str) -> tuple[str, str]:
 
 
 def ensure_layout(conn: Connection, table: sa.Table, now: int) -> None:
-    """Create ``table`` and its index if missing, or check that it has this layout.
+    """Create ``table``, its indexes and its user index table if missing, or check that it has this layout.
 
     The caller holds a lock on this table's creation (concurrent first
     connects must not both create it): a transaction with an advisory lock

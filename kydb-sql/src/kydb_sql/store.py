@@ -1,17 +1,23 @@
 """The kydb hooks over one SQL table (see :mod:`kydb_sql.layout` for the table).
 
-Costs, in statements (each one round trip; the pool adds none):
+Costs, in statements (the pool adds none).  A statement is one round trip,
+and so are the ``BEGIN`` and ``COMMIT`` around the operations that need a
+transaction:
 
 * ``put``/``set_many`` — one upsert, run with ``executemany`` over the
-  objects and their ancestor folders in one transaction (the drivers send
-  the rows together: psycopg in one pipeline, PyMySQL as multi-row
-  statements of at most 1 MB, SQLite in process);
+  objects and their ancestor folders (the drivers send the rows together:
+  psycopg in one pipeline, PyMySQL as multi-row statements of at most 1 MB,
+  SQLite in process), in a transaction when there are several rows; with
+  ``index=``, one more upsert of the values set and one ``DELETE`` of those
+  cleared, in the same transaction;
 * ``get``/``get_many`` — one ``SELECT ... WHERE path IN (...)`` per 500 keys;
 * ``ls`` — one indexed ``SELECT ... WHERE parent = ? [AND name > ?] ORDER BY
   name LIMIT ?`` per page (keyset pagination, never ``OFFSET``);
-* ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys;
-* ``rm_tree`` — three range ``DELETE``s (objects, counted; folders; index
-  values) in one transaction, whatever the size of the tree;
+* ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys, in a
+  transaction only when there are more than 500; the objects' index values
+  go with them (``ON DELETE CASCADE``), with no statement of their own;
+* ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
+  transaction, whatever the size of the tree;
 * ``stat`` — one ``SELECT`` of sizes and times, one of index values, per 500 keys;
 * ``query`` (``recent``, ``folder(...).by(...)``) — one indexed ``SELECT ...
   ORDER BY value, name LIMIT ?`` per page, keyset-paginated, whatever the
@@ -22,10 +28,12 @@ Costs, in statements (each one round trip; the pool adds none):
 Upserts list rows in path order, so concurrent writers take row locks in the
 same order; a deadlock or serialization failure the database reports anyway,
 or a connection lost mid-operation (a pooled connection the server dropped,
-a restart), runs the (idempotent) operation again on a new connection, up to
-four times.  Failing to open a connection, or a server that does not answer
-within ``read_timeout``, raises :class:`kydb.StoreUnavailable` at once: trying
-again would only make the caller wait longer for the same answer.
+a restart), runs the (idempotent) operation again on a new connection: four
+tries in all.  Failing to open a connection, a server that does not answer
+within ``read_timeout``, or a lock held by another transaction for longer than
+the database waits for it (MySQL's ``innodb_lock_wait_timeout``, SQLite's busy
+timeout) raises :class:`kydb.StoreUnavailable` at once: trying again would
+only make the caller wait longer for the same answer.
 """
 
 from __future__ import annotations
@@ -39,10 +47,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 import kydb
 from kydb.url import StoreURL
@@ -52,12 +59,15 @@ from .errors import ValueTooLarge, is_read_timeout, is_retryable, translate
 from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
 from .watchdog import Watch
 
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
 __all__ = ["SQLStore"]
 
 _T = TypeVar("_T")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _KEYS_PER_STATEMENT = 500
-_ATTEMPTS = 4
+_ATTEMPTS = 4  # tries of an operation in all, the first one included
 _MYSQL = ("mysql", "mariadb")
 # Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, as text).
 _MYSQL_ROW_OVERHEAD = 8 * 1024
@@ -89,8 +99,8 @@ class SQLStore:
         self._engine = create_store_engine(url)
         self.engine = self._engine.engine
         self.target = self._engine.target
-        self.table = make_table(table)
         self._dialect = self.engine.dialect.name
+        self.table = make_table(table, self._dialect)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
@@ -107,20 +117,15 @@ class SQLStore:
         self._delete_path = sa.delete(t).where(t.c.path == path)
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
         self._delete_range = sa.delete(t).where(in_range)
-        self._upsert = self._make_upsert()
         ix = self.index_table = index_table(t)
+        self._upsert, self._upsert_index = self._make_upserts()
         self._select_infos = sa.select(t.c.path, sa.func.length(t.c.data), t.c.mtime, t.c.ctime).where(
             t.c.path.in_(paths), t.c.kind == KIND_OBJECT
         )
         self._select_index_values = sa.select(ix.c.path, ix.c.index_name, ix.c.value).where(ix.c.path.in_(paths))
-        self._delete_index_values = sa.delete(ix).where(ix.c.path.in_(paths))
         self._delete_index_value = sa.delete(ix).where(
             ix.c.path == sa.bindparam("path"), ix.c.index_name == sa.bindparam("index_name")
         )
-        self._delete_index_range = sa.delete(ix).where(
-            ix.c.path >= sa.bindparam("low"), ix.c.path < sa.bindparam("high")
-        )
-        self._upsert_index = self._make_index_upsert()
         self._list: dict[tuple[bool, bool], sa.Select[Any]] = {}
         for include_dirs in (True, False):
             for after in (True, False):
@@ -217,35 +222,50 @@ class SQLStore:
 
     # ------------------------------------------------------------------ writes
 
-    def _make_upsert(self) -> sa.Executable:
-        """The upsert of one row: an existing object gets the new data and mtime (its ctime stays)."""
-        t = self.table
+    def _on_conflict_insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        """An ``INSERT`` into ``table`` that takes PostgreSQL's or SQLite's ``ON CONFLICT`` clause."""
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # noqa: PLC0415 - see _make_upserts
+
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite  # noqa: PLC0415 - see _make_upserts
+
+        return sqlite.insert(table)
+
+    def _make_upserts(self) -> tuple[sa.Executable, sa.Executable]:
+        """The upserts of one row and of one user index value.
+
+        An overwritten object gets the new data and mtime; its ctime stays.
+        Both update an existing row in place, never delete and insert it (as
+        MySQL's ``REPLACE`` or SQLite's ``INSERT OR REPLACE`` would): deleting
+        an object's row deletes its index values with it.  The dialects are
+        imported here, once the engine has loaded its own: a SQLite store
+        never loads PostgreSQL's or MySQL's.
+        """
+        t, ix = self.table, self.index_table
         # Inline, not a bound parameter: PyMySQL's executemany leaves the ON DUPLICATE clause unformatted.
         is_object: sa.ColumnElement[str] = sa.literal_column(f"'{KIND_OBJECT}'")
         if self._dialect in _MYSQL:
-            mine = mysql.insert(t)
-            return mine.on_duplicate_key_update(
-                data=mine.inserted.data,
-                mtime=sa.case((mine.inserted.kind == is_object, mine.inserted.mtime), else_=t.c.mtime),
-            )
-        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        ins = dialect_insert(t)
-        return ins.on_conflict_do_update(
-            index_elements=[t.c.path],
-            set_={"data": ins.excluded.data, "mtime": ins.excluded.mtime},
-            where=ins.excluded.kind == is_object,  # existing folder rows stay untouched
-        )
+            from sqlalchemy.dialects import mysql  # noqa: PLC0415
 
-    def _make_index_upsert(self) -> sa.Executable:
-        """The upsert of one user index value."""
-        ix = self.index_table
-        if self._dialect in _MYSQL:
-            mine = mysql.insert(ix)
-            return mine.on_duplicate_key_update(value=mine.inserted.value)
-        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        ins = dialect_insert(ix)
-        return ins.on_conflict_do_update(
-            index_elements=[ix.c.path, ix.c.index_name], set_={"value": ins.excluded.value}
+            mine_row, mine_value = mysql.insert(t), mysql.insert(ix)
+            return (
+                mine_row.on_duplicate_key_update(
+                    data=mine_row.inserted.data,
+                    mtime=sa.case((mine_row.inserted.kind == is_object, mine_row.inserted.mtime), else_=t.c.mtime),
+                ),
+                mine_value.on_duplicate_key_update(value=mine_value.inserted.value),
+            )
+        ins_row, ins_value = self._on_conflict_insert(t), self._on_conflict_insert(ix)
+        return (
+            ins_row.on_conflict_do_update(
+                index_elements=[t.c.path],
+                set_={"data": ins_row.excluded.data, "mtime": ins_row.excluded.mtime},
+                where=ins_row.excluded.kind == is_object,  # existing folder rows stay untouched
+            ),
+            ins_value.on_conflict_do_update(
+                index_elements=[ix.c.path, ix.c.index_name], set_={"value": ins_value.excluded.value}
+            ),
         )
 
     def _check_packet(self, rows: list[Row]) -> None:
@@ -264,19 +284,13 @@ class SQLStore:
                     "Nothing was written."
                 )
 
-    def _write(self, rows: Mapping[str, Row], indexes: Mapping[str, Mapping[str, int | None]] | None = None) -> None:
+    def _write(self, rows: Mapping[str, Row], values: Sequence[Row] = (), cleared: Sequence[Row] = ()) -> None:
+        """Upsert ``rows`` (path -> row), then the index ``values`` of those objects, and delete ``cleared`` ones.
+
+        The index rows come in path order and after their objects' rows,
+        which their foreign key needs.
+        """
         ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
-        values: list[Row] = []
-        cleared: list[Row] = []
-        for path in sorted(indexes or {}):
-            parent, name = path.rsplit("/", 1)
-            for index_name, value in sorted((indexes or {})[path].items()):
-                if value is None:
-                    cleared.append({"path": path, "index_name": index_name})
-                else:
-                    values.append(
-                        {"path": path, "index_name": index_name, "parent": parent + "/", "name": name, "value": value}
-                    )
 
         def write(conn: sa.Connection) -> None:
             self._check_packet(ordered)
@@ -308,20 +322,30 @@ class SQLStore:
     def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
         now = mtime_ns
         rows: dict[str, Row] = {}
-        for path, blob in items.items():
+        values: list[Row] = []
+        cleared: list[Row] = []
+        for path in sorted(items):  # index rows in path order, as _write needs them
             self._add_folders(rows, ancestors(path), now)
-            parent, name = path.rsplit("/", 1)
+            folder, name = path.rsplit("/", 1)
+            parent = folder + "/"
             rows[path] = {
                 "path": path,
-                "parent": parent + "/",
+                "parent": parent,
                 "name": name,
                 "kind": KIND_OBJECT,
-                "data": bytes(blob),
+                "data": bytes(items[path]),
                 "mtime": now,
                 "ctime": now,
             }
+            for index_name, value in sorted(indexes.get(path, {}).items()):
+                if value is None:
+                    cleared.append({"path": path, "index_name": index_name})
+                else:
+                    values.append(
+                        {"path": path, "index_name": index_name, "parent": parent, "name": name, "value": value}
+                    )
         if rows:
-            self._write(rows, indexes)
+            self._write(rows, values, cleared)
 
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
@@ -336,11 +360,9 @@ class SQLStore:
             return
 
         def delete(conn: sa.Connection) -> None:
-            with self._transaction(conn):
+            with self._transaction(conn, needed=len(unique) > _KEYS_PER_STATEMENT):
                 for start in range(0, len(unique), _KEYS_PER_STATEMENT):
-                    chunk = unique[start : start + _KEYS_PER_STATEMENT]
-                    conn.execute(self._delete_paths, {"paths": chunk})
-                    conn.execute(self._delete_index_values, {"paths": chunk})
+                    conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
 
         self._run(delete)
 
@@ -356,7 +378,6 @@ class SQLStore:
             with self._transaction(conn):
                 deleted = conn.execute(self._delete_objects_in_range, {"low": low, "high": high}).rowcount
                 conn.execute(self._delete_range, {"low": low, "high": high})
-                conn.execute(self._delete_index_range, {"low": low, "high": high})
             return deleted
 
         return self._run(delete_tree)
