@@ -1185,6 +1185,41 @@ class QueryTests(_Fixtures):
         db.delete("/k/a")
         assert self.answer(lambda scan: list(db.folder("/k", allow_scan=scan).by("rank"))) == []
 
+    @pytest.mark.parametrize("remove", ["delete", "delete_many", "rm_tree"])
+    def test_index_values_go_with_their_object(self, db: kydb.DB, remove: str) -> None:
+        db.set("/k/sub/a", 1, index={"rank": 5})
+        db.set("/k/b", 2, index={"rank": 7})
+        if remove == "rm_tree":
+            db.rm_tree("/k/sub")
+        else:
+            getattr(db, remove)(*(["/k/sub/a"] if remove == "delete" else [["/k/sub/a"]]))
+        db["/k/sub/a"] = 3  # created again, with no index values
+        ranked = self.answer(lambda scan: list(db.folder("/k/sub", allow_scan=scan).by("rank")))
+        if ranked is _REFUSED:
+            return
+        assert ranked == []
+        assert db.stat("/k/sub/a").indexes == {}
+        assert db.stat("/k/b").indexes == {"rank": 7}
+
+    def test_index_names_are_case_sensitive(self, db: kydb.DB) -> None:
+        db.set("/k/a", 1, index={"rank": 1, "Rank": 2})
+        db.set("/k/b", 2, index={"RANK": 9})
+        ranked = self.answer(lambda scan: list(db.folder("/k", allow_scan=scan).by("rank").entries()))
+        if ranked is _REFUSED:
+            return
+        assert [(e.key, e.index_value) for e in ranked] == [("a", 1)]
+        assert self.answer(lambda scan: list(db.folder("/k", allow_scan=scan).by("RANK"))) == ["b"]
+        assert db.stat("/k/a").indexes == {"rank": 1, "Rank": 2}
+        assert db.stat("/k/b").indexes == {"RANK": 9}
+
+    def test_index_names_of_64_characters_work_everywhere(self, db: kydb.DB) -> None:
+        longest = "n" * 64
+        db.set("/k/a", 1, index={longest: 3})
+        assert self.answer(lambda scan: list(db.folder("/k", allow_scan=scan).by(longest))) in (["a"], _REFUSED)
+        with pytest.raises(ValueError, match="65 characters long; the limit is 64"):
+            db.set("/k/b", 1, index={longest + "n": 3})
+        assert not db.exists("/k/b")
+
     @pytest.mark.parametrize(
         ("index", "error"),
         [
