@@ -388,8 +388,8 @@ class BaseDB(abc.ABC):
             raise FolderNotEmpty(f"{f}: folder is not empty; use rm_tree to remove it with its contents")
         self._rmdir(f)
 
-    def rm_tree(self, folder: str, *, system_obj: bool = False) -> None:
-        """Delete ``folder`` and everything below it, like ``rm -rf``.
+    def rm_tree(self, folder: str, *, system_obj: bool = False) -> int:
+        """Delete ``folder`` and everything below it, like ``rm -rf``; return how many objects went.
 
         ``rm_tree('/')`` empties the store (below this DB's base path),
         system objects included.  ``KeyError`` if ``folder`` is not a folder.
@@ -399,7 +399,7 @@ class BaseDB(abc.ABC):
         if f != "/" and not self._is_dir(f):
             raise NotFound(f"{f}: no such folder in {self.url}")
         try:
-            self._delete_tree(f)
+            return self._delete_tree(f)
         finally:
             self._forget_folder(f)
 

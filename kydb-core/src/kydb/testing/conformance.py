@@ -764,7 +764,8 @@ class FolderTests(_Fixtures):
         db["/keep/x"] = "kept"
         db["/tree-sibling"] = "kept"
         with count_calls(db) as calls:
-            db.rm_tree("/tree")
+            removed = db.rm_tree("/tree")
+        assert removed == 300  # objects, not folders
         assert calls["kydb_delete"] <= 1, "rm_tree must delete in bulk, not once per object"
         assert calls["kydb_get"] == 0
         assert db.ls("/") == ["keep/", "tree-sibling"]
@@ -784,10 +785,10 @@ class FolderTests(_Fixtures):
     def test_rm_tree_root_empties_the_store(self, db: kydb.DB) -> None:
         db.set_many({"/a/b": 1, "/c": 2})
         db.mkdir("/d/e")
-        db.rm_tree("/")
+        assert db.rm_tree("/") == 2
         assert db.ls("/") == []
         assert not db.exists("/c")
-        db.rm_tree("/")  # an empty store too
+        assert db.rm_tree("/") == 0  # an empty store too
         db["/again"] = 1
         assert db.ls("/") == ["again"]
 
