@@ -151,11 +151,11 @@ class UnionDB(_Composite):
         finally:
             self._forget_folder(f)
 
-    def rm_tree(self, folder: str, *, system_obj: bool = False) -> None:
-        """Delete a folder and its contents from the front layer."""
+    def rm_tree(self, folder: str, *, system_obj: bool = False) -> int:
+        """Delete a folder and its contents from the front layer; return how many objects went."""
         f = self._folder(folder, system=system_obj)
         try:
-            self._layers[0].rm_tree(f, system_obj=system_obj)
+            return self._layers[0].rm_tree(f, system_obj=system_obj)
         finally:
             self._forget_folder(f)
 

@@ -846,7 +846,7 @@ class UnionTests(_Fixtures):
             union.delete("/k")  # only the back layer has it
         front["/t/x"] = 1
         back["/t/y"] = 2
-        union.rm_tree("/t")
+        assert union.rm_tree("/t") == 1  # the front layer's
         assert not front.is_dir("/t") and back.read("/t/y", reload=True) == 2
         union.mkdir("/made")
         assert front.is_dir("/made") and not back.is_dir("/made")
@@ -920,7 +920,7 @@ class CacheDBTests(_Fixtures):
         assert not cache.exists("/d") and not persist.exists("/d")
         with pytest.raises(KeyError):
             cdb.delete("/d")
-        cdb.rm_tree("/t")
+        assert cdb.rm_tree("/t") == 1  # the persistent store's
         assert not cache.exists("/t/x") and not persist.exists("/t/x")
         assert not persist.is_dir("/t")
 
