@@ -342,7 +342,8 @@ class _Machine(RuleBasedStateMachine):
         if not self.model.exists(folder):
             self.check(("error", kydb.NotFound), lambda: self.db.rm_tree(text), "rm_tree")
             return
-        self.check(("ok", None), lambda: self.db.rm_tree(text), "rm_tree")
+        removed = sum(1 for k in self.model.objects if k.startswith(folder))
+        self.check(("ok", removed), lambda: self.db.rm_tree(text), "rm_tree")
         self.model.remove_tree(folder)
         self.model.orphan(folder)
 
