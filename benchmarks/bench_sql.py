@@ -27,11 +27,8 @@ Every table it creates is dropped at the end.
 from __future__ import annotations
 
 import os
-import selectors
-import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import kydb
+from kydb.testing.faults import TCPProxy
 from kydb_sql.engines import create_store_engine
 from kydb_sql.layout import make_table
 
@@ -81,45 +79,6 @@ def recorded(engine: sa.Engine) -> Iterator[list[str]]:
 def fill(db: Any, folder: str, count: int) -> None:
     for start in range(0, count, 5000):
         db.set_many({f"{folder}/f{i % 100}/o{i}": i for i in range(start, min(count, start + 5000))})
-
-
-class RoundTripCounter:
-    """A loopback proxy to a server that counts round trips: each time the client sends after the server did."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.trips = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        client_spoke_last = False
-        with selectors.DefaultSelector() as selector, client, server:
-            selector.register(client, selectors.EVENT_READ, server)
-            selector.register(server, selectors.EVENT_READ, client)
-            while True:
-                for key, _ in selector.select():
-                    source: socket.socket = key.fileobj  # type: ignore[assignment]
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    if source is client and not client_spoke_last:
-                        self.trips += 1
-                    client_spoke_last = source is client
-                    key.data.sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 class BareCore:
@@ -175,7 +134,7 @@ class Bench:
     def round_trips(self) -> list[float]:
         """Round trips per put and per cold get of a 10 kB blob, kydb then bare Core, once each pool is warm."""
         url = self.engine.url
-        counter = RoundTripCounter(url.host or "127.0.0.1", url.port or (5432 if self.label == "PostgreSQL" else 3306))
+        counter = TCPProxy(url.host or "127.0.0.1", url.port or (5432 if self.label == "PostgreSQL" else 3306))
         db, bare = self.sides(url.set(host="127.0.0.1", port=counter.port))
         bare.put(-1)
         trips = []
@@ -185,10 +144,10 @@ class Bench:
             lambda i: db.read(f"/bench/k{i}", reload=True),
             bare.get,
         ):
-            before = counter.trips
+            before = counter.round_trips
             for i in range(100):
                 operation(i)
-            trips.append((counter.trips - before) / 100)
+            trips.append((counter.round_trips - before) / 100)
         bare.engine.dispose()
         db.close()
         counter.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kydb.testing.faults import FaultScenario, fault_table
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: With KYDB_REQUIRE_SERVICES set (CI sets it), a missing server fails instead of skipping.
@@ -35,6 +37,31 @@ def service_missing(name: str, why: str) -> None:
 def skip_or_fail_missing_service() -> Callable[[str, str], None]:
     """``skip_or_fail_missing_service(name, why)``: see :func:`service_missing`."""
     return service_missing
+
+
+_FAULT_SCENARIOS = pytest.StashKey[list[FaultScenario]]()
+
+
+@pytest.fixture(scope="session")
+def fault_scenario(pytestconfig: pytest.Config) -> Callable[[str, str], FaultScenario]:
+    """``fault_scenario(backend, fault)``: a new row of the fault matrix printed at the end of the run."""
+    scenarios = pytestconfig.stash.setdefault(_FAULT_SCENARIOS, [])
+
+    def start(backend: str, fault: str) -> FaultScenario:
+        scenario = FaultScenario(backend, fault)
+        scenarios.append(scenario)
+        return scenario
+
+    return start
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Print the fault matrix: one row per fault scenario the run went through, whatever the backend."""
+    scenarios = config.stash.get(_FAULT_SCENARIOS, [])
+    if scenarios:
+        terminalreporter.section("fault matrix")
+        for line in fault_table(scenarios):
+            terminalreporter.write_line(line)
 
 
 WALKTHROUGH_RESULTS = [

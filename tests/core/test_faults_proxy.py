@@ -56,6 +56,17 @@ def test_forwards_both_ways(echo_port: int) -> None:
         assert proxy.connections == 1
 
 
+def test_counts_round_trips(echo_port: int) -> None:
+    with TCPProxy("127.0.0.1", echo_port) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
+            for n in range(1, 4):  # each request answered before the next: one round trip each
+                sock.sendall(b"ping")
+                assert sock.recv(10) == b"ping"
+                assert proxy.round_trips == n
+        assert exchange(proxy.port, b"one more") == b"one more"  # a new connection's first request counts too
+        assert proxy.round_trips == 4
+
+
 def test_cut_drops_open_connections(echo_port: int) -> None:
     with TCPProxy("127.0.0.1", echo_port) as proxy:
         sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)

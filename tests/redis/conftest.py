@@ -7,9 +7,7 @@ fakeredis (over TCP, so child processes reach it too) and says so in the
 summary; with ``KYDB_REQUIRE_SERVICES`` set that is a failure instead.
 
 Tests that kill a server or count its commands start their own
-``redis-server`` on a free loopback port (:class:`PrivateRedis`).  The fault
-tests record what they injected and what each operation raised
-(:class:`FaultScenario`); the table is printed in the terminal summary.
+``redis-server`` on a free loopback port (:class:`PrivateRedis`).
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,95 +95,6 @@ def redis_url(require_services: bool, skip_or_fail_missing_service: Callable[[st
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for note in _fallback_notes:
         terminalreporter.write_sep("!", note, yellow=True)
-    if _fault_rows:
-        terminalreporter.write_sep("=", "fault matrix")
-        for line in fault_table(_fault_rows):
-            terminalreporter.write_line(line)
-
-
-# ---------------------------------------------------------------------- the fault matrix
-
-
-@dataclass
-class FaultScenario:
-    """One row of the fault table: a fault, the operations tried under it, what they raised, objects lost.
-
-    :meth:`attempt` runs one operation and checks the promise for it: under a
-    fault the retries overcome, it succeeds as if nothing happened; under one
-    that outlasts them, it raises :class:`kydb.StoreUnavailable` (never a
-    ``KeyError``).  :meth:`check_nothing_lost` reads back, after recovery,
-    what was acknowledged before.
-    """
-
-    fault: str
-    outcomes: Counter[str] = field(default_factory=Counter)
-    lost: int | None = None
-
-    def attempt(self, what: str, operation: Callable[[], Any], *, fails: bool) -> Any:
-        """``operation()``'s result; if ``fails``, the :class:`kydb.StoreUnavailable` it must raise."""
-        try:
-            result = operation()
-        except Exception as exc:
-            self.outcomes[type(exc).__name__] += 1
-            if not fails:
-                raise AssertionError(f"{self.fault}: {what} should have succeeded on a retry, got {exc!r}") from exc
-            assert isinstance(exc, kydb.StoreUnavailable) and not isinstance(exc, KeyError), (self.fault, what, exc)
-            return exc
-        self.outcomes["none"] += 1
-        assert not fails, f"{self.fault}: {what} succeeded, returning {result!r}, though the fault outlasts retries"
-        return result
-
-    def check_nothing_lost(
-        self, db: Any, acknowledged: Mapping[str, Any], attempted: Mapping[str, Any] | None = None
-    ) -> None:
-        """Every acknowledged object reads back (from the store) with its value.
-
-        ``attempted`` are values of writes that failed: a store may or may not
-        have applied them, so either value counts as intact.
-        """
-        attempted = attempted or {}
-        got = db.get_many(list(acknowledged), reload=True)
-        lost = sorted(
-            key
-            for key, value in acknowledged.items()
-            if key not in got or got[key] not in [value, *([attempted[key]] if key in attempted else [])]
-        )
-        self.lost = len(lost)
-        assert not lost, f"{self.fault}: {len(lost)} acknowledged objects lost or changed, e.g. {lost[:5]}"
-
-
-_fault_rows: list[FaultScenario] = []
-
-
-@pytest.fixture(scope="session")
-def fault_scenario() -> Callable[[str], FaultScenario]:
-    """``fault_scenario(description)``: a new row of the fault table printed at the end of the run."""
-
-    def start(fault: str) -> FaultScenario:
-        row = FaultScenario(fault)
-        _fault_rows.append(row)
-        return row
-
-    return start
-
-
-def fault_table(rows: list[FaultScenario]) -> list[str]:
-    """The rows as a text table: backend, fault, operations attempted, errors by type, objects lost."""
-    header = ("backend", "fault injected", "ops", "errors raised, by type", "objects lost")
-    cells = [
-        (
-            "redis",
-            row.fault,
-            str(sum(row.outcomes.values())),
-            ", ".join(f"{name}: {n}" for name, n in sorted(row.outcomes.items(), key=lambda item: item[0] == "none")),
-            "not checked" if row.lost is None else str(row.lost),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    return [
-        " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *cells]
-    ]
 
 
 # ---------------------------------------------------------------------- private servers

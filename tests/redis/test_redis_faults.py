@@ -27,9 +27,9 @@ import redis
 
 import kydb
 from kydb.testing import count_calls, unique_name
-from kydb.testing.faults import TCPProxy
+from kydb.testing.faults import FaultScenario, TCPProxy
 
-from .conftest import FaultScenario, PrivateRedis, keys_under, raw_client
+from .conftest import PrivateRedis, keys_under, raw_client
 
 BIG = 256 * 1024  # bytes of a value big enough that a cut after CUT_BIG bytes lands inside its request or reply
 CUT_BIG = 64 * 1024
@@ -93,7 +93,7 @@ def cut_operations(db: Any, acknowledged: dict[str, Any], tag: str) -> list[tupl
 
 
 def test_connection_cut_mid_operation(
-    proxy: TCPProxy, redis_url: str, fault_scenario: Callable[[str], FaultScenario]
+    proxy: TCPProxy, redis_url: str, fault_scenario: Callable[[str, str], FaultScenario]
 ) -> None:
     base = unique_name("faults-cut")
     db = connect_through(proxy, base, retries=2, socket_timeout=2)
@@ -102,12 +102,12 @@ def test_connection_cut_mid_operation(
     try:
         acknowledged = fill(db)
 
-        retried = fault_scenario("connection cut mid-operation; the retry reconnects (retries=2)")
+        retried = fault_scenario("redis", "connection cut mid-operation; the retry reconnects (retries=2)")
         for what, cut_at, operation, expected in cut_operations(db, acknowledged, "retried"):
             proxy.cut()  # the pooled connection goes; the next one is cut mid-operation
             proxy.cut_after(cut_at)
             before = proxy.connections
-            result = retried.attempt(what, operation, fails=False)
+            result = retried.attempt(what, operation)
             if expected is not None:
                 assert result == expected, what
             assert proxy.connections - before == 2, f"{what}: expected the cut connection and one retry"
@@ -115,30 +115,34 @@ def test_connection_cut_mid_operation(
         acknowledged |= written
         retried.check_nothing_lost(db, acknowledged)
 
-        spent = fault_scenario("connection cut mid-operation; no retry left (retries=0)")
+        spent = fault_scenario("redis", "connection cut mid-operation; no retry left (retries=0)")
         for what, cut_at, operation, _ in cut_operations(no_retries, acknowledged, "spent"):
             proxy.cut()
             proxy.cut_after(cut_at)
-            spent.attempt(what, operation, fails=True)
+            spent.attempt(what, operation, expect=kydb.StoreUnavailable)
         proxy.cut()
         proxy.cut_after(CUT_BIG)
         error = spent.attempt(
-            "overwrite of an acknowledged object", lambda: no_retries.set("/ack/big1", big("new")), fails=True
+            "overwrite of an acknowledged object",
+            lambda: no_retries.set("/ack/big1", big("new")),
+            expect=kydb.StoreUnavailable,
         )
         assert isinstance(error.__cause__, redis.ConnectionError)
         with count_calls(no_retries) as calls:  # the cut write cached nothing: this read asks the store ...
-            value = spent.attempt("read of that object", lambda: no_retries["/ack/big1"], fails=False)
+            value = spent.attempt("read of that object", lambda: no_retries["/ack/big1"])
         assert calls["kydb_get"] == 1
         assert value == acknowledged["/ack/big1"]  # ... which never received the whole request
         spent.check_nothing_lost(no_retries, acknowledged)
 
-        down = fault_scenario("connection cut, then every reconnection refused (retries=2)")
+        down = fault_scenario("redis", "connection cut, then every reconnection refused (retries=2)")
         proxy.refuse()
         for what, _, operation, _ in cut_operations(db, acknowledged, "down"):
             before = proxy.connections
-            down.attempt(what, operation, fails=True)
+            down.attempt(what, operation, expect=kydb.StoreUnavailable)
             assert proxy.connections - before == 3, f"{what}: the first try and two retries"
-        down.attempt("read of the object whose write failed", lambda: db["/down/put"], fails=True)  # not cached
+        down.attempt(  # not cached: it asks the store
+            "read of the object whose write failed", lambda: db["/down/put"], expect=kydb.StoreUnavailable
+        )
         proxy.heal()
         assert not db.exists("/down/put")  # refused before a byte of it reached the server
         down.check_nothing_lost(db, acknowledged)
@@ -167,7 +171,7 @@ def stall_operations(db: Any, tag: str) -> list[tuple[str, Callable[[], Any]]]:
 
 
 def test_stall_longer_than_the_socket_timeout(
-    proxy: TCPProxy, redis_url: str, fault_scenario: Callable[[str], FaultScenario]
+    proxy: TCPProxy, redis_url: str, fault_scenario: Callable[[str, str], FaultScenario]
 ) -> None:
     base = unique_name("faults-stall")
     db = connect_through(proxy, base, retries=1, socket_timeout=0.3)
@@ -177,26 +181,28 @@ def test_stall_longer_than_the_socket_timeout(
         acknowledged = fill(db)
         ranked = db.recent("/ack/ranked")
 
-        outlasted = fault_scenario("stall > socket_timeout=0.3 s on every try (retries=1)")
+        outlasted = fault_scenario("redis", "stall > socket_timeout=0.3 s on every try (retries=1)")
         proxy.stall()
         for what, operation in stall_operations(db, "stalled"):
-            error = outlasted.attempt(what, operation, fails=True)
+            error = outlasted.attempt(what, operation, expect=kydb.StoreUnavailable)
             assert isinstance(error.__cause__, redis.TimeoutError), what
-        outlasted.attempt("read of the object whose overwrite failed", lambda: db["/ack/ranked/r0"], fails=True)
+        outlasted.attempt(
+            "read of the object whose overwrite failed", lambda: db["/ack/ranked/r0"], expect=kydb.StoreUnavailable
+        )
         proxy.cut()  # a hung server's connections are reset, so the stalled requests never arrive late
         proxy.heal()
         assert db["/ack/ranked/r0"] == {"rank": 0}  # the overwrite never reached the server; nothing cached
         assert db.recent("/ack/ranked") == ranked and not db.exists("/stalled/new")
         outlasted.check_nothing_lost(db, acknowledged)
 
-        overcome = fault_scenario("stall > socket_timeout=0.5 s, over before the retries are (retries=3)")
+        overcome = fault_scenario("redis", "stall > socket_timeout=0.5 s, over before the retries are (retries=3)")
         results = {}
         for what, operation in stall_operations(patient, "overcome"):
             proxy.stall()
             heal = threading.Timer(0.7, proxy.heal)  # the first try times out; a retry gets through
             heal.start()
             before = proxy.connections
-            results[what] = overcome.attempt(what, operation, fails=False)
+            results[what] = overcome.attempt(what, operation)
             heal.join()
             assert proxy.connections > before, f"{what}: no retry happened"
         assert (results["cold read"], results["exists"]) == (1, True)
@@ -267,13 +273,13 @@ def persistent_redis(private_redis: Callable[..., PrivateRedis]) -> PrivateRedis
 
 
 def test_server_killed_mid_write_and_down_until_restarted(
-    persistent_redis: PrivateRedis, fault_scenario: Callable[[str], FaultScenario], caplog: Any
+    persistent_redis: PrivateRedis, fault_scenario: Callable[[str, str], FaultScenario], caplog: Any
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server = persistent_redis
     db = kydb.connect(f"redis://:kill-test-pw@127.0.0.1:{server.port}/fault?retries=2&socket_timeout=2")
     raw = raw_client(f"redis://:kill-test-pw@127.0.0.1:{server.port}")
-    scenario = fault_scenario("server killed (SIGKILL) mid-write, down until restarted (retries=2)")
+    scenario = fault_scenario("redis", "server killed (SIGKILL) mid-write, down until restarted (retries=2)")
     db.mkdir("/run/empty")
     writer = Writer(db)
     writer.start()
@@ -296,7 +302,7 @@ def test_server_killed_mid_write_and_down_until_restarted(
         ("read of the object whose put failed", lambda: db["/run/while-down"]),  # not cached: it asks the store
         ("rm_tree", lambda: db.rm_tree("/run")),
     ):
-        scenario.attempt(what, operation, fails=True)
+        scenario.attempt(what, operation, expect=kydb.StoreUnavailable)
 
     server.start()
     acknowledged = writer.acknowledged
@@ -315,12 +321,12 @@ def test_server_killed_mid_write_and_down_until_restarted(
 
 
 def test_server_restarted_within_the_retry_budget(
-    persistent_redis: PrivateRedis, fault_scenario: Callable[[str], FaultScenario]
+    persistent_redis: PrivateRedis, fault_scenario: Callable[[str, str], FaultScenario]
 ) -> None:
     server = persistent_redis
     db = kydb.connect(f"redis://:kill-test-pw@127.0.0.1:{server.port}/fault?retries=8&socket_timeout=2")
     raw = raw_client(f"redis://:kill-test-pw@127.0.0.1:{server.port}")
-    scenario = fault_scenario("server killed (SIGKILL) and restarted mid-write (retries=8)")
+    scenario = fault_scenario("redis", "server killed (SIGKILL) and restarted mid-write (retries=8)")
     first_run = raw.info("server")["run_id"]
     writer = Writer(db)
     writer.start()

@@ -3,9 +3,6 @@
 Each test session gets its own server and bucket; each test its own base
 path (or bucket).  Credentials are dummies and the user's AWS config is
 hidden, so nothing here can reach real AWS.
-
-The fault tests record what each scenario did in a table printed at the end
-of the run (see :class:`FaultScenario`).
 """
 
 from __future__ import annotations
@@ -13,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,71 +147,3 @@ def pair(connect_s3: Callable[..., Any], bucket: str) -> Iterator[Callable[..., 
     yield make
     for db in faulty:
         db.close()
-
-
-# ---------------------------------------------------------------------- the fault table
-
-
-@dataclass
-class FaultScenario:
-    """One row of the fault table: the fault injected, what each operation raised, what was lost."""
-
-    name: str
-    fault: str
-    #: How many operations raised each error type (``none``: the operation succeeded).
-    outcomes: Counter[str] = field(default_factory=Counter)
-    #: Objects acknowledged before the fault that did not read back intact after it (``None``: not checked yet).
-    lost: int | None = None
-
-    def attempt(self, operation: Callable[[], object]) -> Exception | None:
-        """Run ``operation`` and record its outcome; return what it raised (``None`` if nothing)."""
-        try:
-            operation()
-        except Exception as exc:  # every outcome is recorded; the test asserts which one it expects
-            self.outcomes[type(exc).__name__] += 1
-            return exc
-        self.outcomes["none"] += 1
-        return None
-
-    def check_intact(self, db: Any, acknowledged: Mapping[str, object]) -> int:
-        """Read every acknowledged key back from the store; record and return how many are missing or changed."""
-        lost = 0
-        for key, value in acknowledged.items():
-            try:
-                lost += db.read(key, reload=True) != value
-            except kydb.NotFound:
-                lost += 1
-        self.lost = lost
-        return lost
-
-
-_FAULT_TABLE: list[FaultScenario] = []
-
-
-@pytest.fixture
-def fault_scenario() -> Callable[[str, str], FaultScenario]:
-    """``fault_scenario(name, fault)``: a new row of the fault table printed at the end of the run."""
-
-    def make(name: str, fault: str) -> FaultScenario:
-        scenario = FaultScenario(name, fault)
-        _FAULT_TABLE.append(scenario)
-        return scenario
-
-    return make
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the fault table: one row per scenario the run went through."""
-    if not _FAULT_TABLE:
-        return
-    rows = [("scenario", "fault injected", "ops", "errors by type", "objects lost")]
-    for s in _FAULT_TABLE:
-        errors = ", ".join(f"{name}: {count}" for name, count in sorted(s.outcomes.items()))
-        lost = "not checked" if s.lost is None else str(s.lost)
-        rows.append((s.name, s.fault, str(sum(s.outcomes.values())), errors, lost))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    terminalreporter.section("S3 fault matrix (moto server mode)")
-    for i, row in enumerate(rows):
-        terminalreporter.write_line(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if i == 0:
-            terminalreporter.write_line("-+-".join("-" * width for width in widths))

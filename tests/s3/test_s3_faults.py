@@ -16,8 +16,8 @@ does) and coming back: moto's objects live in the test process, so, like
 S3's disks, they outlive it, and the test checks that kydb finds them all
 again.
 
-Each scenario is a row of the fault table printed at the end of the run
-(``tests/s3/conftest.py``).
+Each scenario is a row of the fault matrix printed at the end of the run
+(:class:`kydb.testing.faults.FaultScenario`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import kydb
-from kydb.testing.faults import TCPProxy
+from kydb.testing.faults import FaultScenario, TCPProxy
 from kydb_s3.testing import LoopbackProxy
 
 #: A value uploaded in three parts (8 MiB each), and downloaded in one long body.
@@ -42,8 +42,6 @@ CUT_AFTER = 256 * 1024
 #: botocore's read timeout for the stall scenarios, in seconds.
 READ_TIMEOUT = 0.5
 
-Scenario = Any  # conftest.FaultScenario (conftest modules are not importable)
-
 
 class FaultRun(NamedTuple):
     """Where a fault test starts: the acknowledged objects stored, and the scenario's row of the table."""
@@ -52,20 +50,20 @@ class FaultRun(NamedTuple):
     direct: Any
     #: The DB on the same base path through the faulty endpoint.
     db: Any
-    scenario: Scenario
+    scenario: FaultScenario
     #: Attempts botocore makes per request (``AWS_MAX_ATTEMPTS``, 3 by default).
     budget: int
 
 
 @pytest.fixture
 def start_run(
-    pair: Callable[..., tuple[Any, Any]], fault_scenario: Callable[[str, str], Scenario]
+    pair: Callable[..., tuple[Any, Any]], fault_scenario: Callable[[str, str], FaultScenario]
 ) -> Callable[..., FaultRun]:
     """``start_run(endpoint, name, fault, acknowledged, options='', cached=False)``: a :class:`FaultRun`.
 
     Stores ``acknowledged`` (straight to moto, or, with ``cached``, through
     the DB under test, so its read cache holds the values too) and adds the
-    row ``name`` to the fault table.  ``fault`` may say ``{budget}`` (the
+    row ``name: fault`` to the fault matrix.  ``fault`` may say ``{budget}`` (the
     attempts per request) and ``{retries}`` (one fewer).
     """
 
@@ -75,7 +73,8 @@ def start_run(
         direct, db = pair(endpoint, options)
         (db if cached else direct).set_many(acknowledged)
         budget = db.store.max_attempts
-        return FaultRun(direct, db, fault_scenario(name, fault.format(budget=budget, retries=budget - 1)), budget)
+        scenario = fault_scenario("s3", f"{name}: {fault.format(budget=budget, retries=budget - 1)}")
+        return FaultRun(direct, db, scenario, budget)
 
     return start
 
@@ -139,16 +138,19 @@ def test_connection_dropped_mid_upload(
     value = os.urandom(BIG)
     # Armed as the first part goes out, so the cut falls on a part's connection, whichever part opens first.
     before_first(db, "before-send.s3.UploadPart", lambda: tcp_proxy.cut_after(CUT_AFTER))
-    error = scenario.attempt(lambda: db.set("/big", value))
+    error = scenario.attempt(
+        f"put of a {BIG >> 20} MiB value",
+        lambda: db.set("/big", value),
+        expect=None if retried else kydb.StoreUnavailable,
+    )
     assert tcp_proxy.dropped == 1  # the cut struck, mid-part
     if retried:
-        assert error is None
         acknowledged["/big"] = value
     else:
-        assert isinstance(error, kydb.StoreUnavailable) and "big" in str(error)
+        assert "big" in str(error)
         assert db["/big"] == b"the old value"  # not the value S3 never got
     assert no_uploads_pending(s3, bucket, db)  # a failed upload is aborted, parts and all
-    assert scenario.check_intact(direct, acknowledged) == 0
+    scenario.check_nothing_lost(direct, acknowledged)
 
 
 @pytest.mark.parametrize("retried", [True, False], ids=["retried", "no-retry-left"])
@@ -168,15 +170,17 @@ def test_connection_dropped_mid_download(
     connections = tcp_proxy.connections
     tcp_proxy.cut_after(CUT_AFTER)  # the next connection: the get's
     read: list[object] = []
-    error = scenario.attempt(lambda: read.append(db.read("/big", reload=True)))
+    scenario.attempt(
+        f"cold read of a {BIG >> 20} MiB value",
+        lambda: read.append(db.read("/big", reload=True)),
+        expect=None if retried else kydb.StoreUnavailable,
+    )
     assert tcp_proxy.dropped == 1
     if retried:
-        assert error is None and read == [acknowledged["/big"]]
-    else:
-        assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
+        assert read == [acknowledged["/big"]]
     # One GetObject per connection: the cut one, and one more only if the budget allows it.
     assert tcp_proxy.connections == connections + (2 if retried else 1)
-    assert scenario.check_intact(db, acknowledged) == 0  # the same client reads it whole once the link holds
+    scenario.check_nothing_lost(db, acknowledged)  # the same client reads it whole once the link holds
 
 
 # ---------------------------------------------------------------------- TCP: a server restart
@@ -196,24 +200,23 @@ def test_server_restart_longer_than_the_retries(
     )
     tcp_proxy.refuse()
     connections = tcp_proxy.connections
-    operations: list[Callable[[], object]] = [
-        lambda: db.set("/r/k0", "never stored"),
-        lambda: db.set("/r/new", "never stored"),
-        lambda: db.read("/r/k1", reload=True),
-        lambda: db.exists("/r/k2"),
-        lambda: db.ls("/r"),
-        lambda: db.delete("/r/k3"),
-        lambda: db.stat("/r/k4"),
-        lambda: db.recent("/r", allow_scan=True),
+    operations: list[tuple[str, Callable[[], object]]] = [
+        ("overwrite", lambda: db.set("/r/k0", "never stored")),
+        ("put of a new object", lambda: db.set("/r/new", "never stored")),
+        ("cold read", lambda: db.read("/r/k1", reload=True)),
+        ("exists", lambda: db.exists("/r/k2")),
+        ("ls", lambda: db.ls("/r")),
+        ("delete", lambda: db.delete("/r/k3")),
+        ("stat", lambda: db.stat("/r/k4")),
+        ("recent", lambda: db.recent("/r", allow_scan=True)),
     ]
-    for operation in operations:
-        error = scenario.attempt(operation)
-        assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError), error
+    for what, operation in operations:
+        scenario.attempt(what, operation, expect=kydb.StoreUnavailable)
     assert tcp_proxy.connections >= connections + 2 * len(operations)  # every attempt was refused
     tcp_proxy.heal()
     assert db["/r/k0"] == "value 0"  # the cache path: the failed write left no trace
     assert not db.exists("/r/new")
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)
     db["/r/after"] = "written after the restart"
     assert db.read("/r/after", reload=True) == "written after the restart"
 
@@ -228,15 +231,18 @@ def test_server_restart_within_the_retries_is_invisible(
         "listener gone, back once an operation's first attempt was refused",
         acknowledged,
     )
-    for operation in (lambda: db.set("/r/k", "new"), lambda: db.read("/r/kept", reload=True)):
+    for what, operation in (
+        ("overwrite", lambda: db.set("/r/k", "new")),
+        ("cold read", lambda: db.read("/r/kept", reload=True)),
+    ):
         tcp_proxy.refuse()
         refused_before = tcp_proxy.connections
         watcher = heal_on_next_connection(tcp_proxy)
-        assert scenario.attempt(operation) is None
+        scenario.attempt(what, operation, expect=None)
         watcher.join()
         assert tcp_proxy.connections >= refused_before + 2  # one refused attempt, then one that went through
     acknowledged["/r/k"] = "new"
-    assert scenario.check_intact(direct, acknowledged) == 0
+    scenario.check_nothing_lost(direct, acknowledged)
 
 
 # ---------------------------------------------------------------------- TCP: a server that stops answering
@@ -256,16 +262,19 @@ def test_stall_longer_than_the_read_timeout(
         cached=True,
     )
     tcp_proxy.stall()
-    for operation in (lambda: db.set("/s/k", "new"), lambda: db.read("/s/kept", reload=True)):
+    for what, operation in (
+        ("overwrite", lambda: db.set("/s/k", "new")),
+        ("cold read", lambda: db.read("/s/kept", reload=True)),
+    ):
         started = time.monotonic()
-        error = scenario.attempt(operation)
-        assert isinstance(error, kydb.StoreUnavailable) and "timeout" in str(error).lower(), error
+        error = scenario.attempt(what, operation, expect=kydb.StoreUnavailable)
+        assert "timeout" in str(error).lower(), error
         assert time.monotonic() - started >= 2 * READ_TIMEOUT  # both attempts waited out the timeout
     # The hung connections go (what they held back never reaches the server), and the server answers again.
     tcp_proxy.cut()
     tcp_proxy.heal()
     assert db["/s/k"] == "old"
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)
 
 
 def test_stall_shorter_than_the_retries_is_invisible(tcp_proxy: TCPProxy, start_run: Callable[..., FaultRun]) -> None:
@@ -282,10 +291,10 @@ def test_stall_shorter_than_the_retries_is_invisible(tcp_proxy: TCPProxy, start_
     healer.start()
     started = time.monotonic()
     read: list[object] = []
-    assert scenario.attempt(lambda: read.append(db.read("/s/k", reload=True))) is None
+    scenario.attempt("cold read", lambda: read.append(db.read("/s/k", reload=True)), expect=None)
     healer.join()
     assert read == ["stored"] and time.monotonic() - started >= READ_TIMEOUT  # it did wait out one timeout
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)
 
 
 def test_nobody_listening_is_store_unavailable(start_run: Callable[..., FaultRun]) -> None:
@@ -299,10 +308,15 @@ def test_nobody_listening_is_store_unavailable(start_run: Callable[..., FaultRun
         "connection refused: nothing listens on the endpoint's port",
         acknowledged,
     )
-    for operation in (lambda: db.read("/k"), lambda: db.set("/k", 1), lambda: db.exists("/k"), lambda: db.ls("/")):
-        error = scenario.attempt(operation)
-        assert isinstance(error, kydb.StoreUnavailable) and f"127.0.0.1:{port}" in str(error), error
-    assert scenario.check_intact(direct, acknowledged) == 0
+    for what, operation in (
+        ("read", lambda: db.read("/k")),
+        ("put", lambda: db.set("/k", 1)),
+        ("exists", lambda: db.exists("/k")),
+        ("ls", lambda: db.ls("/")),
+    ):
+        error = scenario.attempt(what, operation, expect=kydb.StoreUnavailable)
+        assert f"127.0.0.1:{port}" in str(error), error
+    scenario.check_nothing_lost(direct, acknowledged)
 
 
 # ---------------------------------------------------------------------- HTTP: S3's error answers
@@ -322,10 +336,10 @@ def test_503s_within_the_retry_budget_are_retried(proxy: LoopbackProxy, start_ru
     ):
         proxy.clear()
         proxy.fail_next(retries)
-        assert scenario.attempt(attempt) is None
+        scenario.attempt(operation, attempt, expect=None)
         assert proxy.operations() == {operation: retries + 1}
     assert db.ls("/") == ["kept"]
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)
 
 
 def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
@@ -341,22 +355,21 @@ def test_503s_beyond_the_budget_raise_store_unavailable_and_write_nothing(
     )
     proxy.clear()
     proxy.fail_next(budget)
-    error = scenario.attempt(lambda: db.set("/k", "new"))
-    assert isinstance(error, kydb.StoreUnavailable) and not isinstance(error, KeyError)
+    error = scenario.attempt("overwrite", lambda: db.set("/k", "new"), expect=kydb.StoreUnavailable)
     message = str(error)
     assert bucket in message and f"{db.base_path[1:]}/k" in message and "SlowDown" in message
     assert proxy.operations() == {"PutObject": budget}
     assert db["/k"] == "old"  # the cache does not hold the value S3 never got
-    for attempt in (
-        lambda: db.set("/new/k", "new"),
-        lambda: db.read("/k", reload=True),
-        lambda: db.exists("/k"),
-        lambda: db.ls("/"),
+    for what, attempt in (
+        ("put of a new object", lambda: db.set("/new/k", "new")),
+        ("cold read", lambda: db.read("/k", reload=True)),
+        ("exists", lambda: db.exists("/k")),
+        ("ls", lambda: db.ls("/")),
     ):
         proxy.fail_next(budget)
-        assert isinstance(scenario.attempt(attempt), kydb.StoreUnavailable)
+        scenario.attempt(what, attempt, expect=kydb.StoreUnavailable)
     assert not db.exists("/new/k")
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)
 
 
 def test_failed_multipart_upload_leaves_nothing(
@@ -367,10 +380,11 @@ def test_failed_multipart_upload_leaves_nothing(
         proxy.url, "a part upload fails", "503 SlowDown on all {budget} attempts of part 2 of 3", acknowledged
     )
     proxy.fail_next(budget, when=lambda r: r.operation == "UploadPart" and "partNumber=2&" in r.query + "&")
-    error = scenario.attempt(lambda: db.set("/big", os.urandom(BIG)))
-    assert isinstance(error, kydb.StoreUnavailable)
+    error = scenario.attempt(
+        f"put of a {BIG >> 20} MiB value", lambda: db.set("/big", os.urandom(BIG)), expect=kydb.StoreUnavailable
+    )
     assert bucket in str(error) and "big" in str(error)
     assert proxy.operations()["AbortMultipartUpload"] == 1
     assert no_uploads_pending(s3, bucket, db)
     assert not db.exists("/big") and db.ls("/") == ["kept"]
-    assert scenario.check_intact(db, acknowledged) == 0
+    scenario.check_nothing_lost(db, acknowledged)

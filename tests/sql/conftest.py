@@ -3,15 +3,11 @@
 Each test session works in its own table (dropped at the end) and each test
 under its own base path, so suites can run side by side on one server.  An
 unreachable server skips its tests, or fails them with KYDB_REQUIRE_SERVICES.
-
-The fault tests (test_sql_faults.py) record one row per scenario in the
-session's fault table, printed at the end of the terminal summary.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,42 +121,3 @@ def database(request: pytest.FixtureRequest) -> Database:
 def server_database(request: pytest.FixtureRequest) -> Database:
     """Each database behind a server in turn."""
     return request.getfixturevalue(f"{request.param}_database")  # type: ignore[no-any-return]
-
-
-# ---------------------------------------------------------------------------- the fault table
-
-
-@dataclass
-class FaultRow:
-    """One fault scenario's record: what was broken, what the operations met, what was lost."""
-
-    backend: str
-    fault: str
-    outcomes: Counter[str]  # exception class name (or "none") -> operations that met it
-    lost: int  # objects acknowledged before or during the fault that did not read back intact
-    partial: int  # failed multi-row writes that left some of their rows behind
-
-
-_FAULT_ROWS = pytest.StashKey[list[FaultRow]]()
-
-
-@pytest.fixture(scope="session")
-def fault_table(pytestconfig: pytest.Config) -> list[FaultRow]:
-    """The session's fault table: append a :class:`FaultRow` per scenario."""
-    return pytestconfig.stash.setdefault(_FAULT_ROWS, [])
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    rows = config.stash.get(_FAULT_ROWS, [])
-    if not rows:
-        return
-    terminalreporter.section("kydb-sql fault matrix")
-    width = max(len(row.fault) for row in rows)
-    header = f"{'backend':<11} {'fault':<{width}} {'ops':>4}  {'errors raised, by type':<38} {'lost':>4} {'partial':>7}"
-    terminalreporter.write_line(header)
-    for row in rows:
-        errors = ", ".join(f"{name}: {count}" for name, count in sorted(row.outcomes.items()))
-        terminalreporter.write_line(
-            f"{row.backend:<11} {row.fault:<{width}} {sum(row.outcomes.values()):>4}  {errors:<38} "
-            f"{row.lost:>4} {row.partial:>7}"
-        )

@@ -18,9 +18,9 @@ Every scenario checks the four promises:
    reads back intact, and a failed multi-row write left none of its rows
    (or, where the outcome of an abandoned commit is unknowable, all of them).
 
-Each scenario adds a row to the fault table printed in the terminal summary:
-backend, fault, operations attempted, what they raised by type, objects lost,
-partial writes.
+Each scenario is a row of the fault matrix printed in the terminal summary
+(:class:`kydb.testing.faults.FaultScenario`): backend, fault, operations
+attempted, what they raised by type, objects lost, partial writes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -41,14 +40,14 @@ import sqlalchemy as sa
 
 import kydb
 from kydb.testing import unique_name
-from kydb.testing.faults import TCPProxy
+from kydb.testing.faults import FaultScenario, TCPProxy
 from kydb_sql.layout import ancestors, range_of
 
-from .conftest import Database, FaultRow
+from .conftest import Database
 from .private_servers import PrivateServer, ServerUnavailable
 
 _T = TypeVar("_T")
-Expected = type[BaseException] | None  # what an operation must raise; None: it must succeed
+Expected = type[Exception] | None  # what an operation must raise; None: it must succeed
 
 BIG_VALUE = os.urandom(4 * 1024 * 1024)  # read through a connection cut after its first megabyte
 CUT_AFTER = 1024 * 1024
@@ -72,17 +71,16 @@ class Trial:
     """One scenario: a DB, the operations tried on it under a fault and what they met, and the checks after.
 
     ``raw`` is an engine on the same database that bypasses kydb (and the
-    proxy), to count rows after recovery.  :meth:`verify` adds the
-    scenario's row to ``table``.
+    proxy), to count rows after recovery.  Outcomes are recorded in
+    ``scenario``, the scenario's row of the fault matrix; :meth:`verify`
+    fills in its objects lost and partial writes.
     """
 
-    def __init__(self, db: Any, raw: sa.Engine, backend: str, fault: str, table: list[FaultRow]) -> None:
+    def __init__(self, db: Any, raw: sa.Engine, scenario: FaultScenario) -> None:
         self.db = db
         self.raw = raw
-        self.backend = backend
-        self.fault = fault
-        self.table = table
-        self.outcomes: Counter[str] = Counter()
+        self.scenario = scenario
+        self.fault = scenario.fault
         self.acked: dict[str, Any] = {}  # key -> the value the store acknowledged last
         self.failed: dict[str, Any] = {}  # key -> a value whose write raised
         self.failed_batches: dict[str, int] = {}  # folder of a failed multi-row write -> the rows it adds
@@ -98,19 +96,14 @@ class Trial:
     # ------------------------------------------------------------------ under the fault
 
     def attempt(self, what: str, call: Callable[[], _T], expect: Expected) -> _T | None:
-        """Run one operation and record what it raised; it must raise ``expect``, or succeed for ``None``."""
-        try:
-            result = call()
-        except Exception as exc:
-            self.outcomes[type(exc).__name__] += 1
-            self.last_error = exc
-            assert not isinstance(exc, KeyError), f"{self.fault}: {what} raised {exc!r}, which says 'no such key'"
-            if expect is None or not isinstance(exc, expect):
-                raise AssertionError(f"{self.fault}: {what} raised {exc!r}, expected {expect}") from exc
-            return None
-        self.outcomes["none"] += 1
-        assert expect is None, f"{self.fault}: {what} succeeded, expected {expect.__name__}"
-        return result
+        """Run one operation and record what it met; it must raise ``expect``, or succeed for ``None``.
+
+        See :meth:`FaultScenario.attempt` (never a ``KeyError``); what it raised is kept as ``last_error``.
+        """
+        if expect is None:
+            return self.scenario.attempt(what, call)
+        self.last_error = self.scenario.attempt(what, call, expect=expect)
+        return None
 
     def put(self, values: dict[str, Any], expect: Expected) -> None:
         """``set_many`` (``set`` for one key); give each multi-row write a top-level folder of its own."""
@@ -148,7 +141,7 @@ class Trial:
     # ------------------------------------------------------------------ after recovery
 
     def verify(self, unknowable_commit: bool = False) -> None:
-        """With the fault healed, check promises 2 and 4, and record the scenario's row.
+        """With the fault healed, check promises 2 and 4, and record objects lost and partial writes.
 
         A failed write must have left nothing — unless ``unknowable_commit``
         (the client gave up with a COMMIT in flight, which the server may yet
@@ -164,16 +157,13 @@ class Trial:
             if stored == ("ok", value):
                 assert unknowable_commit, f"{self.fault}: the failed write of {key} was applied"
                 self.acked[key] = value
-        # 4. Acknowledged objects are intact; failed multi-row writes left no partial rows.
-        lost = [
-            key for key, value in self.acked.items() if _outcome(lambda: db.read(key, reload=True)) != ("ok", value)
-        ]
+        # 4. Failed multi-row writes left no partial rows; acknowledged objects are intact.
         partial = 0
         for folder, complete in self.failed_batches.items():
             present = self.rows_under(f"/{folder}/")
             partial += present not in ((0, complete) if unknowable_commit else (0,))
-        self.table.append(FaultRow(self.backend, self.fault, self.outcomes, len(lost), partial))
-        assert not lost, f"{self.fault}: lost {lost}"
+        self.scenario.partial = partial
+        self.scenario.check_nothing_lost(db, self.acked)
         assert not partial, f"{self.fault}: {partial} failed multi-row write(s) left rows behind"
 
     def rows_under(self, folder: str) -> int:
@@ -231,7 +221,9 @@ def proxy(server_database: Database) -> Iterator[TCPProxy]:
 
 
 @pytest.fixture
-def trial(server_database: Database, proxy: TCPProxy, fault_table: list[FaultRow]) -> Iterator[Callable[[str], Trial]]:
+def trial(
+    server_database: Database, proxy: TCPProxy, fault_scenario: Callable[[str, str], FaultScenario]
+) -> Iterator[Callable[[str], Trial]]:
     """``trial(fault)``: a :class:`Trial` under a fresh base path, kydb connected through the proxy.
 
     Timeouts are short (``connect_timeout=1``, ``read_timeout=2``), so
@@ -247,7 +239,7 @@ def trial(server_database: Database, proxy: TCPProxy, fault_table: list[FaultRow
             connect_timeout="1",
             read_timeout=str(READ_TIMEOUT),
         )
-        made.append(Trial(kydb.connect(url), raw, NAMES[server_database.kind], fault, fault_table))
+        made.append(Trial(kydb.connect(url), raw, fault_scenario(NAMES[server_database.kind], fault)))
         return made[-1]
 
     yield make
@@ -418,12 +410,14 @@ def test_a_stall_shorter_than_read_timeout_is_only_slow(trial: Callable[[str], T
 # ---------------------------------------------------------------------------- a row lock held by another transaction
 
 
-def test_mariadb_lock_wait_timeout_is_not_retried(mariadb_database: Database, fault_table: list[FaultRow]) -> None:
+def test_mariadb_lock_wait_timeout_is_not_retried(
+    mariadb_database: Database, fault_scenario: Callable[[str, str], FaultScenario]
+) -> None:
     """A row lock held past ``innodb_lock_wait_timeout`` (1205): one wait, then StoreUnavailable, never four waits."""
     url = mariadb_database.url(base=f"/{unique_name('t')}", init_command="SET SESSION innodb_lock_wait_timeout = 1")
     raw = mariadb_database.engine()
     fault = "another transaction holds a row lock > innodb_lock_wait_timeout (1 s)"
-    t = Trial(kydb.connect(url), raw, NAMES["mariadb"], fault, fault_table)
+    t = Trial(kydb.connect(url), raw, fault_scenario(NAMES["mariadb"], fault))
     inserts: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
@@ -476,13 +470,14 @@ def restartable(
         server.close()
 
 
-def test_a_server_crash_and_restart(restartable: PrivateServer, fault_table: list[FaultRow]) -> None:
+def test_a_server_crash_and_restart(
+    restartable: PrivateServer, fault_scenario: Callable[[str, str], FaultScenario]
+) -> None:
     server = restartable
     url = f"{server.url}?table=kydb&base=/{unique_name('t')}&connect_timeout=1&read_timeout={READ_TIMEOUT}"
     raw = sa.create_engine(server.url, poolclass=sa.pool.NullPool)
-    t = Trial(
-        kydb.connect(url), raw, NAMES[server.kind], "server crashes mid-transaction, restarts; again idle", fault_table
-    )
+    fault = "server crashes mid-transaction, restarts; again idle"
+    t = Trial(kydb.connect(url), raw, fault_scenario(NAMES[server.kind], fault))
     t.acknowledge({"/a/one": 1, "/a/two": {"two": 2}})
     with on_statement(t.db.store.engine, "after_cursor_execute", "INSERT", server.crash):
         t.put(batch("/b"), kydb.StoreUnavailable)
@@ -527,14 +522,16 @@ def write_lock_held(path: str) -> Iterator[Callable[[], None]]:
 
 
 @pytest.fixture
-def sqlite_trial(sqlite_database: Database, fault_table: list[FaultRow]) -> Iterator[Callable[[str, float], Trial]]:
+def sqlite_trial(
+    sqlite_database: Database, fault_scenario: Callable[[str, str], FaultScenario]
+) -> Iterator[Callable[[str, float], Trial]]:
     """``sqlite_trial(fault, busy_timeout)``: a :class:`Trial` on the session's SQLite file, under a fresh base path."""
     made: list[Trial] = []
     raw = sqlite_database.engine()
 
     def make(fault: str, busy_timeout: float) -> Trial:
         url = sqlite_database.url(base=f"/{unique_name('t')}", timeout=str(busy_timeout))
-        made.append(Trial(kydb.connect(url), raw, NAMES["sqlite"], fault, fault_table))
+        made.append(Trial(kydb.connect(url), raw, fault_scenario(NAMES["sqlite"], fault)))
         return made[-1]
 
     yield make
@@ -589,7 +586,7 @@ def test_sqlite_writer_killed_mid_transaction(sqlite_trial: Callable[[str, float
         [sys.executable, "-c", writer, t.db.url], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
-    t.outcomes["writer killed"] += 1
+    t.scenario.outcomes["writer killed"] += 1
     t.failed_batches["b"] = rows_added({f"/b/d{i % 4}/o{i:03d}": i for i in range(100)})
     t.survey(None)
     t.put(batch("/c", count=20), None)  # the dead writer's lock is gone

@@ -1,6 +1,7 @@
-"""A loopback TCP proxy that tests put between kydb and a real server, to break the network on purpose.
+"""Fault injection for backend tests: a TCP proxy that breaks the network, and the fault table.
 
-::
+:class:`TCPProxy` sits between kydb and a real server, on loopback, to break
+the network on purpose::
 
     with TCPProxy("127.0.0.1", 6379) as proxy:
         db = kydb.connect(f"redis://127.0.0.1:{proxy.port}/base")
@@ -11,6 +12,22 @@
         proxy.heal()           # back to normal
 
 Everything runs on daemon threads and binds to 127.0.0.1 only.
+
+:class:`FaultScenario` is one row of a fault table: the fault injected,
+what each operation tried under it met, and what was lost.  Its
+:meth:`~FaultScenario.attempt` checks the promises for one operation (it
+succeeds as if nothing happened, or raises the expected error and never a
+``KeyError``); :meth:`~FaultScenario.check_nothing_lost` reads back, after
+recovery, what the store acknowledged before.  :func:`fault_table` renders
+the rows as text, for a test run's summary::
+
+    scenario = FaultScenario("mystore", "server unreachable (connections refused)")
+    proxy.refuse()
+    error = scenario.attempt("put", lambda: db.set("/k", 1), expect=kydb.StoreUnavailable)
+    proxy.heal()
+    assert scenario.attempt("read", lambda: db.read("/kept", reload=True)) == "kept"
+    scenario.check_nothing_lost(db, {"/kept": "kept"})
+    print("\n".join(fault_table([scenario])))
 """
 
 from __future__ import annotations
@@ -20,9 +37,19 @@ import selectors
 import socket
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar, overload
 
-__all__ = ["TCPProxy"]
+if TYPE_CHECKING:
+    from ..front import BaseDB
+
+__all__ = ["FaultScenario", "TCPProxy", "fault_table"]
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=Exception)
 
 _CHUNK = 65536
 
@@ -45,6 +72,8 @@ class TCPProxy:
         #: Open connections the proxy has dropped so far (by cut, cut_after or refuse), so a test can
         #: tell that its fault really struck.
         self.dropped = 0
+        #: Round trips so far: each time a client sent bytes, on a new connection or after its server had.
+        self.round_trips = 0
         self._thread = threading.Thread(target=self._accept, name=f"tcp-proxy-{self.port}", daemon=True)
         self._thread.start()
 
@@ -121,6 +150,7 @@ class TCPProxy:
     def _pump(self, client: socket.socket, server: socket.socket, limit: int | None) -> None:
         peer = {client: server, server: client}
         moved = 0
+        client_spoke_last = False
         with selectors.DefaultSelector() as selector:
             selector.register(client, selectors.EVENT_READ)
             selector.register(server, selectors.EVENT_READ)
@@ -139,6 +169,10 @@ class TCPProxy:
                         data = sock.recv(_CHUNK)
                         if not data:
                             return
+                        if sock is client and not client_spoke_last:
+                            with self._lock:
+                                self.round_trips += 1
+                        client_spoke_last = sock is client
                         if limit is not None and moved + len(data) > limit:
                             peer[sock].sendall(data[: max(limit - moved, 0)])
                             with self._lock:
@@ -160,3 +194,99 @@ def _close(*socks: socket.socket) -> None:
         with contextlib.suppress(OSError):  # already closed by the other side
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
+
+
+# ---------------------------------------------------------------------- the fault table
+
+
+@dataclass
+class FaultScenario:
+    """One row of a fault table: a fault, the operations tried under it and what they met, what was lost."""
+
+    #: The backend under test (``"redis"``, ``"PostgreSQL"``, ...).
+    backend: str
+    #: The fault injected, in words.
+    fault: str
+    #: How many operations met each outcome: the exception's class name, or ``"none"`` for success.
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: Acknowledged objects that did not read back intact after the fault (``None``: not checked).
+    lost: int | None = None
+    #: Failed multi-object writes that left part of themselves behind (``None``: not checked).
+    partial: int | None = None
+
+    @overload
+    def attempt(self, what: str, operation: Callable[[], _T], *, expect: None = None) -> _T: ...
+
+    @overload
+    def attempt(self, what: str, operation: Callable[[], object], *, expect: type[_E]) -> _E: ...
+
+    def attempt(self, what: str, operation: Callable[[], object], *, expect: type[Exception] | None = None) -> object:
+        """Run ``operation()``, record its outcome and check it.
+
+        With ``expect=None`` the operation must succeed (a fault the retries
+        overcome is invisible); its result is returned.  With an exception
+        type it must raise that type, and never a ``KeyError``: "no such
+        key" is never an acceptable answer under a fault.  The exception is
+        returned, for further checks on its message or cause.  Anything else
+        is an ``AssertionError`` naming the fault and ``what``.
+        """
+        try:
+            result = operation()
+        except Exception as exc:
+            self.outcomes[type(exc).__name__] += 1
+            if isinstance(exc, KeyError):
+                raise AssertionError(f"{self.fault}: {what} raised {exc!r}, which says 'no such key'") from exc
+            if expect is None:
+                raise AssertionError(f"{self.fault}: {what} should have succeeded, got {exc!r}") from exc
+            if not isinstance(exc, expect):
+                raise AssertionError(f"{self.fault}: {what} raised {exc!r}, expected {expect.__name__}") from exc
+            return exc
+        self.outcomes["none"] += 1
+        if expect is not None:
+            raise AssertionError(
+                f"{self.fault}: {what} succeeded, returning {result!r:.80}, expected {expect.__name__}"
+            )
+        return result
+
+    def check_nothing_lost(
+        self, db: BaseDB, acknowledged: Mapping[str, object], attempted: Mapping[str, object] | None = None
+    ) -> None:
+        """Every acknowledged object reads back from the store (``reload=True``) with its value.
+
+        ``attempted`` maps keys to values of writes that failed: a store may
+        or may not have applied them, so for those keys either value counts
+        as intact.  Records :attr:`lost`.
+        """
+        attempted = attempted or {}
+        got = db.get_many(list(acknowledged), reload=True)
+        lost = sorted(
+            key
+            for key, value in acknowledged.items()
+            if key not in got or got[key] not in [value, *([attempted[key]] if key in attempted else [])]
+        )
+        self.lost = len(lost)
+        assert not lost, f"{self.fault}: {len(lost)} acknowledged objects lost or changed, e.g. {lost[:5]}"
+
+
+def fault_table(scenarios: Iterable[FaultScenario]) -> list[str]:
+    """The scenarios as the lines of a text table, one row each, under a header and a rule."""
+    header = ("backend", "fault injected", "ops", "errors raised, by type", "objects lost", "partial writes")
+    rows = [
+        (
+            scenario.backend,
+            scenario.fault,
+            str(sum(scenario.outcomes.values())),
+            ", ".join(
+                f"{name}: {count}"
+                for name, count in sorted(scenario.outcomes.items(), key=lambda item: (item[0] == "none", item[0]))
+            )
+            or "-",
+            "not checked" if scenario.lost is None else str(scenario.lost),
+            "-" if scenario.partial is None else str(scenario.partial),
+        )
+        for scenario in scenarios
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    top = " | ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    return [top, "-+-".join("-" * width for width in widths), *lines]
