@@ -19,8 +19,8 @@ kydb; a third column shows redis-py on bytes pickled once beforehand.  A
 key's depth counts every component in Redis, the DB's base path included.
 Throughput is 1 / the median time per call, the sides taking turns call by
 call; ratios are kydb / raw (1.0 = as fast as raw redis-py).  Then, per put
-at depth 4 and 8: the requests redis-py sent (round trips) and the commands
-the server ran (``INFO commandstats``, exact on the private server); then
+of a new object and per overwrite at depth 4 and 8: the requests redis-py
+sent (round trips) and the commands the server ran (``INFO commandstats``, exact on the private server); then
 ``recent`` against the folder's size.
 Asserts nothing.
 """
@@ -223,11 +223,13 @@ def side_by_side(db: kydb.BaseDB, raw: redis.Redis, raw_keys: set[str]) -> None:
             f" {'ok' if ratio >= target else 'MISSED':<6} {bytes_rate:>9,.0f}"
         )
 
-    print("\nper put into a new folder, then 199 more into it (INFO commandstats counts commands run by scripts too):")
+    print("\nper put into a new folder, then 199 more into it, then per overwrite of those 200")
+    print("(INFO commandstats counts commands run by scripts too):")
     for depth in (4, 8):
         keys = [f"/new{depth}{folder_at(depth - 1)}/k{i}" for i in range(200)]
-        trips, commands = per_call(raw, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
-        print(f"  depth {depth}: {trips:g} round trip(s); server commands: {shown(commands)}")
+        for what in ("new", "overwrite"):
+            trips, commands = per_call(raw, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
+            print(f"  depth {depth}, {what:<9}: {trips:g} round trip(s); server commands: {shown(commands)}")
 
 
 def main() -> None:

@@ -98,14 +98,15 @@ def _script(body: str) -> LuaScript:
 #:
 #: An object's mtime becomes the write's time, and so does its ctime when it
 #: has no metadata yet (it is new); each index member moves from the old
-#: value (read from the metadata hash) to the new one.  Each path is then
-#: added to its folder, that folder to its parent and so on up to the root,
-#: stopping at the first entry that was already there: a folder with an entry
-#: in it is non-empty, and a non-empty folder is always listed in its parent
-#: (every script keeps that true), so everything above is listed too.  A put
-#: of an existing object into an existing folder therefore runs one ``SET``,
-#: one ``HGET``, one ``HSET``, one ``ZREM`` and two ``ZADD``s whatever the
-#: depth.  Returns n.
+#: value (read from the metadata hash) to the new one.  Each new object or
+#: folder is then added to its folder, that folder to its parent and so on up
+#: to the root, stopping at the first entry that was already there: a folder
+#: with an entry in it is non-empty, and a non-empty folder is always listed
+#: in its parent (every script keeps that true), so everything above is
+#: listed too.  An object that has metadata already is listed already (only
+#: the delete script removes either, both at once), so an overwrite runs one
+#: ``SET``, one ``HGET``, one ``HSET``, one ``ZREM`` and one ``ZADD`` whatever
+#: the depth.  Returns n.
 PUT = _script(
     """
 local n = tonumber(ARGV[1])
@@ -117,14 +118,16 @@ for i = 1, #KEYS do
     redis.call('SET', path, ARGV[i + 2])
     local meta = 'meta:' .. path
     local old = redis.call('HGET', meta, 'mtime')
+    local by_mtime = 'index:mtime:' .. folder
     if old then
-      redis.call('ZREM', 'index:mtime:' .. folder, old .. ':' .. name)
+      redis.call('ZREM', by_mtime, old .. ':' .. name)  -- before the ZADD: old may equal mtime
       redis.call('HSET', meta, 'mtime', mtime)
+      folder = nil  -- an object with metadata is listed in its folder already
     else
       redis.call('HSET', meta, 'mtime', mtime, 'ctime', mtime)
       redis.call('ZADD', 'index:ctime:' .. folder, 0, mtime .. ':' .. name)
     end
-    redis.call('ZADD', 'index:mtime:' .. folder, 0, mtime .. ':' .. name)
+    redis.call('ZADD', by_mtime, 0, mtime .. ':' .. name)
   end
   while folder and redis.call('ZADD', folder, 0, name) == 1 do
     folder, name = string.match(folder, '^(.*/)([^/]+/?)$')

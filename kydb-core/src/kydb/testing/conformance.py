@@ -1146,6 +1146,24 @@ class QueryTests(_Fixtures):
         by_ctime = self.answer(lambda scan: list(db.folder("/t", allow_scan=scan).by("ctime").entries()))
         assert by_ctime[0].index_value == entry.ctime
 
+    def test_an_overwrite_within_one_clock_tick_stays_listed_once(self, db: kydb.DB) -> None:
+        """A coarse clock gives an overwrite the time its object already has: it stays in the time indexes, once."""
+        tick = 1_780_000_000_123_456_789
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(time, "time_ns", lambda: tick)
+            db["/tick/x"] = 1
+            db["/tick/x"] = 2
+            db["/tick/y"] = 3
+        newest = self.answer(lambda scan: db.recent("/tick", allow_scan=scan))
+        if newest is _REFUSED:
+            return
+        assert sorted(newest) == ["x", "y"]
+        assert db.read("/tick/x", reload=True) == 2
+        assert db.stat("/tick/x").mtime_ns == tick
+        if self.keeps_ctime:
+            by_ctime = self.answer(lambda scan: list(db.folder("/tick", allow_scan=scan).by("ctime")))
+            assert sorted(by_ctime) == ["x", "y"]
+
     def test_user_index_orders_and_bounds(self, db: kydb.DB) -> None:
         dates = {"b1": 20260905, "b2": 20260101, "b3": 20261231, "b4": 20260905}
         for name, date in dates.items():
