@@ -125,3 +125,24 @@ def test_plugins_registered_at_run_time_apply_to_one_store() -> None:
     a["/k"] = 1
     b["/k"] = 1
     assert counter.calls["kydb_put"] == 1
+
+
+def test_plugins_and_tracing_see_calls_whenever_they_arrive() -> None:
+    """Calls go straight to the store only while nothing else is registered; every change is seen at once."""
+    from kydb.testing import CallCounter
+
+    db = kydb.connect(f"memory://{unique_name('rt')}")
+    db["/before"] = 0  # dispatch is set up before the plugin arrives
+    counter = CallCounter()
+    db.plugins.register(counter)
+    db["/k"] = 1
+    assert db.read("/k", reload=True) == 1
+    assert (counter.calls["kydb_put"], counter.calls["kydb_get"]) == (1, 1)
+    db.plugins.unregister(counter)
+    db["/k"] = 2
+    assert counter.calls["kydb_put"] == 1
+    traced: list[str] = []
+    db.plugins.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name), lambda *_: None)
+    db["/k"] = 3
+    assert db.read("/k", reload=True) == 3
+    assert traced == ["kydb_put", "kydb_get"]
