@@ -94,7 +94,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(name="bench-sql")
 def bench_sql(session: nox.Session) -> None:
     """kydb-sql on SQLite, PostgreSQL and MariaDB next to bare SQLAlchemy Core; ls, rm_tree and recent against size."""
-    session.install("./kydb-core", SQL)
+    session.install(CORE, SQL)  # kydb.testing's TCPProxy counts the round trips
     session.run("python", "benchmarks/bench_sql.py", *session.posargs)
 
 

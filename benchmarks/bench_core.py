@@ -3,9 +3,9 @@
     python -m nox -s bench
 
 Compares one ``db.read(key, reload=True)`` on ``memory://`` — key validation,
-one pluggy hook call, the envelope check, unpickling, the cache fill — with a
-bare ``dict`` lookup plus ``pickle.loads`` of the same pickle.  Prints ratios;
-asserts nothing.
+one hook call (straight to the store, as no middleware is registered), the
+envelope check, unpickling, the cache fill — with a bare ``dict`` lookup plus
+``pickle.loads`` of the same pickle.  Prints ratios; asserts nothing.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import venv
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,13 +56,32 @@ def fault_scenario(pytestconfig: pytest.Config) -> Callable[[str, str], FaultSce
     return start
 
 
+_MODEL_RUNS = pytest.StashKey[list[tuple[str, Counter[str]]]]()
+
+
+@pytest.fixture(scope="session")
+def model_report(pytestconfig: pytest.Config) -> Callable[[str, Counter[str]], None]:
+    """``model_report(target, stats)``: list a model check's statistics at the end of the run."""
+    runs = pytestconfig.stash.setdefault(_MODEL_RUNS, [])
+    return lambda target, stats: runs.append((target, stats))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Print the fault matrix: one row per fault scenario the run went through, whatever the backend."""
+    """Print the fault matrix (one row per fault scenario, whatever the backend) and the model checks' statistics."""
     scenarios = config.stash.get(_FAULT_SCENARIOS, [])
     if scenarios:
         terminalreporter.section("fault matrix")
         for line in fault_table(scenarios):
             terminalreporter.write_line(line)
+    runs = config.stash.get(_MODEL_RUNS, [])
+    if runs:
+        terminalreporter.section("model check: examples, operations, and each operation's outcomes")
+        for target, stats in runs:
+            outcomes = {name: count for name, count in sorted(stats.items()) if name != "examples"}
+            terminalreporter.write_line(
+                f"{target}: {stats['examples']} examples, {sum(outcomes.values())} operations; "
+                + ", ".join(f"{name} {count}" for name, count in outcomes.items())
+            )
 
 
 WALKTHROUGH_RESULTS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -50,7 +51,9 @@ MODEL_TARGETS = ["sqlite", "postgresql", "mariadb", "redis", "s3", "redis|sqlite
 
 
 @pytest.mark.parametrize("target", MODEL_TARGETS)
-def test_backend_matches_the_model(store_url: StoreURL, target: str) -> None:
+def test_backend_matches_the_model(
+    store_url: StoreURL, target: str, model_report: Callable[[str, Counter[str]], None]
+) -> None:
     def new_db() -> kydb.BaseDB:
         if "|" in target:
             return kydb.connect("|".join(store_url(kind) for kind in target.split("|")))
@@ -60,4 +63,4 @@ def test_backend_matches_the_model(store_url: StoreURL, target: str) -> None:
 
     stats = check_against_model(new_db, max_examples=12, steps=25, derandomize=True)
     assert stats["set -> ok"] and stats["read -> ok"] and stats["rm_tree -> ok"]
-    print(target, dict(sorted(stats.items())))
+    model_report(target, stats)

@@ -6,6 +6,7 @@ coverage assertion is stable.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -24,7 +25,9 @@ from kydb.testing.model import assert_exercised, check_against_model
     ],
     ids=["store", "union", "cache-db"],
 )
-def test_matches_the_model(make_url: Callable[[], str]) -> None:
+def test_matches_the_model(
+    make_url: Callable[[], str], request: pytest.FixtureRequest, model_report: Callable[[str, Counter[str]], None]
+) -> None:
     stats = check_against_model(lambda: kydb.connect(make_url()), max_examples=150, derandomize=True)
     assert_exercised(stats)
-    print(dict(sorted(stats.items())))
+    model_report(f"memory ({request.node.callspec.id})", stats)

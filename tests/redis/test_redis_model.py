@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 import kydb
 from kydb.testing import unique_name
 from kydb.testing.model import assert_exercised, check_against_model
@@ -9,9 +12,10 @@ from kydb.testing.model import assert_exercised, check_against_model
 from .conftest import with_base
 
 
-def test_matches_the_model(redis_url: str) -> None:
+def test_matches_the_model(redis_url: str, model_report: Callable[[str, Counter[str]], None]) -> None:
     # Derandomized: every run checks the same sequences, so the coverage check below is stable.
     stats = check_against_model(
         lambda: kydb.connect(with_base(redis_url, unique_name("model"))), max_examples=100, derandomize=True
     )
     assert_exercised(stats)
+    model_report("redis", stats)

@@ -8,6 +8,7 @@ to keep the session short (each of their operations is a network round trip).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import kydb
 from kydb.testing.model import assert_exercised, check_against_model
@@ -17,7 +18,7 @@ from .conftest import Database
 EXAMPLES = {"sqlite": 100, "postgresql": 50, "mariadb": 50}
 
 
-def test_matches_the_model(database: Database) -> None:
+def test_matches_the_model(database: Database, model_report: Callable[[str, Counter[str]], None]) -> None:
     opened: list[kydb.BaseDB] = []
 
     def new_db() -> kydb.BaseDB:
@@ -32,4 +33,4 @@ def test_matches_the_model(database: Database) -> None:
         for db in opened:
             db.close()
     assert_exercised(stats)
-    print(f"\n{database.kind}: {dict(sorted(stats.items()))}")
+    model_report(database.kind, stats)
