@@ -77,6 +77,8 @@ def test_unreachable_server_is_one_line_with_the_password_masked() -> None:
     err = result.stderr.decode()
     assert result.returncode == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert "s3cr3t-pw" not in err and "127.0.0.1:1" in err and "StoreUnavailable" not in err
+    # what to do, said once, and where to find more
+    assert err.count("Check that the server is running and reachable") == 1 and "--debug" in err and ".." not in err
 
 
 NAMES = ["plain", "with space", "é accent", "日本", "100%", "a_b", "quo'te"]

@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (UnknownScheme, ""),
-    (StoreUnavailable, " (is the server running and reachable? --debug shows the cause)"),
+    (StoreUnavailable, " (--debug shows the cause)"),  # the backend's message says what to check
     (NotFound, " (kydb ls shows what is there)"),
     (InvalidKey, ""),
 )

@@ -130,7 +130,7 @@ class RedisStore:
 
     def _failure(self, exc: RedisError, doing: str) -> Exception:
         """The kydb error for ``exc``, raised while ``doing`` (e.g. "writing '/a/b'")."""
-        detail = str(exc)[:300]
+        detail = str(exc)[:300].rstrip(". ")  # redis-py ends some messages with a period
         if isinstance(exc, (AuthenticationError, NoPermissionError)):
             return PermissionError(
                 f"{self._where} refused {doing}: {detail}. Check the user name and password in the URL "
