@@ -20,8 +20,8 @@ key's depth counts every component in Redis, the DB's base path included.
 Throughput is 1 / the median time per call, the sides taking turns call by
 call; ratios are kydb / raw (1.0 = as fast as raw redis-py).  Then, per put
 of a new object and per overwrite at depth 4 and 8: the requests redis-py
-sent (round trips) and the commands the server ran (``INFO commandstats``, exact on the private server); then
-``recent`` against the folder's size.
+sent (round trips) and the commands the server ran (``INFO commandstats``,
+exact on the private server); then ``recent`` against the folder's size.
 Asserts nothing.
 """
 
