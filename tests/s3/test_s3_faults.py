@@ -315,7 +315,7 @@ def test_nobody_listening_is_store_unavailable(start_run: Callable[..., FaultRun
         ("ls", lambda: db.ls("/")),
     ):
         error = scenario.attempt(what, operation, expect=kydb.StoreUnavailable)
-        assert f"127.0.0.1:{port}" in str(error), error
+        assert f"127.0.0.1:{port}" in str(error) and "check the endpoint URL" in str(error), error
     scenario.check_nothing_lost(direct, acknowledged)
 
 

@@ -151,7 +151,6 @@ class DB(BaseDB):
         self._keeps_metadata = implements("kydb_stat")  # else stat reads blobs and knows no times or indexes
         self._dispatched = -1  # a new manager may have reached the old one's generation
         self._pm = pm
-        self._hook = pm.hook
         self._epoch = _ForkEpoch.value
 
     def _hooks(self) -> Any:
@@ -188,7 +187,7 @@ class DB(BaseDB):
         """Release the store's connections; the DB reconnects if used again."""
         super().close()
         if self._epoch == _ForkEpoch.value:
-            self._hook.kydb_close()
+            self._pm.hook.kydb_close()
             self._epoch = -1
 
     # ------------------------------------------------------------------ primitives

@@ -378,7 +378,7 @@ class S3Store:
             if isinstance(exc, _NETWORK_ERRORS):
                 return kydb.StoreUnavailable(
                     f"S3 is unreachable: {operation} on {where} failed after up to {self.max_attempts} "
-                    f"attempt(s): {exc}"
+                    f"attempt(s): {exc}; check the endpoint URL and that this host can reach it"
                 )
             return S3RequestError(f"{operation} on {where} failed: {exc}")
         return self._rejection(exc, operation, where)

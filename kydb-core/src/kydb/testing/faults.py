@@ -287,6 +287,8 @@ def fault_table(scenarios: Iterable[FaultScenario]) -> list[str]:
         for scenario in scenarios
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    top = " | ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    top, *lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return [top, "-+-".join("-" * width for width in widths), *lines]
