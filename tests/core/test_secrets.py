@@ -60,3 +60,52 @@ def test_every_error_path_keeps_secrets_out(password_scheme: str, caplog: pytest
     leaks = [text for text in texts if PASSWORD in text or SIGNING_KEY in text or SIGNING_KEY[:8] in text]
     assert not leaks, leaks
     assert any("***" in text for text in texts)  # the URLs were there, masked
+
+
+SECRET = "Zq9SECRET"
+#: Passwords holding every character that has a meaning in a URL or in kydb's composite URLs.
+SPECIAL_PASSWORDS = [f"{SECRET}/x", f"{SECRET}#x", f"{SECRET}?x", f"{SECRET};x", f"{SECRET}|x", f"ss@{SECRET}", SECRET]
+
+
+@pytest.mark.parametrize("password", SPECIAL_PASSWORDS)
+@pytest.mark.parametrize("scheme", ["redis", "postgresql", "mysql", "memory", "pwmem"])
+def test_passwords_with_url_characters_never_show(
+    scheme: str, password: str, password_scheme: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In masks, in errors (any scheme, installed or not, composite or not) and in the command line."""
+    from kydb.cli import main
+
+    url = f"{scheme}://user:{password}@127.0.0.1:1/test"
+    for text in (url, f"memory://{unique_name('m')};{url}", f"{url}|memory://{unique_name('m')}"):
+        assert SECRET not in kydb.url.mask_url(text), text
+        texts = []
+        try:
+            db = kydb.connect(text)
+        except Exception as exc:  # whatever the scheme makes of it, it must not show the password
+            texts.append("".join(traceback.format_exception(exc)))
+        else:
+            texts += [repr(db), db.url]
+            db.close()
+        with pytest.raises(SystemExit):
+            main(["-u", text, "ls"])
+        captured = capsys.readouterr()
+        texts += [captured.out, captured.err]
+        assert not [t for t in texts if SECRET in t], texts
+
+
+@pytest.mark.parametrize("char", ["/", "?", "#", "@"])
+def test_unencoded_url_characters_in_a_password_are_refused_with_the_fix(char: str, password_scheme: str) -> None:
+    with pytest.raises(ValueError, match="percent-encode") as info:
+        kydb.connect(f"{password_scheme}://user:{SECRET}{char}x@{unique_name('h')}/base")
+    assert SECRET not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize("char", [";", "|"])
+def test_composite_separators_in_a_password_do_not_split_the_url(char: str, password_scheme: str) -> None:
+    name = unique_name("h")
+    db = kydb.connect(f"{password_scheme}://user:{SECRET}{char}x@{name}/base")
+    assert isinstance(db, kydb.DB) and db.store_url.password == f"{SECRET}{char}x"
+    assert db.store_url.netloc == name and db.base_path == "/base"
+    assert SECRET not in repr(db)
+    union = kydb.connect(f"{password_scheme}://user:{SECRET}{char}x@{name}/base;memory://{unique_name('m')}")
+    assert isinstance(union, kydb.UnionDB) and union.dbs[0] is db

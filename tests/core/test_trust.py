@@ -91,12 +91,91 @@ def test_restricted_loading_allows_listed_modules_only() -> None:
     assert listed.read("/fraction", reload=True) == Fraction(1, 3)
 
 
-def test_restricted_loading_trusts_the_dbobj_config_modules() -> None:
+def test_the_dbobj_config_does_not_widen_restricted_loading() -> None:
     writer = fresh()
     writer["/fraction"] = Fraction(1, 3)
     strict = kydb.connect(writer._url, allowed_modules=[])
     writer.upload_objdb_config({"Half": {"module_path": "fractions", "class_name": "Fraction"}})
-    assert strict.read("/fraction", reload=True) == Fraction(1, 3)
+    with pytest.raises(kydb.CorruptValue, match=r"refused to load global fractions\.Fraction"):
+        strict.read("/fraction", reload=True)
+
+
+def _global_blob(module: str, name: str) -> bytes:
+    """A kydb blob whose protocol-4 pickle is just the global ``module``/``name`` (STACK_GLOBAL)."""
+    text = b"".join(b"\x8c" + bytes([len(part.encode())]) + part.encode() for part in (module, name))
+    return envelope.MAGIC + bytes((envelope.VERSION, 0, 0)) + b"\x80\x04" + text + b"\x93."
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("Codec", True),  # a class defined in the allowed module
+        ("Iterable", False),  # a class it imported from collections.abc
+        ("encode", False),  # a function defined there
+        ("hmac", False),  # a module it imported
+        ("hmac.new", False),  # a dotted walk into what it imported
+        ("Codec.from_options", False),  # a dotted walk into a class
+    ],
+)
+def test_allowed_modules_hand_out_their_own_classes_only(name: str, allowed: bool) -> None:
+    db = fresh()
+    db.store.kydb_put(items={"/g": _global_blob("kydb.envelope", name)}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+    reader = kydb.connect(db._url, allowed_modules=["kydb.envelope"])
+    if allowed:
+        assert reader.read("/g", reload=True) is envelope.Codec
+    else:
+        with pytest.raises(kydb.CorruptValue, match="refused to load global"):
+            reader.read("/g", reload=True)
+
+
+def test_numpy_arrays_load_when_numpy_is_allowed() -> None:
+    np = pytest.importorskip("numpy")
+    writer = fresh()
+    writer["/a"] = np.arange(6).reshape(2, 3)
+    writer["/s"] = np.float64(1.5)
+    reader = kydb.connect(writer._url, allowed_modules=["numpy"])
+    assert (reader.read("/a", reload=True) == np.arange(6).reshape(2, 3)).all()
+    assert reader.read("/s", reload=True) == 1.5
+    with pytest.raises(kydb.CorruptValue, match="refused"):
+        kydb.connect(writer._url, allowed_modules=[]).read("/a", reload=True)
+
+
+def test_a_codec_cannot_be_stored() -> None:
+    db = fresh(signing_key=KEY)
+    with pytest.raises(TypeError, match="signing keys"):
+        db["/codec"] = {"codec": db._codec}
+    assert not db.exists("/codec")
+    assert pickle.loads(pickle.dumps(db._codec)) == db._codec  # but it travels with a pickled DB
+
+
+def test_blobs_signed_before_keys_were_bound_need_legacy_signatures() -> None:
+    db = fresh(signing_key=KEY)
+    header = envelope.MAGIC + bytes((envelope.VERSION, envelope.FLAG_SIGNED, 0))
+    payload = pickle.dumps("old", protocol=5)
+    legacy = header + envelope._legacy_mac(KEY.encode(), header, payload) + payload
+    db.store.kydb_put(items={"/old": legacy}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+    with pytest.raises(kydb.CorruptValue, match="legacy_signatures=True"):
+        db.read("/old", reload=True)
+    migrating = kydb.connect(db._url, signing_key=KEY, legacy_signatures=True)
+    assert migrating.read("/old", reload=True) == "old"
+    assert envelope.describe(legacy) == "pickle, signed (legacy: not bound to its key)"
+    migrating["/old"] = migrating.read("/old", reload=True)  # rewriting signs it the current way
+    assert db.read("/old", reload=True) == "old"
+
+
+def test_reseal_moves_a_signed_blob_to_another_key() -> None:
+    codec = envelope.Codec.from_options(signing_key=KEY)
+    blob = codec.encode({"v": 1}, "/a")
+    moved = codec.reseal(blob, "/a", "/b", codec)
+    assert codec.decode(moved, "/b") == {"v": 1}
+    with pytest.raises(kydb.CorruptValue):
+        codec.decode(moved, "/a")
+    with pytest.raises(ValueError, match="signing key"):
+        envelope.Codec().reseal(blob, "/a", "/b", codec)
+    with pytest.raises(kydb.CorruptValue, match="signature"):
+        codec.reseal(blob, "/x", "/b", codec)  # not the key it was signed for
+    plain = envelope.Codec().encode(1, "/a")
+    assert envelope.Codec().reseal(plain, "/a", "/b", envelope.Codec()) is plain
 
 
 def test_json_serializer_writes_plain_data_only() -> None:
@@ -143,3 +222,20 @@ def test_msgpack_serializer_without_msgpack_says_what_to_install(monkeypatch: py
     monkeypatch.setitem(sys.modules, "msgpack", None)
     with pytest.raises(ImportError, match="pip install msgpack"):
         fresh(serializer="msgpack")
+
+
+def test_copies_to_another_key_are_signed_again_for_it() -> None:
+    from kydb import transfer
+
+    src = fresh(signing_key=KEY)
+    src["/limits/test"] = {"limit": 1}
+    dst = fresh(signing_key=KEY)
+    transfer.copy_tree(src, "/limits", dst, "/archive/limits")
+    assert dst.read("/archive/limits/test", reload=True) == {"limit": 1}
+    same_key = fresh(signing_key=KEY)
+    transfer.copy_tree(src, "/limits", same_key, "/limits")
+    assert same_key.read("/limits/test", reload=True) == {"limit": 1}
+    unsigned_dst = fresh()
+    with pytest.raises(ValueError, match="signed again"):
+        transfer.copy_tree(kydb.connect(src._url), "/limits", unsigned_dst, "/elsewhere")
+    assert not unsigned_dst.exists("/elsewhere/test")

@@ -5,9 +5,12 @@ ever holding a value the store does not have:
 
 * a write caches its value only after the store accepted it;
 * a failed write drops the entry (the store may or may not hold the new value);
-* a read fills the cache only if no write or invalidation happened since the
-  read started (:meth:`ReadCache.token` / :meth:`ReadCache.fill`), so a slow
-  reader cannot overwrite a newer value with the one it fetched earlier.
+* a read or a write fills the cache only if no write or invalidation happened
+  since it started (:meth:`ReadCache.token`, then :meth:`ReadCache.fill` or
+  :meth:`ReadCache.put`), so a slow reader or writer cannot bring back a value
+  that a delete, ``rm_tree`` or newer write has replaced in the meantime.  A
+  write that loses that race drops its entry instead: the next read asks the
+  store, which knows the order the writes landed in.
 
 ``cache_context()`` blocks nest: entries added inside a block are dropped when
 it exits; entries that were cached before it stay.
@@ -46,7 +49,7 @@ class ReadCache:
         return True, value
 
     def token(self) -> int:
-        """A marker to pass to :meth:`fill` after fetching from the store."""
+        """A marker to take before a store read or write, for :meth:`fill` or :meth:`put` after it."""
         return self._epoch
 
     def _insert(self, key: str, value: Any) -> None:
@@ -67,18 +70,20 @@ class ReadCache:
                 for key, value in items:
                     self._insert(key, value)
 
-    def put(self, key: str, value: Any) -> None:
-        """Cache a value the store has just accepted."""
-        with self._lock:
-            self._epoch += 1
-            self._insert(key, value)
+    def put(self, key: str, value: Any, token: int) -> None:
+        """Cache a value the store has just accepted, if nothing changed since ``token`` (else drop it)."""
+        self.put_many(((key, value),), token)
 
-    def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
-        """Cache several values the store has just accepted."""
+    def put_many(self, items: Iterable[tuple[str, Any]], token: int) -> None:
+        """Cache values the store has just accepted, if nothing changed since ``token`` (else drop them)."""
         with self._lock:
+            unchanged = self._epoch == token
             self._epoch += 1
             for key, value in items:
-                self._insert(key, value)
+                if unchanged:
+                    self._insert(key, value)
+                else:
+                    self._data.pop(key, None)
 
     def discard(self, keys: Iterable[str]) -> None:
         """Drop entries (missing ones are ignored)."""

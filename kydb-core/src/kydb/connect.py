@@ -25,6 +25,7 @@ def connect(
     require_signed: bool | None = None,
     allowed_modules: Iterable[str] | None = None,
     serializer: str = "pickle",
+    legacy_signatures: bool = False,
 ) -> BaseDB:
     """The DB for ``url``: one store, a ``;`` union or a ``cache|persist`` cache DB.
 
@@ -40,11 +41,14 @@ def connect(
       unpickled.
     * ``require_signed`` — refuse unsigned blobs (default: true when there is
       a key; pass false only to read blobs written before signing began).
-    * ``allowed_modules`` — unpickle only globals from these modules (plus
-      plain standard-library types and the DbObj config's modules); anything
-      else raises :class:`~kydb.CorruptValue` naming the global.
+    * ``allowed_modules`` — unpickle only classes defined in these modules
+      (plus plain standard-library types); anything else raises
+      :class:`~kydb.CorruptValue` naming the global.  Nothing in the store
+      (the DbObj config included) adds to this list.
     * ``serializer`` — ``'pickle'`` (default, any picklable value), ``'json'``
       or ``'msgpack'`` (plain data only; pickles are then read restricted).
+    * ``legacy_signatures`` — also accept blobs signed before signatures
+      were bound to their key (while you rewrite them; see SECURITY.md).
 
     Raises :class:`~kydb.UnknownScheme` when no installed backend serves the
     scheme, and ``ValueError`` (naming the URL with passwords masked) for a
@@ -53,7 +57,11 @@ def connect(
     if not isinstance(url, str):
         raise TypeError(f"kydb.connect() takes a URL string, not {type(url).__name__}")
     codec = Codec.from_options(
-        signing_key=signing_key, require_signed=require_signed, allowed_modules=allowed_modules, serializer=serializer
+        signing_key=signing_key,
+        require_signed=require_signed,
+        allowed_modules=allowed_modules,
+        serializer=serializer,
+        legacy_signatures=legacy_signatures,
     )
     return reconnect(url, codec)
 

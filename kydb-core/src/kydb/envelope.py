@@ -4,9 +4,10 @@ A blob is ``header [+ signature] + payload``::
 
     b"KYDB"      magic
     0x01         envelope version
-    flags        bit 0: the payload is a DbObj record; bit 1: a signature follows the header
+    flags        bit 0: the payload is a DbObj record; bit 1: a signature follows the header;
+                 bit 2: the signature covers the object's key (always set when kydb signs)
     serialiser   0 = pickle protocol 5, 1 = JSON, 2 = msgpack
-    [32 bytes]   HMAC-SHA256 of header + payload, when signed
+    [32 bytes]   HMAC-SHA256 of header + key + payload, when signed
 
 A DbObj is stored as the record ``{"class_name", "key", "stored_dict"}`` — a
 plain dict, never a pickle of its class, so classes can move between modules.
@@ -18,6 +19,17 @@ Every blob says which serialiser wrote it, so a store can hold several.
 Nothing is unpickled before the header is valid and, with signing keys, the
 signature has been verified with a constant-time compare.  Any failure is
 :class:`~kydb.CorruptValue` naming the key.
+
+A signature binds the blob to the key it was written at — the key as the
+writing DB names it, relative to its base path — so a blob moved to another
+key no longer verifies.  Blobs signed before keys were bound (flag bit 2
+clear) are refused unless the codec has ``legacy_signatures``.
+
+The restricted unpickler hands out only what its own ``allowed_modules``
+allow: the plain types of :data:`SAFE_GLOBALS`, classes defined in an
+allowed module (looked up by a plain, undotted name), and the few
+constructor functions of :data:`SAFE_CALLABLES` when their package is
+allowed.  Nothing read from a store widens that list.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import json
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +51,7 @@ from .errors import CorruptValue
 __all__ = [
     "HEADER_SIZE",
     "MAGIC",
+    "SAFE_CALLABLES",
     "SAFE_GLOBALS",
     "Codec",
     "DbObjRecord",
@@ -52,7 +65,8 @@ MAGIC = b"KYDB"
 VERSION = 1
 FLAG_DBOBJ = 0x01
 FLAG_SIGNED = 0x02
-_KNOWN_FLAGS = FLAG_DBOBJ | FLAG_SIGNED
+FLAG_KEY_BOUND = 0x04
+_KNOWN_FLAGS = FLAG_DBOBJ | FLAG_SIGNED | FLAG_KEY_BOUND
 HEADER_SIZE = 7
 MAC_SIZE = 32
 PICKLE_PROTOCOL = 5
@@ -87,6 +101,15 @@ SAFE_GLOBALS: dict[str, frozenset[str]] = {
     "collections": frozenset({"Counter", "OrderedDict", "defaultdict", "deque"}),
 }
 
+#: Functions (not classes) that rebuild plain data of well-known packages.  They are
+#: handed out only when their package is in ``allowed_modules`` (``'numpy'`` for numpy's).
+SAFE_CALLABLES: dict[str, frozenset[str]] = {
+    "numpy._core.numeric": frozenset({"_frombuffer"}),
+    "numpy.core.numeric": frozenset({"_frombuffer"}),
+    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
+    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
+}
+
 _storing = threading.local()
 _PLAIN_PICKLE = MAGIC + bytes((VERSION, 0, 0))  # no flags, serialiser 0
 
@@ -110,17 +133,26 @@ def _module_allowed(module: str, allowed: Iterable[str]) -> bool:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, data: io.BytesIO, allowed: frozenset[str], trusted: Callable[[], Iterable[str]] | None) -> None:
+    def __init__(self, data: io.BytesIO, allowed: frozenset[str]) -> None:
         super().__init__(data)
         self._allowed = allowed
-        self._trusted = trusted
 
     def find_class(self, module: str, name: str) -> Any:
         safe = SAFE_GLOBALS.get(module)
-        if (safe is not None and name in safe) or _module_allowed(module, self._allowed):
+        if safe is not None and name in safe:
             return super().find_class(module, name)
-        if self._trusted is not None and _module_allowed(module, self._trusted()):
-            return super().find_class(module, name)
+        # A dotted name (protocol 4's STACK_GLOBAL('mymodels', 'os.system')) would walk from an
+        # allowed module into whatever it imported: refused outright.
+        if "." not in name and _module_allowed(module, self._allowed):
+            found = super().find_class(module, name)
+            if name in SAFE_CALLABLES.get(module, ()):
+                return found
+            # Only classes defined in an allowed module: not functions, and not what it imported.
+            if isinstance(found, type) and _module_allowed(found.__module__, self._allowed):
+                return found
+            raise pickle.UnpicklingError(
+                f"refused to load global {module}.{name}: only classes defined in allowed_modules are loaded"
+            )
         raise pickle.UnpicklingError(f"refused to load global {module}.{name}: its module is not in allowed_modules")
 
 
@@ -171,12 +203,13 @@ def _keys_from(signing_key: str | bytes | Iterable[str | bytes] | None) -> tuple
 
 @dataclass(frozen=True)
 class Codec:
-    """How one DB writes and reads blobs.  Its ``repr`` never shows the keys."""
+    """How one DB writes and reads blobs.  Its ``repr`` never shows the keys, and it is never stored."""
 
     serializer: str = "pickle"
     signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
     require_signed: bool = False
     allowed_modules: frozenset[str] | None = None
+    legacy_signatures: bool = False
 
     @classmethod
     def from_options(
@@ -186,6 +219,7 @@ class Codec:
         require_signed: bool | None = None,
         allowed_modules: Iterable[str] | None = None,
         serializer: str = "pickle",
+        legacy_signatures: bool = False,
     ) -> Codec:
         """Build a codec from :func:`kydb.connect`'s options.
 
@@ -193,7 +227,9 @@ class Codec:
         several).  With keys, ``require_signed`` defaults to true; set it to
         false only to read blobs written before signing was turned on.
         ``require_signed=True`` without a key is an error: nothing could be
-        verified.  Raises ``ValueError`` for a bad option.
+        verified.  ``legacy_signatures`` accepts blobs signed before
+        signatures were bound to keys (for migrating them).  Raises
+        ``ValueError`` for a bad option.
         """
         if serializer not in SERIALIZERS:
             raise ValueError(f"unknown serializer {serializer!r}; choose one of {sorted(SERIALIZERS)}")
@@ -211,17 +247,31 @@ class Codec:
             modules = frozenset(allowed_modules)
         elif serializer != "pickle":
             modules = frozenset()  # a store that writes plain data never runs arbitrary pickles
-        return cls(serializer, keys, bool(keys) if require_signed is None else require_signed, modules)
+        required = bool(keys) if require_signed is None else require_signed
+        return cls(serializer, keys, required, modules, bool(legacy_signatures))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A codec travels with a pickled DB (it reconnects with the same options), but it holds the
+        # signing keys: written into a store, it would publish them.
+        if is_storing():
+            raise TypeError(
+                "a kydb codec cannot be stored in a kydb store: it holds the signing keys. Store plain data instead"
+            )
+        return Codec, (
+            self.serializer,
+            self.signing_keys,
+            self.require_signed,
+            self.allowed_modules,
+            self.legacy_signatures,
+        )
 
     # ------------------------------------------------------------------ writing
 
-    def _seal(self, flags: int, payload: bytes) -> bytes:
+    def _seal(self, flags: int, payload: bytes, key: str) -> bytes:
         if not self.signing_keys:
             return MAGIC + bytes((VERSION, flags, SERIALIZERS[self.serializer])) + payload
-        header = MAGIC + bytes((VERSION, flags | FLAG_SIGNED, SERIALIZERS[self.serializer]))
-        mac = hmac.new(self.signing_keys[0], header, hashlib.sha256)
-        mac.update(payload)
-        return header + mac.digest() + payload
+        header = MAGIC + bytes((VERSION, flags | FLAG_SIGNED | FLAG_KEY_BOUND, SERIALIZERS[self.serializer]))
+        return header + _mac(self.signing_keys[0], header, key, payload) + payload
 
     def _serialize(self, value: Any) -> bytes:
         if self.serializer == "pickle":
@@ -236,14 +286,38 @@ class Codec:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         return bytes(_msgpack().packb(value, use_bin_type=True))
 
-    def encode(self, value: Any) -> bytes:
-        """Encode any value the serialiser takes.  Raises its error (pickling, TypeError), touching nothing."""
-        return self._seal(0, self._serialize(value))
+    def encode(self, value: Any, key: str) -> bytes:
+        """Encode any value the serialiser takes, for the object at ``key`` (which a signature binds).
+
+        Raises the serialiser's error (pickling, TypeError), touching nothing.
+        """
+        return self._seal(0, self._serialize(value), key)
 
     def encode_record(self, record: DbObjRecord) -> bytes:
-        """Encode a DbObj record (class name, key and stored dict only)."""
+        """Encode a DbObj record (class name, key and stored dict only), bound to ``record.key``."""
         payload = {"class_name": record.class_name, "key": record.key, "stored_dict": record.stored_dict}
-        return self._seal(FLAG_DBOBJ, self._serialize(payload))
+        return self._seal(FLAG_DBOBJ, self._serialize(payload), record.key)
+
+    def reseal(self, blob: bytes, from_key: str, to_key: str, source: Codec) -> bytes:
+        """The blob stored at ``from_key`` (read with ``source``), signed for ``to_key`` with this codec's key.
+
+        Unsigned blobs, and blobs that stay at their key, come back unchanged.
+        A signed blob is verified with ``source``'s keys first, then signed
+        again without being deserialised.  Raises :class:`~kydb.CorruptValue`
+        if it does not verify, and ``ValueError`` when either side has no
+        signing key (a signed blob moved without one would never verify).
+        """
+        view = memoryview(blob)
+        if from_key == to_key or len(view) < HEADER_SIZE or view[:4] != MAGIC or not view[5] & FLAG_SIGNED:
+            return blob
+        if not source.signing_keys or not self.signing_keys:
+            raise ValueError(
+                f"{from_key}: a signed blob copied to another key ({to_key}) must be signed again for it; "
+                "connect both stores with the signing key (signing_key=... or $KYDB_SIGNING_KEY)"
+            )
+        payload = source._verified_payload(view, view[5], from_key)
+        header = bytes(view[:4]) + bytes((view[4], view[5] | FLAG_KEY_BOUND, view[6]))
+        return header + _mac(self.signing_keys[0], header, to_key, payload) + bytes(payload)
 
     # ------------------------------------------------------------------ reading
 
@@ -255,39 +329,43 @@ class Codec:
         if len(view) < HEADER_SIZE + MAC_SIZE:
             raise CorruptValue(f"{key}: the stored blob is truncated (no room for its signature)")
         payload = view[HEADER_SIZE + MAC_SIZE :]
-        if self.signing_keys:
-            signature = bytes(view[HEADER_SIZE : HEADER_SIZE + MAC_SIZE])
-            for signing_key in self.signing_keys:
-                mac = hmac.new(signing_key, view[:HEADER_SIZE], hashlib.sha256)
-                mac.update(payload)
-                if hmac.compare_digest(mac.digest(), signature):
-                    break
-            else:
-                raise CorruptValue(
-                    f"{key}: the stored blob's signature does not verify with any of this DB's signing keys "
-                    "(tampered with, or signed with a key this DB does not have)"
-                )
-        return payload
+        if not self.signing_keys:
+            return payload  # a reader without keys does not verify (and has said so by not requiring it)
+        bound = bool(flags & FLAG_KEY_BOUND)
+        if not bound and not self.legacy_signatures:
+            raise CorruptValue(
+                f"{key}: the stored blob was signed by an older kydb, without binding it to its key; "
+                "connect with legacy_signatures=True to read it, and write it again to sign it the current way"
+            )
+        header = view[:HEADER_SIZE]
+        signature = bytes(view[HEADER_SIZE : HEADER_SIZE + MAC_SIZE])
+        for signing_key in self.signing_keys:
+            expected = _mac(signing_key, header, key, payload) if bound else _legacy_mac(signing_key, header, payload)
+            if hmac.compare_digest(expected, signature):
+                return payload
+        raise CorruptValue(
+            f"{key}: the stored blob's signature does not verify with any of this DB's signing keys "
+            "(tampered with, moved from another key, or signed with a key this DB does not have)"
+        )
 
-    def _deserialize(self, payload: memoryview, serializer: int, trusted: Callable[[], Iterable[str]] | None) -> Any:
+    def _deserialize(self, payload: memoryview, serializer: int) -> Any:
         if serializer == SERIALIZERS["pickle"]:
             if self.allowed_modules is None:
                 return pickle.loads(payload)
-            return _RestrictedUnpickler(io.BytesIO(payload), self.allowed_modules, trusted).load()
+            return _RestrictedUnpickler(io.BytesIO(payload), self.allowed_modules).load()
         if serializer == SERIALIZERS["json"]:
             return json.loads(bytes(payload))
         return _msgpack().unpackb(payload, raw=False)
 
-    def decode(self, blob: bytes, key: str, trusted: Callable[[], Iterable[str]] | None = None) -> Any:
+    def decode(self, blob: bytes, key: str) -> Any:
         """Decode a blob read from ``key``: the value, or a :class:`DbObjRecord`.
 
-        ``trusted`` lists further modules a restricted unpickler may load from
-        (the DbObj config's); it is only called when a global needs it.
         Raises :class:`~kydb.CorruptValue` naming ``key`` for anything that is
         not valid kydb data this DB accepts: wrong magic, unknown
-        version/flags/serialiser, a missing or wrong signature, a refused
-        global, or a payload the deserialiser rejects for any reason (a class
-        that can no longer be imported included — the cause is chained).
+        version/flags/serialiser, a missing or wrong signature (or one made
+        for another key), a refused global, or a payload the deserialiser
+        rejects for any reason (a class that can no longer be imported
+        included — the cause is chained).
         """
         if not self.require_signed and self.allowed_modules is None and blob.startswith(_PLAIN_PICKLE):
             # The common case: an unsigned pickle of a plain value, with nothing to check first.
@@ -306,7 +384,7 @@ class Codec:
             )
         payload = self._verified_payload(view, flags, key)
         try:
-            value = self._deserialize(payload, serializer, trusted)
+            value = self._deserialize(payload, serializer)
         except Exception as exc:  # any failure of the deserialiser means the bytes are not usable
             name = _SERIALIZER_NAMES[serializer]
             raise CorruptValue(f"{key}: the stored value cannot be loaded ({name}): {exc}") from exc
@@ -321,6 +399,22 @@ class Codec:
         return DbObjRecord(value["class_name"], str(value.get("key", key)), value["stored_dict"])
 
 
+def _mac(signing_key: bytes, header: bytes | memoryview, key: str, payload: bytes | memoryview) -> bytes:
+    """HMAC-SHA256 over the header, the object's key (length-prefixed UTF-8) and the payload."""
+    encoded = key.encode("utf-8")
+    mac = hmac.new(signing_key, header, hashlib.sha256)
+    mac.update(len(encoded).to_bytes(2, "big") + encoded)
+    mac.update(payload)
+    return mac.digest()
+
+
+def _legacy_mac(signing_key: bytes, header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    """The signature of blobs written before signatures were bound to keys (header and payload only)."""
+    mac = hmac.new(signing_key, header, hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
 _DEFAULT = Codec()
 
 
@@ -331,15 +425,18 @@ def describe(blob: bytes) -> str:
     version, flags, serializer = blob[4], blob[5], blob[6]
     if version != VERSION or flags & ~_KNOWN_FLAGS or serializer not in _SERIALIZER_NAMES:
         return f"unsupported kydb envelope (version {version}, flags {flags:#x}, serializer {serializer})"
-    parts = [_SERIALIZER_NAMES[serializer], "signed" if flags & FLAG_SIGNED else "unsigned"]
+    signed = "unsigned"
+    if flags & FLAG_SIGNED:
+        signed = "signed" if flags & FLAG_KEY_BOUND else "signed (legacy: not bound to its key)"
+    parts = [_SERIALIZER_NAMES[serializer], signed]
     if flags & FLAG_DBOBJ:
         parts.append("DbObj record")
     return ", ".join(parts)
 
 
 def encode(value: Any) -> bytes:
-    """Encode ``value`` the default way (pickle, unsigned)."""
-    return _DEFAULT.encode(value)
+    """Encode ``value`` the default way (pickle, unsigned, so bound to no key)."""
+    return _DEFAULT.encode(value, "")
 
 
 def encode_record(record: DbObjRecord) -> bytes:

@@ -153,19 +153,10 @@ class BaseDB(abc.ABC):
         if isinstance(value, DbObj):
             record = envelope.DbObjRecord(value.class_name, key, value.get_stored_dict())
             return self._codec.encode_record(record)
-        return self._codec.encode(value)
-
-    def _objdb_modules(self) -> list[str]:
-        """The DbObj config's modules: a restricted unpickler trusts them too."""
-        try:
-            config = self._objdb_config()
-        except DbObjException:
-            return []
-        return [e["module_path"] for e in config.values() if isinstance(e, Mapping) and "module_path" in e]
+        return self._codec.encode(value, key)
 
     def _decode(self, key: str, blob: bytes) -> Any:
-        # The config itself is plain data: decoding it must not consult the config.
-        value = self._codec.decode(blob, key, None if key == OBJDB_CONFIG_KEY else self._objdb_modules)
+        value = self._codec.decode(blob, key)
         if isinstance(value, envelope.DbObjRecord):
             cls = resolve_class(self._objdb_config(), value.class_name, key)
             return make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
@@ -221,13 +212,14 @@ class BaseDB(abc.ABC):
         k = self._key(key, system_obj)
         indexes = check_index_values(index)
         blob = self._encode(k, value)
+        token = self._cache.token()
         try:
             self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else {})
         except BaseException:
             self._forget([k])
             raise
         self._forget_in_layers([k])
-        self._cache.put(k, value)
+        self._cache.put(k, value, token)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -303,13 +295,14 @@ class BaseDB(abc.ABC):
             items[k] = self._encode(k, value)
             values[k] = value
         keys = list(items)
+        token = self._cache.token()
         try:
             self._write_blobs(items, time.time_ns(), {})
         except BaseException:
             self._forget(keys)
             raise
         self._forget_in_layers(keys)
-        self._cache.put_many(values.items())
+        self._cache.put_many(values.items(), token)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         """Delete several objects in one batch; absent keys are ignored."""

@@ -8,9 +8,11 @@ are already identical (value and index values), which makes an interrupted
 copy resumable.  Empty
 folders are recreated; folders with content come with their objects.
 
-Blobs are copied as they are: a blob signed in the source stays signed
-with the source's key.  User index values come along; modification and
-creation times are those of the copy.
+Blobs are copied as they are, except that a signed blob copied to another
+key is verified with the source's signing keys and signed again for its new
+key with the destination's (a signature binds a blob to its key; see
+SECURITY.md).  User index values come along; modification and creation
+times are those of the copy.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def copy_objects(
     blobs = src._fetch_blobs(list(keys))
     # Index values come from metadata; a store without it has none, and its stat would read the blobs again.
     infos = src._stat_keys(list(blobs)) if blobs and src._keeps_metadata else {}
-    items = {keys[k]: blob for k, blob in blobs.items()}
+    # A signature binds a blob to its key: one copied to another key is signed again for it.
+    reseal = dst._codec.reseal
+    items = {keys[k]: reseal(blob, k, keys[k], src._codec) for k, blob in blobs.items()}
     indexes: dict[str, dict[str, int | None]] = {
         keys[k]: dict(info.indexes) for k, info in infos.items() if info.indexes
     }

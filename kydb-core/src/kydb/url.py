@@ -24,10 +24,47 @@ from .keys import normalize_folder
 __all__ = ["StoreURL", "mask_url", "parse_store_url", "scheme_of", "split_composite"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9.\-]*)(\+[A-Za-z0-9_.\-]+)?://")
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^@/?#]*?):([^@/?#]*)@")
+_STORE_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_USER = re.compile(r"[^/?#@:;|\s]*:")
 _BARE_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^@/?#:]+@")
 _SECRET_OPTION = re.compile(r"pass|secret|token|credential|signing|(^|_)key$", re.IGNORECASE)
+_UNENCODED_IN_PASSWORD = "/?#@"
 _MASK = "***"
+
+
+def _credential_spans(text: str) -> list[tuple[int, int]]:
+    """Where each store URL's password lies in ``text``, found on the raw text before any parsing.
+
+    A store URL starts at the beginning or after a ``;``/``|`` separator, and
+    runs to the separator before the next store URL.  Its password is
+    everything between ``user:`` (right after ``://``) and the *last* ``@``
+    in it, so a password holding ``/``, ``?``, ``#``, ``;``, ``|`` or ``@``
+    is still found whole; when in doubt, more is treated as secret, never less.
+    """
+    starts = [
+        m
+        for m in _STORE_START.finditer(text)
+        if not text[: m.start()].strip() or text[: m.start()].rstrip()[-1] in ";|"
+    ]
+    spans = []
+    for i, match in enumerate(starts):
+        end = len(text)
+        if i + 1 < len(starts):
+            before_next = text[: starts[i + 1].start()].rstrip()
+            end = len(before_next) - 1  # the separator
+        user = _USER.match(text, match.end(), end)
+        if user is None:
+            continue
+        at = text.rfind("@", user.end(), end)
+        if at >= 0:
+            spans.append((user.end(), at))
+    return spans
+
+
+def _mask_credentials(text: str) -> str:
+    for start, end in reversed(_credential_spans(text)):
+        text = text[:start] + _MASK + text[end:]
+    return text
 
 
 def _mask_value(name: str, value: str) -> str:
@@ -35,7 +72,7 @@ def _mask_value(name: str, value: str) -> str:
         return _MASK
     # an option that is itself a URL (endpoint_url=http://user:pass@host) keeps its password masked too,
     # and a user part with no password (http://TOKEN@host) is taken for a token
-    value = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{_MASK}@", value, count=1)
+    value = _mask_credentials(value)
     return _BARE_USERINFO.sub(lambda m: f"{m.group(1)}{_MASK}@", value, count=1)
 
 
@@ -49,8 +86,7 @@ def _mask_query(query: str) -> str:
     return urlencode(masked, safe="/*:@")
 
 
-def _mask_one(url: str) -> str:
-    url = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{_MASK}@", url, count=1)
+def _mask_options(url: str) -> str:
     head, sep, query = url.partition("?")
     if sep:
         fragment = ""
@@ -64,29 +100,45 @@ def _mask_one(url: str) -> str:
 def mask_url(url: str) -> str:
     """``url`` with every password and secret query option replaced by ``***``.
 
-    Works on composite and on malformed URLs, so error messages can always
-    use it.
+    Passwords are found on the raw text first (see :func:`_credential_spans`),
+    so this works on composite and on malformed URLs alike — error messages
+    can always use it.
     """
-    return ";".join("|".join(_mask_one(p) for p in part.split("|")) for part in url.split(";"))
+    masked = _mask_credentials(url)
+    return ";".join("|".join(_mask_options(p) for p in part.split("|")) for part in masked.split(";"))
+
+
+def _split_outside(url: str, separator: str, spans: list[tuple[int, int]]) -> list[str]:
+    """``url`` split at ``separator``, except where it stands inside a password."""
+    parts: list[str] = []
+    last = 0
+    for i, char in enumerate(url):
+        if char == separator and not any(start <= i < end for start, end in spans):
+            parts.append(url[last:i].strip())
+            last = i + 1
+    parts.append(url[last:].strip())
+    return parts
 
 
 def split_composite(url: str) -> tuple[Literal["single", "union", "cache"], list[str]]:
     """Split a composite URL into its layers (not recursively parsed).
 
     Returns ``("union", layers)`` for ``a;b``, ``("cache", [cache, persist])``
-    for ``a|b`` and ``("single", [url])`` otherwise.  Raises ``ValueError``
-    for an empty layer or a cache DB that does not have exactly two parts.
+    for ``a|b`` and ``("single", [url])`` otherwise; a ``;`` or ``|`` inside
+    a password does not split.  Raises ``ValueError`` for an empty layer or
+    a cache DB that does not have exactly two parts.
     """
     if not isinstance(url, str):
         raise TypeError(f"a kydb URL is a str, not {type(url).__name__}")
     url = url.strip()
-    if ";" in url:
-        parts = [p.strip() for p in url.split(";")]
+    spans = _credential_spans(url)
+    parts = _split_outside(url, ";", spans)
+    if len(parts) > 1:
         if any(not p for p in parts):
             raise ValueError(f"invalid kydb URL {mask_url(url)!r}: empty layer in a ';' union")
         return "union", parts
-    if "|" in url:
-        parts = [p.strip() for p in url.split("|")]
+    parts = _split_outside(url, "|", spans)
+    if len(parts) > 1:
         if len(parts) != 2 or any(not p for p in parts):
             raise ValueError(f"invalid kydb URL {mask_url(url)!r}: a cache DB is exactly 'cache_url|persistent_url'")
         return "cache", parts
@@ -185,6 +237,12 @@ def parse_store_url(url: str, path_is_base: bool = True) -> StoreURL:
     url = url.strip()
     masked = mask_url(url)
     backend = scheme_of(url)
+    for start, end in _credential_spans(url):
+        if any(char in url[start:end] for char in _UNENCODED_IN_PASSWORD):
+            raise ValueError(
+                f"invalid kydb URL {masked!r}: the password holds '/', '?', '#' or '@' (or an '@' follows the "
+                "host); percent-encode them in the URL: '/' as %2F, '?' as %3F, '#' as %23, '@' as %40"
+            )
     try:
         parts = urlsplit(url)
         port = parts.port

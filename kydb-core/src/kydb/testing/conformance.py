@@ -616,6 +616,33 @@ class CacheTests(_Fixtures):
         assert db["/k"] == "inside"
         assert db.read("/k", reload=True) == "inside"
 
+    @pytest.mark.parametrize("meanwhile", ["delete", "rm_tree", "newer set"])
+    def test_a_slow_write_never_brings_back_what_landed_after_it(self, db: kydb.DB, meanwhile: str) -> None:
+        """A write whose store call finished before a delete/rm_tree/newer write must not fill the cache after it."""
+        pause = _PauseAfterFirstPut()
+        db.plugins.register(pause)
+        try:
+            slow = threading.Thread(target=db.set, args=("/f/k", "slow"))
+            slow.start()
+            assert pause.written.wait(10), "the slow write never reached the store"
+            if meanwhile == "delete":
+                db.delete("/f/k")
+            elif meanwhile == "rm_tree":
+                db.rm_tree("/f")
+            else:
+                db["/f/k"] = "new"
+            pause.release.set()
+            slow.join(10)
+        finally:
+            pause.release.set()
+            db.plugins.unregister(pause)
+        if meanwhile == "newer set":
+            assert db["/f/k"] == "new"
+        else:
+            assert not db.exists("/f/k")
+            with pytest.raises(kydb.NotFound):
+                db["/f/k"]
+
     def test_eight_threads_mixed_reads_and_writes(self, db: kydb.DB) -> None:
         """8 threads x about 500 operations (write, cached and fresh reads, ls, refresh, contexts, deletes)."""
         errors: list[BaseException] = []
@@ -651,6 +678,22 @@ class CacheTests(_Fixtures):
             for slot, i in last.items():
                 assert db[f"/mix/t{worker}/k{slot}"] == (worker, i)
                 assert db.read(f"/mix/t{worker}/k{slot}", reload=True) == (worker, i)
+
+
+class _PauseAfterFirstPut:
+    """Middleware that holds the first ``kydb_put`` after the store has written, until released."""
+
+    def __init__(self) -> None:
+        self.written = threading.Event()
+        self.release = threading.Event()
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_put(self) -> Any:
+        result = yield
+        if not self.written.is_set():
+            self.written.set()
+            self.release.wait(10)
+        return result
 
 
 class FolderTests(_Fixtures):
@@ -1318,6 +1361,17 @@ class _CreatesFile:
         return open, (self.path, "w")
 
 
+def _global_call_blob(module: str, name: str, argument: str) -> bytes:
+    """An unsigned kydb blob whose protocol-4 pickle calls ``module.name(argument)`` via STACK_GLOBAL."""
+
+    def text(value: str) -> bytes:
+        encoded = value.encode()
+        return b"\x8c" + bytes([len(encoded)]) + encoded  # SHORT_BINUNICODE
+
+    payload = b"\x80\x04" + text(module) + text(name) + b"\x93" + text(argument) + b"\x85R."
+    return envelope.MAGIC + bytes((envelope.VERSION, 0, 0)) + payload
+
+
 SIGNING_KEY = b"conformance-signing-key-0123456789"
 OTHER_KEY = b"another-signing-key-for-rotation-42"
 
@@ -1344,6 +1398,57 @@ class TrustTests(_Fixtures):
         with pytest.raises(kydb.CorruptValue, match="refused to load global"):
             restricted.read("/planted", reload=True)
         assert not target.exists()
+
+    def test_the_dbobj_config_never_widens_restricted_loading(
+        self, db: kydb.DB, connect: Connect, tmp_path: Any
+    ) -> None:
+        """Whoever writes the store controls the config: naming a module there must not make it loadable."""
+        target = tmp_path / "pwned"
+        planted = envelope.encode(_CreatesFile(str(target)))  # a global from the 'io' module
+        db.upload_objdb_config({"X": {"module_path": "io", "class_name": "open"}, **OBJDB_CONFIG})
+        self.raw_put(db, self.full_path(db, "/planted"), planted)
+        restricting: list[dict[str, Any]] = [{"allowed_modules": []}, {"serializer": "json"}]
+        for options in restricting:
+            reader = connect(db._url, **options)
+            with pytest.raises(kydb.CorruptValue, match=r"refused to load global io\.open"):
+                reader.read("/planted", reload=True)
+        assert not target.exists()
+
+    def test_allowed_modules_do_not_leak_what_they_import(self, db: kydb.DB, connect: Connect, tmp_path: Any) -> None:
+        """``STACK_GLOBAL('allowed.module', 'os.mkdir')`` walks into what the module imported: refused."""
+        allowed = "kydb.testing.conformance"  # imports os, threading, pickle...
+        reader = connect(db._url, allowed_modules=[allowed])
+        target = tmp_path / "pwned"
+        for name in ("os.mkdir", "ThreadPoolExecutor", "pytest.main"):
+            self.raw_put(db, self.full_path(db, "/planted"), _global_call_blob(allowed, name, str(target)))
+            with pytest.raises(kydb.CorruptValue, match="refused to load global"):
+                reader.read("/planted", reload=True)
+        assert not target.exists()
+
+    def test_a_signature_is_bound_to_its_key(self, db: kydb.DB, connect: Connect) -> None:
+        signing = connect(db._url, signing_key=SIGNING_KEY)
+        signing["/limits/test"] = {"limit": 10**9}
+        signing["/limits/prod"] = {"limit": 10}
+        moved = self.raw_get(db, self.full_path(db, "/limits/test"))
+        assert moved is not None
+        self.raw_put(db, self.full_path(db, "/limits/prod"), moved)
+        with pytest.raises(kydb.CorruptValue, match=r"/limits/prod.*moved from another key"):
+            signing.read("/limits/prod", reload=True)
+        lenient = connect(db._url, signing_key=SIGNING_KEY, require_signed=False)  # verifies what is signed
+        with pytest.raises(kydb.CorruptValue, match="signature"):
+            lenient.read("/limits/prod", reload=True)
+
+    def test_a_reader_that_skips_unsigned_checks_still_verifies_signed_blobs(
+        self, db: kydb.DB, connect: Connect
+    ) -> None:
+        signing = connect(db._url, signing_key=SIGNING_KEY)
+        signing["/signed"] = "genuine"
+        blob = self.raw_get(db, self.full_path(db, "/signed"))
+        assert blob is not None
+        self.raw_put(db, self.full_path(db, "/signed"), blob[:-1] + bytes([blob[-1] ^ 1]))
+        lenient = connect(db._url, signing_key=SIGNING_KEY, require_signed=False)
+        with pytest.raises(kydb.CorruptValue, match="signature"):
+            lenient.read("/signed", reload=True)
 
     def test_signed_blobs_round_trip_and_rotate(self, db: kydb.DB, connect: Connect) -> None:
         old = connect(db._url, signing_key=OTHER_KEY)
