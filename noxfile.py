@@ -26,6 +26,9 @@ SQL = "./kydb-sql[postgresql,mysql]"
 REDIS = "./kydb-redis"
 S3 = "./kydb-s3"
 MOTO = "moto[server]"
+#: Every distribution in the repository (its directory and distribution name) and the package it installs.
+DISTRIBUTIONS = {"kydb-core": "kydb", "kydb-memory": "kydb_memory", "kydb-sql": "kydb_sql", "kydb-redis": "kydb_redis",
+                 "kydb-s3": "kydb_s3", "examples/third_party_backend": "kydb_dirstore"}
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -67,14 +70,15 @@ def integration(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole repository, mypy --strict on kydb-core and every backend."""
-    session.install("ruff", "mypy", "pytest", "pluggy", "hypothesis", "sqlalchemy", "redis", "boto3-stubs[s3]")
+    """ruff (private names included: SLF001), mypy --strict on every distribution, and kydb-core's layering."""
+    session.install("ruff", "mypy", "import-linter", "pytest", "hypothesis", "sqlalchemy", "redis", "boto3-stubs[s3]")
+    session.install("--no-deps", "./kydb-core")  # lint-imports reads the installed package
     session.run("ruff", "check", ".")
-    sources = ["kydb-core/src", "kydb-memory/src", "kydb-sql/src", "kydb-redis/src", "kydb-s3/src"]
+    sources = [f"{directory}/src" for directory in DISTRIBUTIONS]
     session.run("ruff", "format", "--check", *sources)
-    session.run("mypy", "--strict", "kydb-core/src/kydb", "kydb-sql/src/kydb_sql")
-    session.run("mypy", "--strict", "-p", "kydb_redis", env={"MYPYPATH": "kydb-core/src:kydb-redis/src"})
-    session.run("mypy", "--strict", "kydb-s3/src/kydb_s3", env={"MYPYPATH": "kydb-core/src"})
+    packages = [arg for package in DISTRIBUTIONS.values() for arg in ("-p", package)]
+    session.run("mypy", "--strict", *packages, env={"MYPYPATH": ":".join(sources)})
+    session.run("lint-imports")
 
 
 @nox.session

@@ -240,6 +240,7 @@ def test_copies_carry_index_values_and_sync_mends_them(url: str) -> None:
 class _NoStatStore(MemoryStore):
     """An in-process store that keeps no metadata: stat falls back to reading blobs."""
 
+    capabilities = kydb.Capabilities(shared_between_processes=False)
     kydb_stat = None  # type: ignore[assignment]
 
 

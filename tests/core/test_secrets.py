@@ -41,9 +41,9 @@ def test_every_error_path_keeps_secrets_out(password_scheme: str, caplog: pytest
     db["/full/x"] = 1
     record(lambda: db.rmdir("/full"))
     record(lambda: db.new("Greeter", "/g"))
-    db.store.kydb_put(items={"/base/bad": b"KYDB\x01\x02\x00" + b"\x00" * 40}, mtime_ns=0, indexes={})
+    db.store.kydb_put(items={"/base/bad": b"KYDB\x01\x02\x00" + b"\x00" * 40}, mtime_ns=0, indexes={}, expect={})
     record(lambda: db.read("/bad", reload=True))
-    db.store.kydb_put(items={"/base/plain": envelope.encode(1)}, mtime_ns=0, indexes={})
+    db.store.kydb_put(items={"/base/plain": envelope.encode(1)}, mtime_ns=0, indexes={}, expect={})
     record(lambda: db.read("/plain", reload=True))
     record(lambda: unsigned.set("/db", {"handle": db}))
     with failing(db, "kydb_get", "kydb_put"):

@@ -40,7 +40,7 @@ def test_signature_covers_header_and_payload() -> None:
     db["/k"] = "value"
     blob = raw(db, "/k")
     for tampered in (blob[:-1] + bytes([blob[-1] ^ 1]), blob[:5] + bytes([blob[5] | envelope.FLAG_DBOBJ]) + blob[6:]):
-        db.store.kydb_put(items={"/k": tampered}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+        db.store.kydb_put(items={"/k": tampered}, mtime_ns=0, indexes={}, expect={})  # type: ignore[attr-defined]
         with pytest.raises(kydb.CorruptValue, match="signature"):
             db.read("/k", reload=True)
 
@@ -61,7 +61,7 @@ def test_bad_options_are_refused_at_connect(options: dict[str, object], problem:
 def test_keys_never_appear_in_reprs_or_errors() -> None:
     db = fresh(signing_key=KEY)
     db["/k"] = 1
-    db.store.kydb_put(items={"/k": b"KYDB\x01\x02\x00" + b"\x00" * 40}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+    db.store.kydb_put(items={"/k": b"KYDB\x01\x02\x00" + b"\x00" * 40}, mtime_ns=0, indexes={}, expect={})  # type: ignore[attr-defined]
     with pytest.raises(kydb.CorruptValue) as info:
         db.read("/k", reload=True)
     for text in (repr(db), repr(db._codec), str(info.value), db.url):
@@ -119,7 +119,7 @@ def _global_blob(module: str, name: str) -> bytes:
 )
 def test_allowed_modules_hand_out_their_own_classes_only(name: str, allowed: bool) -> None:
     db = fresh()
-    db.store.kydb_put(items={"/g": _global_blob("kydb.envelope", name)}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+    db.store.kydb_put(items={"/g": _global_blob("kydb.envelope", name)}, mtime_ns=0, indexes={}, expect={})  # type: ignore[attr-defined]
     reader = kydb.connect(db._url, allowed_modules=["kydb.envelope"])
     if allowed:
         assert reader.read("/g", reload=True) is envelope.Codec
@@ -153,7 +153,7 @@ def test_blobs_signed_before_keys_were_bound_need_legacy_signatures() -> None:
     header = envelope.MAGIC + bytes((envelope.VERSION, envelope.FLAG_SIGNED, 0))
     payload = pickle.dumps("old", protocol=5)
     legacy = header + envelope._legacy_mac(KEY.encode(), header, payload) + payload
-    db.store.kydb_put(items={"/old": legacy}, mtime_ns=0, indexes={})  # type: ignore[attr-defined]
+    db.store.kydb_put(items={"/old": legacy}, mtime_ns=0, indexes={}, expect={})  # type: ignore[attr-defined]
     with pytest.raises(kydb.CorruptValue, match="legacy_signatures=True"):
         db.read("/old", reload=True)
     migrating = kydb.connect(db._url, signing_key=KEY, legacy_signatures=True)

@@ -1,4 +1,4 @@
-"""memory:// — and unions and cache DBs built from it — against the model of the SPEC.
+"""memory:// — and unions and cache DBs built from it — against the model of the contract.
 
 Derandomized, so every run checks the same (broad) set of sequences and the
 coverage assertion is stable.

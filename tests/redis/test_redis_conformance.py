@@ -23,8 +23,6 @@ def _raw(db: kydb.DB) -> redis.Redis:
 
 
 class TestRedisStore(StoreConformance):
-    native_queries = True  # per-folder sorted sets ordered by (value, name); see kydb_redis.layout
-
     @pytest.fixture
     def new_url(self, redis_url: str) -> Callable[[], str]:
         return lambda: with_base(redis_url, unique_name("redis"))

@@ -1,4 +1,4 @@
-"""kydb-redis against the model of the SPEC: random operation sequences on the real server (or fakeredis)."""
+"""kydb-redis against the model of the contract: random operation sequences on the real server (or fakeredis)."""
 
 from __future__ import annotations
 

@@ -232,10 +232,10 @@ def test_times_and_index_values_are_exact_beyond_double_precision(db: Any) -> No
     path = db.base_path + "/exact/"
     blob = kydb.envelope.encode("v")
     extremes = {"lowest": -(2**63), "low": -(2**63) + 1, "minus": -1, "zero": 0, "high": 2**63 - 2, "top": 2**63 - 1}
-    db.store.kydb_put({path + "a": blob}, t, {path + "a": {"n": 2**63 - 1}})
-    db.store.kydb_put({path + "b": blob}, t + 1, {path + "b": {"n": 2**63 - 2}})
-    db.store.kydb_put({path + "a": blob}, t + 2, {})  # an overwrite: ctime stays t, the index value stays
-    db.store.kydb_put({path + k: blob for k in extremes}, t + 3, {path + k: {"e": v} for k, v in extremes.items()})
+    db.store.kydb_put({path + "a": blob}, t, {path + "a": {"n": 2**63 - 1}}, {})
+    db.store.kydb_put({path + "b": blob}, t + 1, {path + "b": {"n": 2**63 - 2}}, {})
+    db.store.kydb_put({path + "a": blob}, t + 2, {}, {})  # an overwrite: ctime stays t, the index value stays
+    db.store.kydb_put({path + k: blob for k in extremes}, t + 3, {path + k: {"e": v} for k, v in extremes.items()}, {})
     a, b = db.stat("/exact/a"), db.stat("/exact/b")
     assert (a.mtime_ns, a.ctime_ns, dict(a.indexes)) == (t + 2, t, {"n": 2**63 - 1})
     assert (b.mtime_ns, b.ctime_ns, dict(b.indexes)) == (t + 1, t + 1, {"n": 2**63 - 2})
@@ -609,7 +609,7 @@ def test_values_over_the_limit_are_refused_before_sending(
     assert db["/big"] == "old value" and db.read("/big", reload=True) == "old value"
     too_big = bytes(limit + 1)
     with pytest.raises(ValueError, match="/other"):
-        db.store.kydb_put({db.base_path + "/fine": b"x", db.base_path + "/other": too_big}, time.time_ns(), {})
+        db.store.kydb_put({db.base_path + "/fine": b"x", db.base_path + "/other": too_big}, time.time_ns(), {}, {})
     assert not raw.exists(db.base_path + "/fine") and db.ls("/") == ["big"]
 
 

@@ -12,10 +12,6 @@ from kydb.testing import StoreConformance, unique_name
 
 
 class TestS3Store(StoreConformance):
-    # Modification times and user indexes are kept (in metadata and index sidecars) and scanned; S3
-    # keeps no creation time, and carrying one over on overwrite would cost a request per write.
-    keeps_ctime = False
-
     @pytest.fixture(autouse=True)
     def _raw_access(self, s3: Any, bucket: str) -> None:
         self.s3, self.bucket = s3, bucket

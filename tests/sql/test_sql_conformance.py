@@ -15,8 +15,6 @@ from .conftest import Database
 
 
 class SQLConformance(StoreConformance):
-    native_queries = True
-
     @pytest.fixture
     def new_url(self, database: Database) -> Callable[[], str]:
         return database.fresh_url
@@ -28,7 +26,7 @@ class SQLConformance(StoreConformance):
         return None if data is None else bytes(data)
 
     def raw_put(self, db: kydb.DB, path: str, blob: bytes) -> None:
-        db.store.kydb_put(items={path: blob}, mtime_ns=time.time_ns(), indexes={})
+        db.store.kydb_put(items={path: blob}, mtime_ns=time.time_ns(), indexes={}, expect={})
 
 
 class TestSQLite(SQLConformance):
@@ -38,8 +36,6 @@ class TestSQLite(SQLConformance):
 
 
 class TestSQLiteInMemory(SQLConformance):
-    shared_between_processes = False  # sqlite:// lives in the process that connected it
-
     @pytest.fixture
     def new_url(self) -> Callable[[], str]:
         return lambda: f"sqlite://?base=/{unique_name('t')}"

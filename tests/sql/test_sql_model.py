@@ -1,4 +1,4 @@
-"""kydb-sql against the model of the SPEC (kydb.testing.model): a SQLite file, PostgreSQL and MariaDB.
+"""kydb-sql against the model of the contract (kydb.testing.model): a SQLite file, PostgreSQL and MariaDB.
 
 Derandomized, so every run checks the same sequences and the coverage
 assertion is stable.  SQLite gets the full 100 examples; the servers fewer,

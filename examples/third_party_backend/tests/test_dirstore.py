@@ -19,10 +19,6 @@ def _file_of(db: kydb.DB, path: str) -> Path:
 
 
 class TestDirStore(StoreConformance):
-    # Files keep no creation time across atomic replaces and no index values, so folder
-    # queries are refused (kydb.IndexNotSupported) even with allow_scan=True.
-    keeps_times = False
-
     @pytest.fixture
     def new_url(self, tmp_path: Path) -> Callable[[], str]:
         return lambda: f"dir://{tmp_path}/{unique_name('dir')}"

@@ -10,7 +10,8 @@
 Backends are separate distributions (``kydb-memory``, ``kydb-redis``,
 ``kydb-s3``, ``kydb-sql`` or a third party's) found through the
 ``kydb.schemes`` entry point group; see :mod:`kydb.hookspecs` for the
-storage contract they implement.
+storage contract they implement and :class:`kydb.Store` for the base class
+of a backend.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .db import DB
 from .dbobj import DbObj, StoredValue, stored
 from .errors import (
     BackendConflict,
+    ConditionalWritesNotSupported,
+    Conflict,
     CorruptValue,
     DbObjException,
     FolderNotEmpty,
@@ -28,13 +31,15 @@ from .errors import (
     InvalidKey,
     KydbError,
     NotFound,
+    ReadOnlyStore,
     StoreUnavailable,
     UnknownScheme,
 )
 from .front import BaseDB
-from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, hookimpl
+from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, QueryRequest, VersionedBlob, hookimpl
 from .query import FolderQuery
 from .registry import BackendInfo, backends, default_url, register_backend, unregister_backend
+from .store import Capabilities, Store
 from .url import StoreURL
 
 __version__ = "0.1.0"
@@ -45,6 +50,9 @@ __all__ = [
     "BackendInfo",
     "BaseDB",
     "CacheDB",
+    "Capabilities",
+    "ConditionalWritesNotSupported",
+    "Conflict",
     "CorruptValue",
     "DbObj",
     "DbObjException",
@@ -58,11 +66,15 @@ __all__ = [
     "NotFound",
     "ObjectInfo",
     "QueryPage",
+    "QueryRequest",
+    "ReadOnlyStore",
+    "Store",
     "StoreURL",
     "StoreUnavailable",
     "StoredValue",
     "UnionDB",
     "UnknownScheme",
+    "VersionedBlob",
     "__version__",
     "backends",
     "connect",

@@ -1,4 +1,4 @@
-"""The in-process read cache every DB keeps (SPEC §4).
+"""The in-process read cache every DB keeps (``docs/contract.md`` section 4).
 
 Entries are keyed by the DB's canonical key.  Three rules keep the cache from
 ever holding a value the store does not have:

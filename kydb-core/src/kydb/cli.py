@@ -25,7 +25,7 @@ from .db import DB
 from .dbobj import DbObj
 from .errors import InvalidKey, KydbError, NotFound, StoreUnavailable, UnknownScheme
 from .front import BaseDB
-from .keys import normalize_folder
+from .keys import normalize_folder, normalize_key
 
 __all__ = ["main"]
 
@@ -125,7 +125,7 @@ def cmd_ls(args: argparse.Namespace) -> None:
     objects = [folder + n for n in names if not n.endswith("/")]
     infos: dict[str, Any] = {}
     for start in range(0, len(objects), 500):
-        infos.update(db._stat_keys(objects[start : start + 500]))
+        infos.update(db.stat_many(objects[start : start + 500], system_obj=True))
     for name in names:
         info = infos.get(folder + name)
         size = "-" if info is None else str(info.size)
@@ -157,8 +157,8 @@ def cmd_tree(args: argparse.Namespace) -> None:
 def cmd_cat(args: argparse.Namespace) -> None:
     db = _store(args)
     if args.raw:
-        key = db._key(args.key, system=True)
-        blob = db._fetch_blobs([key]).get(key)
+        key = normalize_key(args.key, system=True)
+        blob = db.get_blobs([key], system_obj=True).get(key)
         if blob is None:
             raise NotFound(f"{key}: no such key in {db.url}")
         sys.stdout.buffer.write(blob)
@@ -235,9 +235,9 @@ def cmd_rmdir(args: argparse.Namespace) -> None:
 
 def cmd_stat(args: argparse.Namespace) -> None:
     db = _store(args)
-    key = db._key(args.key, system=True)
+    key = normalize_key(args.key, system=True)
     info = db.stat(key, system_obj=True)
-    blob = db._fetch_blobs([key]).get(key, b"")
+    blob = db.get_blobs([key], system_obj=True).get(key, b"")
     _write(f"key:       {key}")
     _write(f"store:     {db.url}")
     _write(f"size:      {info.size} bytes ({_human_bytes(info.size)})")
@@ -289,7 +289,7 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
     if not recursive:
         if dst.is_dir(dst_path):
             dst_path = dst_path.rstrip("/") + "/" + src_path.rstrip("/").rpartition("/")[2]
-        src_key, dst_key = src._key(src_path, system=True), dst._key(dst_path, system=True)
+        src_key, dst_key = normalize_key(src_path, system=True), normalize_key(dst_path, system=True)
         copied = transfer.copy_objects(src, dst, {src_key: dst_key})
         if not copied.objects:
             raise NotFound(f"{src_key}: no such key in {src.url}")

@@ -18,6 +18,7 @@ from .envelope import Codec
 from .front import BaseDB
 from .hookspecs import Entry, ObjectInfo
 from .query import FolderQuery
+from .store import Capabilities
 
 __all__ = ["CacheDB", "UnionDB"]
 
@@ -40,7 +41,6 @@ class _Composite(BaseDB):
         super().__init__(url, codec)
         self._layers = tuple(layers)
         self._base_bytes = max(layer._base_bytes for layer in self._layers)
-        self._keeps_metadata = any(layer._keeps_metadata for layer in self._layers)
 
     def _forget_in_layers(self, keys: Sequence[str]) -> None:
         for layer in self._layers:
@@ -66,6 +66,19 @@ class UnionDB(_Composite):
     front layer only, so an object deleted from the front may still be read
     from a later layer.
     """
+
+    def __init__(self, url: str, codec: Codec, layers: Sequence[BaseDB]) -> None:
+        super().__init__(url, codec, layers)
+        front, every = self._layers[0].capabilities, [layer.capabilities for layer in self._layers]
+        # Reads and queries merge every layer; writes (conditional ones included) go to the front.
+        self.capabilities = Capabilities(
+            keeps_times=any(c.keeps_times for c in every),
+            keeps_ctime=all(c.keeps_ctime for c in every),
+            native_queries=all(c.native_queries for c in every),
+            shared_between_processes=all(c.shared_between_processes for c in every),
+            conditional_writes=front.conditional_writes,
+            writable=front.writable,
+        )
 
     @property
     def dbs(self) -> tuple[BaseDB, ...]:
@@ -173,6 +186,15 @@ class CacheDB(_Composite):
 
     def __init__(self, url: str, codec: Codec, cache_db: BaseDB, persist_db: BaseDB) -> None:
         super().__init__(url, codec, (cache_db, persist_db))
+        # The persistent store is the source of truth for metadata, queries and conditional writes.
+        self.capabilities = Capabilities(
+            keeps_times=persist_db.capabilities.keeps_times,
+            keeps_ctime=persist_db.capabilities.keeps_ctime,
+            native_queries=persist_db.capabilities.native_queries,
+            shared_between_processes=persist_db.capabilities.shared_between_processes,
+            conditional_writes=persist_db.capabilities.conditional_writes,
+            writable=persist_db.capabilities.writable and cache_db.capabilities.writable,
+        )
 
     @property
     def cache_db(self) -> BaseDB:

@@ -1,21 +1,21 @@
-"""``kydb.connect``: one DB object per URL (and options) per process."""
+"""``kydb.connect``: one DB object per URL (and options) per process (the table is :mod:`kydb.opened`)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
+from . import opened
 from .compose import CacheDB, UnionDB
 from .db import DB
 from .envelope import Codec
 from .front import BaseDB
 from .registry import backend_class
+from .store import capabilities_of
 from .url import parse_store_url, scheme_of, split_composite
 
-__all__ = ["connect", "forget", "reconnect"]
+__all__ = ["connect", "reconnect"]
 
-_lock = threading.RLock()
-_instances: dict[tuple[str, Codec], BaseDB] = {}
+reconnect = opened.reconnect
 
 
 def connect(
@@ -66,17 +66,6 @@ def connect(
     return reconnect(url, codec)
 
 
-def reconnect(url: str, codec: Codec) -> BaseDB:
-    """The DB for ``url`` with an already-built codec (how a pickled DB comes back)."""
-    key = (url.strip(), codec)
-    with _lock:
-        db = _instances.get(key)
-        if db is None:
-            db = _open(key[0], codec)
-            _instances[key] = db
-        return db
-
-
 def _open(url: str, codec: Codec) -> BaseDB:
     kind, parts = split_composite(url)
     if kind == "union":
@@ -84,11 +73,7 @@ def _open(url: str, codec: Codec) -> BaseDB:
     if kind == "cache":
         return CacheDB(url, codec, reconnect(parts[0], codec), reconnect(parts[1], codec))
     cls = backend_class(scheme_of(url), url)
-    return DB(parse_store_url(url, path_is_base=getattr(cls, "url_path_is_base", True)), cls, codec)
+    return DB(parse_store_url(url, path_is_base=capabilities_of(cls).url_path_is_base), cls, codec)
 
 
-def forget(db: BaseDB) -> None:
-    """Drop ``db`` from the registry, so the next ``connect`` of its URL opens a new DB."""
-    with _lock:
-        for key in [k for k, v in _instances.items() if v is db]:
-            del _instances[key]
+opened.set_opener(_open)

@@ -23,6 +23,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,10 +32,12 @@ import pluggy
 from . import hookspecs
 from .defaults import DefaultHooks
 from .envelope import Codec
+from .errors import ReadOnlyStore
 from .front import BaseDB
-from .hookspecs import Entry, ObjectInfo
+from .hookspecs import Entry, ObjectInfo, follow
 from .query import QUERY_PAGE, FolderQuery
 from .registry import middleware_factories
+from .store import NEEDED_HOOKS, Store, capabilities_of, overrides
 from .url import StoreURL
 
 __all__ = ["DB"]
@@ -55,9 +58,7 @@ _LIVE: weakref.WeakSet[DB] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     _ForkEpoch.value += 1
     for db in list(_LIVE):
-        # Another thread of the parent may have held these locks at fork time.
-        db._open_lock = threading.Lock()
-        db._cache.reset_after_fork()
+        db.reset_locks_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -89,6 +90,15 @@ class _PluginManager(pluggy.PluginManager):
         self.generation += 1
         return super().add_hookcall_monitoring(before, after)
 
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        """A :class:`kydb.Store`'s own ``kydb_*`` methods are hook implementations, decorated or not."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and isinstance(plugin, Store) and name.startswith("kydb_") and overrides(plugin, name):
+            return pluggy.HookimplOpts(  # what a bare @kydb.hookimpl gives
+                wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
+            )
+        return opts
+
 
 def _dispatch(pm: _PluginManager) -> SimpleNamespace:
     """Each hook's callable: the store's own method where it is the only implementation, else pluggy's caller."""
@@ -118,6 +128,7 @@ class DB(BaseDB):
         self.base_path = url.base_path
         self._base_bytes = len(url.base_path.encode("utf-8"))
         self._store_cls = store_cls
+        self.capabilities = capabilities_of(store_cls, url)
         self._open_lock = threading.Lock()
         self._epoch = -1
         self._pm: _PluginManager
@@ -140,15 +151,19 @@ class DB(BaseDB):
         def implements(name: str) -> bool:
             return any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
 
+        cls = self._store_cls
+        where = f"backend {cls.__module__}.{cls.__qualname__} for {self.url}"
         missing = [name for name in hookspecs.REQUIRED_HOOKS if not implements(name)]
         if missing:
-            cls = self._store_cls
             raise TypeError(
-                f"backend {cls.__module__}.{cls.__qualname__} for {self.url} does not implement "
-                f"the required hook(s) {missing}; decorate them with @kydb.hookimpl"
+                f"{where} does not implement the required hook(s) {missing}; define them on its kydb.Store subclass"
             )
+        for capability, hooks in NEEDED_HOOKS.items():
+            if getattr(self.capabilities, capability) and not all(implements(hook) for hook in hooks):
+                raise TypeError(
+                    f"{where} declares {capability} but does not implement {[h for h in hooks if not implements(h)]}"
+                )
         self._store = store
-        self._keeps_metadata = implements("kydb_stat")  # else stat reads blobs and knows no times or indexes
         self._dispatched = -1  # a new manager may have reached the old one's generation
         self._pm = pm
         self._epoch = _ForkEpoch.value
@@ -171,6 +186,11 @@ class DB(BaseDB):
             keep = [(n, p) for n, p in self._pm.list_name_plugin() if p is not None and n not in (_STORE, _DEFAULTS)]
             self._open(keep)
 
+    def reset_locks_after_fork(self) -> None:
+        """In a forked child: replace locks that another thread of the parent may have held at fork time."""
+        self._open_lock = threading.Lock()
+        self._cache.reset_after_fork()
+
     @property
     def store(self) -> Any:
         """The backend's store instance (its hook implementations)."""
@@ -192,6 +212,12 @@ class DB(BaseDB):
 
     # ------------------------------------------------------------------ primitives
 
+    def _writable(self) -> Any:
+        """The hooks, for a write: :class:`~kydb.ReadOnlyStore` on a store that declares it cannot be written."""
+        if not self.capabilities.writable:
+            raise ReadOnlyStore(f"{self.url} is read-only: write to another store (a union puts one in front)")
+        return self._hooks()
+
     def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
         base = self.base_path
         if not base:
@@ -204,43 +230,40 @@ class DB(BaseDB):
         self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
     ) -> None:
         base = self.base_path
-        self._hooks().kydb_put(
+        self._writable().kydb_put(
             items={base + k: blob for k, blob in items.items()},
             mtime_ns=mtime_ns,
             indexes={base + k: values for k, values in indexes.items()},
+            expect={},
         )
 
     def _query(self, query: FolderQuery) -> Iterator[Entry]:
         hook = self._hooks()
         remaining = query.limit_n
-        cursor: str | None = None
-        while True:
+        folder = self.base_path + query.folder
+
+        def fetch(cursor: str | None) -> tuple[list[Entry], str | None]:
             # Always ask for at least one entry: limit(0) still gets a store's refusal to query at all.
             wanted = QUERY_PAGE if remaining is None else max(1, min(remaining, QUERY_PAGE))
-            page = hook.kydb_query(
-                folder=self.base_path + query.folder,
-                index=query.index,
-                ascending=query.ascending,
-                since=query.since_value,
-                until=query.until_value,
-                limit=wanted,
-                cursor=cursor,
-                allow_scan=query.allow_scan,
-            )
-            entries = page.entries if remaining is None else page.entries[:remaining]
-            yield from entries
-            if remaining is not None:
-                remaining -= len(entries)
-                if remaining <= 0:
-                    return
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+            page = hook.kydb_query(request=replace(query.request(wanted, cursor), folder=folder))
+            return page.entries, page.cursor
+
+        if remaining is None:
+            yield from follow(fetch)
+            return
+        if remaining == 0:
+            fetch(None)  # a store that cannot answer the query at all still says so
+            return
+        for entry in follow(fetch):
+            yield entry
+            remaining -= 1
+            if remaining == 0:
+                return  # before follow() fetches a page nobody asked for
 
     def _delete_keys(self, keys: Sequence[str]) -> None:
         if keys:
             base = self.base_path
-            self._hooks().kydb_delete(paths=[base + k for k in keys])
+            self._writable().kydb_delete(paths=[base + k for k in keys], expect={})
 
     def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
         base = self.base_path
@@ -254,25 +277,24 @@ class DB(BaseDB):
     def _list(self, folder: str, include_dirs: bool, page_size: int) -> Iterator[str]:
         hook = self._hooks()
         path = self.base_path + folder
-        cursor: str | None = None
-        while True:
+
+        def fetch(cursor: str | None) -> tuple[list[str], str | None]:
             page = hook.kydb_list(folder=path, include_dirs=include_dirs, page_size=page_size, cursor=cursor)
-            yield from page.names
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+            return page.names, page.cursor
+
+        return follow(fetch)
 
     def _mkdir(self, folder: str) -> None:
-        self._hooks().kydb_mkdir(folder=self.base_path + folder)
+        self._writable().kydb_mkdir(folder=self.base_path + folder)
 
     def _rmdir(self, folder: str) -> None:
-        self._hooks().kydb_rmdir(folder=self.base_path + folder)
+        self._writable().kydb_rmdir(folder=self.base_path + folder)
 
     def _is_dir(self, folder: str) -> bool:
         return bool(self._hooks().kydb_is_dir(folder=self.base_path + folder))
 
     def _delete_tree(self, folder: str) -> int:
-        hook = self._hooks()
+        hook = self._writable()
         path = self.base_path + folder
         if path != folder and folder == "/" and not hook.kydb_is_dir(folder=path):
             return 0  # the base folder was never created: nothing to delete

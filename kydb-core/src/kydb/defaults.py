@@ -7,12 +7,12 @@ overrides one only where it has a faster native path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import IndexNotSupported
-from .hookspecs import Entry, ObjectInfo, QueryPage, hookimpl
+from .hookspecs import Entry, ObjectInfo, QueryPage, QueryRequest, follow, hookimpl
+from .query import scan_page
 
 __all__ = ["DefaultHooks"]
 
@@ -26,6 +26,13 @@ class DefaultHooks:
     def __init__(self, hook: Any) -> None:
         self._hook = hook
 
+    def _list(self, folder: str, include_dirs: bool) -> Iterator[str]:
+        def fetch(cursor: str | None) -> tuple[list[str], str | None]:
+            page = self._hook.kydb_list(folder=folder, include_dirs=include_dirs, page_size=_WALK_PAGE, cursor=cursor)
+            return page.names, page.cursor
+
+        return follow(fetch)
+
     @hookimpl(trylast=True)
     def kydb_exists(self, path: str) -> bool:
         return path in self._hook.kydb_get(paths=[path])
@@ -35,69 +42,47 @@ class DefaultHooks:
         return {path: ObjectInfo(len(blob)) for path, blob in self._hook.kydb_get(paths=paths).items()}
 
     @hookimpl(trylast=True)
-    def kydb_query(
-        self,
-        folder: str,
-        index: str,
-        ascending: bool,
-        since: int | None,
-        until: int | None,
-        limit: int,
-        cursor: str | None,
-        allow_scan: bool,
-    ) -> QueryPage:
-        if not allow_scan:
+    def kydb_query(self, request: QueryRequest) -> QueryPage:
+        folder, index = request.folder, request.index
+        if not request.allow_scan:
             raise IndexNotSupported(
                 f"{folder}: this store keeps no ordered index of {index!r}; pass allow_scan=True to "
                 "scan the folder instead (it reads every object's metadata on each page)"
             )
-        entries: list[Entry] = []
-        if since is not None and until is not None and since > until:
-            return QueryPage(entries, None)  # nothing can match: no scan
-        for names in self._object_pages(folder):
-            for name, info in sorted(self._hook.kydb_stat(paths=[folder + n for n in names]).items()):
-                if info.mtime_ns is None or (index == "ctime" and info.ctime_ns is None):
-                    what = "creation" if index == "ctime" else "modification"
-                    raise IndexNotSupported(f"{folder}: this store keeps no {what} times to order by")
-                value = {"mtime": info.mtime_ns, "ctime": info.ctime_ns}.get(index, info.indexes.get(index))
-                if value is None or (since is not None and value < since) or (until is not None and value > until):
-                    continue
-                entries.append(Entry(name[len(folder) :], info.mtime_ns, info.ctime_ns, value))
-        entries.sort(key=lambda e: (e.index_value, e.key), reverse=not ascending)
-        if cursor is not None:
-            after = tuple(json.loads(cursor))
-            entries = [
-                e for e in entries if ((e.index_value, e.key) > after) == ascending and (e.index_value, e.key) != after
-            ]
-        page = entries[:limit]
-        more = len(entries) > limit
-        return QueryPage(page, json.dumps([page[-1].index_value, page[-1].key]) if more else None)
+        if request.empty_range():
+            return QueryPage([], None)  # nothing can match: no scan
+        return scan_page(self._scan(folder, index), request)
 
-    def _object_pages(self, folder: str) -> Iterator[list[str]]:
-        cursor: str | None = None
-        while True:
-            page = self._hook.kydb_list(folder=folder, include_dirs=False, page_size=_WALK_PAGE, cursor=cursor)
-            yield page.names
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+    def _scan(self, folder: str, index: str) -> Iterator[Entry]:
+        batch: list[str] = []
+        for name in self._list(folder, include_dirs=False):
+            batch.append(folder + name)
+            if len(batch) == _WALK_PAGE:
+                yield from self._entries(folder, index, batch)
+                batch = []
+        yield from self._entries(folder, index, batch)
+
+    def _entries(self, folder: str, index: str, paths: list[str]) -> Iterator[Entry]:
+        if not paths:
+            return
+        for path, info in self._hook.kydb_stat(paths=paths).items():
+            if info.mtime_ns is None or (index == "ctime" and info.ctime_ns is None):
+                what = "creation" if index == "ctime" else "modification"
+                raise IndexNotSupported(f"{folder}: this store keeps no {what} times to order by")
+            value = {"mtime": info.mtime_ns, "ctime": info.ctime_ns}.get(index, info.indexes.get(index))
+            if value is not None:
+                yield Entry(path[len(folder) :], info.mtime_ns, info.ctime_ns, value)
 
     @hookimpl(trylast=True)
     def kydb_walk(self, folder: str) -> Iterator[str]:
         pending = [folder]
         while pending:
             current = pending.pop()
-            cursor: str | None = None
-            while True:
-                page = self._hook.kydb_list(folder=current, include_dirs=True, page_size=_WALK_PAGE, cursor=cursor)
-                for name in page.names:
-                    path = current + name
-                    yield path
-                    if name.endswith("/"):
-                        pending.append(path)
-                if page.cursor is None:
-                    break
-                cursor = page.cursor
+            for name in self._list(current, include_dirs=True):
+                path = current + name
+                yield path
+                if name.endswith("/"):
+                    pending.append(path)
 
     @hookimpl(trylast=True)
     def kydb_delete_tree(self, folder: str) -> int:
@@ -106,7 +91,7 @@ class DefaultHooks:
         for path in self._hook.kydb_walk(folder=folder):
             (folders if path.endswith("/") else objects).append(path)
         for start in range(0, len(objects), DELETE_BATCH):
-            self._hook.kydb_delete(paths=objects[start : start + DELETE_BATCH])
+            self._hook.kydb_delete(paths=objects[start : start + DELETE_BATCH], expect={})
         if folder != "/":
             folders.append(folder)
         for path in sorted(folders, key=lambda p: p.count("/"), reverse=True):

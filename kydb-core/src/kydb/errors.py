@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __all__ = [
     "BackendConflict",
+    "ConditionalWritesNotSupported",
+    "Conflict",
     "CorruptValue",
     "DbObjException",
     "FolderNotEmpty",
@@ -21,6 +23,7 @@ __all__ = [
     "InvalidKey",
     "KydbError",
     "NotFound",
+    "ReadOnlyStore",
     "StoreUnavailable",
     "UnknownScheme",
 ]
@@ -71,3 +74,21 @@ class BackendConflict(KydbError, RuntimeError):
 
 class IndexNotSupported(KydbError):
     """The store cannot answer an ordered folder query from an index (pass ``allow_scan=True`` to scan)."""
+
+
+class Conflict(KydbError):
+    """A conditional write or delete found another version of the object (or none): nothing was changed.
+
+    Never a ``KeyError``: a conflict is not an absent key.
+    """
+
+
+class ConditionalWritesNotSupported(KydbError):
+    """The store keeps no object versions, so it cannot write or delete conditionally.
+
+    Raised before anything is written: kydb never falls back to an unconditional write.
+    """
+
+
+class ReadOnlyStore(KydbError, PermissionError):
+    """The store can be read but not written (a published tree over HTTP, for example)."""

@@ -1,10 +1,13 @@
 """The dict-like API every kydb DB offers, whatever is behind it.
 
 :class:`BaseDB` owns what is the same for one store, a union and a cache DB:
-key validation, encoding, the read cache, DbObj, and the public methods.
-Subclasses supply a handful of primitives (``_fetch_blobs``,
-``_write_blobs``, ``_list``, ...) that work on canonical keys (``/a/b``) and
-folders (``/a/b/``) *without* any base path and never touch the read cache.
+key validation, encoding, the read cache, DbObj, and the public methods —
+values (``db[key]``, ``set``, ``get_many``...) and, for tools that move data
+without unpickling it, stored blobs (:meth:`BaseDB.get_blobs`,
+:meth:`BaseDB.put_blobs`, :meth:`BaseDB.stat_many`).  Subclasses supply a
+handful of primitives (``_fetch_blobs``, ``_write_blobs``, ``_list``, ...)
+that work on canonical keys (``/a/b``) and folders (``/a/b/``) *without* any
+base path and never touch the read cache.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from . import envelope
+from . import envelope, opened
 from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, resolve_class
 from .errors import DbObjException, FolderNotEmpty, InvalidKey, NotFound
 from .hookspecs import Entry, ObjectInfo
 from .keys import normalize_folder, normalize_key
 from .query import FolderQuery, check_index_values
+from .store import Capabilities
 from .url import mask_url
 
 __all__ = ["BaseDB"]
@@ -39,8 +43,8 @@ class BaseDB(abc.ABC):
 
     #: UTF-8 length of the longest base path behind this DB: every key must fit under it.
     _base_bytes: int
-    #: The store(s) answer ``stat`` from metadata, which may hold times and index values.
-    _keeps_metadata: bool
+    #: What the store (or, for a composite, its layers together) can do.
+    capabilities: Capabilities
 
     def __init__(self, url: str, codec: envelope.Codec) -> None:
         self._url = url
@@ -117,6 +121,11 @@ class BaseDB(abc.ABC):
         """The URL this DB was connected with, passwords masked."""
         return mask_url(self._url)
 
+    @property
+    def codec(self) -> envelope.Codec:
+        """How this DB encodes, signs, verifies and decodes blobs (its ``repr`` never shows keys)."""
+        return self._codec
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {mask_url(self._url)}>"
 
@@ -128,18 +137,14 @@ class BaseDB(abc.ABC):
                 f"{self!r} cannot be stored in a kydb store: a pickled DB carries its URL credentials "
                 "and signing keys. Store its URL (db.url) instead"
             )
-        from .connect import reconnect  # noqa: PLC0415 - connect imports this module
-
-        return reconnect, (self._url, self._codec)
+        return opened.reconnect, (self._url, self._codec)
 
     def close(self) -> None:
         """Release connections and forget this DB in :func:`kydb.connect`'s registry.
 
         Using the DB afterwards reconnects.
         """
-        from .connect import forget  # noqa: PLC0415 - connect imports this module
-
-        forget(self)
+        opened.forget(self)
 
     # ------------------------------------------------------------------ keys and values
 
@@ -311,6 +316,51 @@ class BaseDB(abc.ABC):
             self._delete_keys(ks)
         finally:
             self._forget(ks)
+
+    # ------------------------------------------------------------------ stored blobs
+
+    def get_blobs(self, keys: Iterable[str], *, system_obj: bool = False) -> dict[str, bytes]:
+        """``{key: blob}``: the stored bytes of the keys that exist, read from the store in one batch.
+
+        Blobs come as the store holds them (kydb's envelope: header, any
+        signature, payload) — nothing is decoded, verified or cached; keys
+        come back as given.  For tools that move data without loading it
+        (``kydb cp``); :func:`kydb.envelope.describe` reads a blob's header.
+        """
+        wanted = {key: self._key(key, system_obj) for key in keys}
+        found = self._fetch_blobs(list(dict.fromkeys(wanted.values())))
+        return {key: found[k] for key, k in wanted.items() if k in found}
+
+    def put_blobs(
+        self,
+        items: Mapping[str, bytes],
+        *,
+        indexes: Mapping[str, Mapping[str, int | None]] | None = None,
+        system_obj: bool = False,
+    ) -> None:
+        """Store already-encoded blobs (from :meth:`get_blobs`) in one batch, with optional index values.
+
+        Every key and index is checked before anything is written; the keys
+        leave the read cache.  The bytes are stored as given: reading one that
+        is not kydb data, or whose signature does not verify for its key, raises
+        :class:`~kydb.CorruptValue` then.
+        """
+        blobs = {self._key(key, system_obj): blob for key, blob in items.items()}
+        checked = {self._key(key, system_obj): check_index_values(values) for key, values in (indexes or {}).items()}
+        stray = sorted(set(checked) - set(blobs))
+        if stray:
+            raise ValueError(f"put_blobs: index values for keys that are not written: {stray[:5]}")
+        keys = list(blobs)
+        try:
+            self._write_blobs(blobs, time.time_ns(), {k: v for k, v in checked.items() if v})
+        finally:
+            self._forget(keys)
+
+    def stat_many(self, keys: Iterable[str], *, system_obj: bool = False) -> dict[str, ObjectInfo]:
+        """``{key: ObjectInfo}`` for the keys that are objects, in one batch (see :meth:`stat`); keys as given."""
+        wanted = {key: self._key(key, system_obj) for key in keys}
+        found = self._stat_keys(list(dict.fromkeys(wanted.values())))
+        return {key: found[k] for key, k in wanted.items() if k in found}
 
     # ------------------------------------------------------------------ cache
 

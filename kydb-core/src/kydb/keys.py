@@ -1,4 +1,4 @@
-"""Key and folder validation: the one place the key rules of SPEC §2 live.
+"""Key and folder validation: the one place the key rules (``docs/contract.md`` section 2) live.
 
 Two canonical forms are used everywhere below the public API:
 
@@ -7,7 +7,9 @@ Two canonical forms are used everywhere below the public API:
 
 A component must not be empty, ``.`` or ``..``, must not start with ``.``
 (reserved for system objects unless ``system`` is true), and must not contain
-control characters or lone surrogates (which cannot be stored as UTF-8).  A
+control characters, lone surrogates (which cannot be stored as UTF-8) or the
+non-characters U+FFFE and U+FFFF (which XML cannot carry, so S3's batch
+delete could not remove them).  A
 full path — base path included, counted with its leading ``/`` — is at most
 :data:`MAX_PATH_BYTES` bytes of UTF-8 (S3's key limit, applied everywhere so
 data can move between backends).
@@ -29,8 +31,8 @@ __all__ = [
 
 MAX_PATH_BYTES = 1024
 
-# C0 and C1 control characters, DEL, and lone surrogates.
-_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 and C1 control characters, DEL, lone surrogates, and the non-characters U+FFFE and U+FFFF.
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 def _check_components(text: str, parts: list[str], system: bool) -> None:
@@ -46,7 +48,8 @@ def _check_components(text: str, parts: list[str], system: bool) -> None:
         bad = _BAD_CHAR.search(part)
         if bad:
             raise InvalidKey(
-                f"invalid key {text!r}: control character or lone surrogate {bad.group()!r} is not allowed"
+                f"invalid key {text!r}: control character, lone surrogate or non-character {bad.group()!r} "
+                "is not allowed"
             )
 
 

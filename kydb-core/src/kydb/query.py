@@ -18,16 +18,23 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .hookspecs import Entry
+from .hookspecs import Entry, QueryPage, QueryRequest
 
 if TYPE_CHECKING:
     from .front import BaseDB
 
-__all__ = ["MAX_INDEX_NAME_CHARS", "RESERVED_INDEX_NAMES", "FolderQuery", "check_index_name", "check_index_values"]
+__all__ = [
+    "MAX_INDEX_NAME_CHARS",
+    "RESERVED_INDEX_NAMES",
+    "FolderQuery",
+    "check_index_name",
+    "check_index_values",
+    "scan_page",
+]
 
 RESERVED_INDEX_NAMES = frozenset(
     {"mtime", "ctime", "path", "folder", "parent", "name", "key", "kind", "data", "size", "value", "index"}
@@ -124,9 +131,15 @@ class FolderQuery:
             raise ValueError(f"limit must be >= 0, got {n}")
         return replace(self, limit_n=n)
 
+    def request(self, limit: int = QUERY_PAGE, cursor: str | None = None) -> QueryRequest:
+        """The :class:`~kydb.hookspecs.QueryRequest` for one page of this query (paths without a base path)."""
+        return QueryRequest(
+            self.folder, self.index, self.ascending, self.since_value, self.until_value, limit, cursor, self.allow_scan
+        )
+
     def entries(self) -> Iterator[Entry]:
         """:class:`~kydb.Entry` (name, mtime, ctime, index value) for each result, lazily."""
-        return self.db._query(self)
+        return self.db._query(self)  # noqa: SLF001 - the query runs on the DB that made it
 
     def __iter__(self) -> Iterator[str]:
         return (entry.key for entry in self.entries())
@@ -147,3 +160,22 @@ class FolderQuery:
             key = self.folder + name
             if key in values:  # deleted since the query ran: left out rather than a stale answer
                 yield name, values[key]
+
+
+def scan_page(entries: Iterable[Entry], request: QueryRequest) -> QueryPage:
+    """One page of ``request`` over a folder's scanned ``entries`` (any order): the scan-based ``kydb_query``.
+
+    Keeps the entries inside the request's bounds, orders them by (index
+    value, name) as asked, resumes after the request's cursor and cuts the
+    page at its limit.  Cost: the whole scan, every page — which is why
+    stores without an ordered index refuse unless ``allow_scan``.
+    """
+    low, high, after = request.since, request.until, request.after()
+    kept = [e for e in entries if (low is None or e.index_value >= low) and (high is None or e.index_value <= high)]
+    kept.sort(key=lambda e: (e.index_value, e.key), reverse=not request.ascending)
+    if after is not None:
+        if request.ascending:
+            kept = [e for e in kept if (e.index_value, e.key) > after]
+        else:
+            kept = [e for e in kept if (e.index_value, e.key) < after]
+    return QueryPage.of(kept[: request.limit], len(kept) > request.limit)

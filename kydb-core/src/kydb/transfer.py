@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .front import BaseDB
+from .keys import normalize_folder
 
 __all__ = ["TransferStats", "copy_objects", "copy_tree", "walk"]
 
@@ -87,23 +88,24 @@ def copy_objects(
     destination (value and index values) are skipped.
     """
     stats = stats or TransferStats()
-    blobs = src._fetch_blobs(list(keys))
+    blobs = src.get_blobs(keys, system_obj=True)
     # Index values come from metadata; a store without it has none, and its stat would read the blobs again.
-    infos = src._stat_keys(list(blobs)) if blobs and src._keeps_metadata else {}
+    infos = src.stat_many(blobs, system_obj=True) if blobs and src.capabilities.keeps_times else {}
     # A signature binds a blob to its key: one copied to another key is signed again for it.
-    reseal = dst._codec.reseal
-    items = {keys[k]: reseal(blob, k, keys[k], src._codec) for k, blob in blobs.items()}
+    reseal = dst.codec.reseal
+    items = {keys[k]: reseal(blob, k, keys[k], src.codec) for k, blob in blobs.items()}
     indexes: dict[str, dict[str, int | None]] = {
         keys[k]: dict(info.indexes) for k, info in infos.items() if info.indexes
     }
+    keeps_indexes = dst.capabilities.keeps_times
     if sync and items:
-        present = dst._fetch_blobs(list(items))
+        present = dst.get_blobs(items, system_obj=True)
         same = [k for k, blob in items.items() if present.get(k) == blob]
         # Compare index values only where the destination keeps them; otherwise the value decides.
-        dst_infos = dst._stat_keys(same) if same and dst._keeps_metadata else {}
+        dst_infos = dst.stat_many(same, system_obj=True) if same and keeps_indexes else {}
         for key in same:
             theirs = dict(dst_infos[key].indexes) if key in dst_infos else {}
-            if not dst._keeps_metadata or theirs == indexes.get(key, {}):
+            if not keeps_indexes or theirs == indexes.get(key, {}):
                 del items[key]
                 stats.skipped += 1
             else:  # same value, other index values: rewrite, clearing the ones the source lacks
@@ -111,12 +113,7 @@ def copy_objects(
                 mended.update(indexes.get(key, {}))
                 indexes[key] = mended
     if items:
-        for key in items:
-            dst._key(key, system=True)  # InvalidKey before writing, if a path is too long there
-        try:
-            dst._write_blobs(items, time.time_ns(), {k: v for k, v in indexes.items() if k in items})
-        finally:
-            dst._forget(list(items))
+        dst.put_blobs(items, indexes={k: v for k, v in indexes.items() if k in items}, system_obj=True)
         stats.objects += len(items)
         stats.bytes += sum(len(blob) for blob in items.values())
     return stats
@@ -142,8 +139,8 @@ def copy_tree(
     stores raise; objects copied before the error stay copied.
     """
     stats = stats or TransferStats()
-    src_root = src._folder(src_folder).rstrip("/")
-    dst_root = dst._folder(dst_folder).rstrip("/")
+    src_root = normalize_folder(src_folder).rstrip("/")
+    dst_root = normalize_folder(dst_folder).rstrip("/")
     batch: list[str] = []
 
     def flush() -> None:
@@ -154,9 +151,9 @@ def copy_tree(
 
     for rel, is_folder in walk(src, src_root + "/"):
         if is_folder:
-            folder = dst._folder(dst_root + rel, system=True)
+            folder = dst_root + rel
             if not (sync and dst.is_dir(folder)):
-                dst._mkdir(folder)
+                dst.mkdir(folder, system_obj=True)
                 stats.folders += 1
             continue
         batch.append(rel)

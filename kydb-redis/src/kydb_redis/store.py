@@ -100,15 +100,16 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-class RedisStore:
+class RedisStore(kydb.Store):
     """kydb's hooks on one Redis database, through one thread-safe connection pool.
 
     Connecting does no I/O: the first operation opens a connection.
     """
 
-    url_path_is_base = True
+    capabilities = kydb.Capabilities(keeps_times=True, keeps_ctime=True, native_queries=True)
 
     def __init__(self, url: StoreURL) -> None:
+        super().__init__(url)
         self.options: RedisOptions = parse_options(url)
         self._where = f"Redis at {self.options.server} ({url.masked})"
         retry = Retry(EqualJitterBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE), self.options.retries)
@@ -236,7 +237,13 @@ class RedisStore:
             )
 
     @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
+    def kydb_put(
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None],
+    ) -> None:
         for path, blob in items.items():
             if len(blob) > MAX_VALUE_BYTES:
                 raise ValueError(
@@ -270,7 +277,7 @@ class RedisStore:
             yield paths, [len(paths), mtime, *blobs, *changes], size
 
     @kydb.hookimpl
-    def kydb_delete(self, paths: Sequence[str]) -> None:
+    def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
         try:
             self._call_many(DELETE, self._delete_calls(paths, []))
         except RedisError as exc:
@@ -326,26 +333,18 @@ class RedisStore:
             ) from None
 
     @kydb.hookimpl
-    def kydb_query(
-        self,
-        folder: str,
-        index: str,
-        ascending: bool,
-        since: int | None,
-        until: int | None,
-        limit: int,
-        cursor: str | None,
-    ) -> kydb.QueryPage:
+    def kydb_query(self, request: kydb.QueryRequest) -> kydb.QueryPage:
         """One page from the index's sorted set: one :data:`QUERY` call, O(log n + limit) on the server."""
-        if limit <= 0:
-            return kydb.QueryPage([], None)
+        folder, index, since, until, limit = request.folder, request.index, request.since, request.until, request.limit
+        ascending, after = request.ascending, request.after()
         low = b"[" + sortable(since) + b":" if since is not None else b"-"
         high = b"(" + sortable(until) + b";" if until is not None else b"+"  # ';' follows ':': every name of until
-        if cursor is not None:  # resume after the last member returned (which lies within the bounds)
+        if after is not None:  # resume after the last member returned (which lies within the bounds)
+            member = b"(" + sortable(after[0]) + b":" + after[1].encode()
             if ascending:
-                low = b"(" + cursor.encode()
+                low = member
             else:
-                high = b"(" + cursor.encode()
+                high = member
         bounds = [low, high] if ascending else [high, low]
         direction = "asc" if ascending else "desc"
         try:
@@ -359,8 +358,7 @@ class RedisStore:
             path, meta = folder + name, meta_key(folder + name)
             value = self._value(member[:SORTABLE_WIDTH], path, index_key(index, folder))
             entries.append(kydb.Entry(name, self._value(mtime, path, meta), self._value(ctime, path, meta), value))
-        more = len(reply) > 3 * limit
-        return kydb.QueryPage(entries, reply[3 * limit - 3].decode() if more else None)
+        return kydb.QueryPage.of(entries, len(reply) > 3 * limit)
 
     # ------------------------------------------------------------------ folders
 

@@ -321,7 +321,7 @@ class _ScanCache:
             return self._scans.pop(token, None)
 
 
-class S3Store:
+class S3Store(kydb.Store):
     """The hook implementations for one bucket (see the module docstring for layout and costs).
 
     One boto3 client per store (boto3 clients are thread-safe), a bounded
@@ -329,10 +329,12 @@ class S3Store:
     uploads, made on the first large put.
     """
 
-    url_path_is_base = True
+    # Modification times and user indexes are kept (in metadata and index sidecars) and scanned; S3
+    # keeps no creation time, and carrying one over on overwrite would cost a request per write.
+    capabilities = kydb.Capabilities(keeps_times=True)
 
     def __init__(self, url: StoreURL) -> None:
-        self.url = url
+        super().__init__(url)
         self.bucket, options = _settings(url)
         timeouts = {name: float(options[name]) for name in _TIMEOUTS if name in options}
         try:
@@ -782,7 +784,13 @@ class S3Store:
         return {path: blob for path, blob in zip(paths, blobs, strict=True) if blob is not None}
 
     @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
+    def kydb_put(
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None],
+    ) -> None:
         """Each blob in one ``PutObject`` with its mtime in metadata; then the sidecar of those given index values."""
         for path in items:
             self._check_writable(path)
@@ -799,7 +807,7 @@ class S3Store:
         self._each(write, list(items))
 
     @kydb.hookimpl
-    def kydb_delete(self, paths: Sequence[str]) -> None:
+    def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
         """One ``DeleteObjects`` per 500 paths, each object with its sidecar (absent sidecars cost nothing).
 
         :class:`kydb.InvalidKey` for a path in a reserved sidecar folder,
@@ -844,17 +852,7 @@ class S3Store:
         }
 
     @kydb.hookimpl
-    def kydb_query(
-        self,
-        folder: str,
-        index: str,
-        ascending: bool,
-        since: int | None,
-        until: int | None,
-        limit: int,
-        cursor: str | None,
-        allow_scan: bool,
-    ) -> kydb.QueryPage:
+    def kydb_query(self, request: kydb.QueryRequest) -> kydb.QueryPage:
         """One page of a folder query, by scanning: S3 keeps no ordered index.
 
         Refused with :class:`kydb.IndexNotSupported` unless ``allow_scan``,
@@ -864,12 +862,15 @@ class S3Store:
         indexes) or nothing at all (``mtime``), and see the folder as it was
         at the first page.
         """
+        folder, index, ascending, limit, cursor = (
+            request.folder, request.index, request.ascending, request.limit, request.cursor
+        )  # fmt: skip
         where = self._where(None)
         if index == "ctime":
             raise kydb.IndexNotSupported(
                 f"{folder}: S3 keeps no creation times to order by ({where}); order by 'mtime' or a user index"
             )
-        if not allow_scan:
+        if not request.allow_scan:
             raise kydb.IndexNotSupported(
                 f"{folder}: S3 keeps no ordered index of {index!r} ({where}); pass allow_scan=True to scan the "
                 "folder: one listing page per 1,000 objects, plus one HEAD per object (mtime) or one GET per "
@@ -884,7 +885,7 @@ class S3Store:
             token, *after = json.loads(cursor)
             scan = self._scans.take(token)
         if scan is None:
-            scan = _Scan(self._scan(folder, index, ascending, since, until))
+            scan = _Scan(self._scan(folder, index, ascending, request.since, request.until))
             if cursor is not None:  # the scan was pushed out of the cache: scan again, resume after the cursor
                 last = (after[0], after[1])
                 done = [(c.value, c.name) <= last if ascending else (c.value, c.name) >= last for c in scan.candidates]

@@ -140,13 +140,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         proxy = self.server.proxy
-        with proxy._in_flight():
+        with proxy.in_flight():
             self._forward_one(proxy)
 
     def _forward_one(self, proxy: LoopbackProxy) -> None:
         body = self._read_body()
         path, _, query = self.path.partition("?")
-        fault = proxy._record(ProxiedRequest(self.command, path, query))
+        fault = proxy.record(ProxiedRequest(self.command, path, query))
         if proxy.latency:
             time.sleep(proxy.latency)
         if fault is not None:
@@ -205,7 +205,8 @@ class LoopbackProxy:
         with self._lock:
             self._faults.append(_Fault(count, status, when))
 
-    def _record(self, request: ProxiedRequest) -> _Fault | None:
+    def record(self, request: ProxiedRequest) -> _Fault | None:
+        """Note a request the proxy received; the fault to answer it with, if one is due."""
         with self._lock:
             self.requests.append(request)
             for fault in self._faults:
@@ -215,7 +216,8 @@ class LoopbackProxy:
         return None
 
     @contextmanager
-    def _in_flight(self) -> Iterator[None]:
+    def in_flight(self) -> Iterator[None]:
+        """Count a request as in flight (for ``peak_in_flight``) while the block runs."""
         with self._lock:
             self._in_flight_now += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight_now)

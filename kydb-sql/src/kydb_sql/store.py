@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -75,7 +75,7 @@ _MYSQL_ROW_OVERHEAD = 8 * 1024
 Row = dict[str, Any]
 
 
-class SQLStore:
+class SQLStore(kydb.Store):
     """A kydb store in one table of a SQL database: ``sqlite:///file.db``, ``postgresql://...``, ``mysql://...``.
 
     ``?table=NAME`` (default ``kydb``) names the table, created with its
@@ -86,9 +86,17 @@ class SQLStore:
     """
 
     # The URL path names the database (or the SQLite file), not a base path.
-    url_path_is_base = False
+    capabilities = kydb.Capabilities(url_path_is_base=False, keeps_times=True, keeps_ctime=True, native_queries=True)
+
+    @classmethod
+    def capabilities_for(cls, url: StoreURL) -> kydb.Capabilities:
+        """``sqlite://`` (no file) is a database in the connecting process: other processes have their own."""
+        if url.backend == "sqlite" and (url.path in ("", "/", "/:memory:") or url.options.get("mode") == "memory"):
+            return replace(cls.capabilities, shared_between_processes=False)
+        return cls.capabilities
 
     def __init__(self, url: StoreURL) -> None:
+        super().__init__(url)
         table = url.options.get("table", "kydb")
         if not _TABLE_NAME.fullmatch(table):
             raise ValueError(
@@ -319,7 +327,13 @@ class SQLStore:
                 }
 
     @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]) -> None:
+    def kydb_put(
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None],
+    ) -> None:
         now = mtime_ns
         rows: dict[str, Row] = {}
         values: list[Row] = []
@@ -354,7 +368,7 @@ class SQLStore:
         self._write(rows)
 
     @kydb.hookimpl
-    def kydb_delete(self, paths: Sequence[str]) -> None:
+    def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
         unique = list(dict.fromkeys(paths))
         if not unique:
             return
@@ -420,16 +434,9 @@ class SQLStore:
         return self._run(stat) if unique else {}
 
     @kydb.hookimpl
-    def kydb_query(
-        self,
-        folder: str,
-        index: str,
-        ascending: bool,
-        since: int | None,
-        until: int | None,
-        limit: int,
-        cursor: str | None,
-    ) -> kydb.QueryPage:
+    def kydb_query(self, request: kydb.QueryRequest) -> kydb.QueryPage:
+        folder, index, since, until, limit = request.folder, request.index, request.since, request.until, request.limit
+        ascending, after = request.ascending, request.after()
         t, ix = self.table, self.index_table
         if index in ("mtime", "ctime"):
             value, name = t.c[index], t.c.name
@@ -447,17 +454,15 @@ class SQLStore:
             query = query.where(value >= since)
         if until is not None:
             query = query.where(value <= until)
-        if cursor is not None:
-            after_value, after_name = json.loads(cursor)
+        if after is not None:
             position = sa.tuple_(value, name)
-            after = sa.tuple_(sa.literal(int(after_value), sa.BigInteger()), sa.literal(after_name, KeyText()))
-            query = query.where(position > after if ascending else position < after)
+            bound = sa.tuple_(sa.literal(after[0], sa.BigInteger()), sa.literal(after[1], KeyText()))
+            query = query.where(position > bound if ascending else position < bound)
         order = (value.asc(), name.asc()) if ascending else (value.desc(), name.desc())
         query = query.order_by(*order).limit(limit + 1)
         rows = self._run(lambda conn: conn.execute(query).all())
         entries = [kydb.Entry(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
-        more = len(rows) > limit
-        return kydb.QueryPage(entries, json.dumps([entries[-1].index_value, entries[-1].key]) if more else None)
+        return kydb.QueryPage.of(entries, len(rows) > limit)
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:

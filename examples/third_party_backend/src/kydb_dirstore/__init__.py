@@ -8,26 +8,26 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 import kydb
-from kydb.url import StoreURL
 
 __all__ = ["DirStore"]
 
 _OBJECT, _FOLDER = ".o", ".d"
 
 
-class DirStore:
+class DirStore(kydb.Store):
     """kydb hooks over a directory: folder ``/a/`` is ``ROOT/a.d/``, object ``/a/x`` is ``ROOT/a.d/x.o``."""
 
-    # The URL path names the root directory, so the base path comes from ?base=.
-    url_path_is_base = False
+    # The URL path names the root directory, so the base path comes from ?base=.  Files keep no
+    # creation time across atomic replaces and no index values: no times, so no folder queries.
+    capabilities = kydb.Capabilities(url_path_is_base=False)
 
-    def __init__(self, url: StoreURL) -> None:
+    def __init__(self, url: kydb.StoreURL) -> None:
+        super().__init__(url)
         if url.netloc or not url.path.startswith("/"):
             raise ValueError(f"invalid kydb URL {url.masked!r}: expected dir:///absolute/path")
         if url.options:
             raise ValueError(f"invalid kydb URL {url.masked!r}: unknown options {sorted(url.options)}")
         self.root = url.path
-        os.makedirs(self.root, exist_ok=True)
 
     def _dir(self, folder: str) -> str:
         parts = [p + _FOLDER for p in folder.strip("/").split("/") if p]
@@ -37,7 +37,6 @@ class DirStore:
         folder, _, name = path.rpartition("/")
         return os.path.join(self._dir(folder), name + _OBJECT)
 
-    @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
         found = {}
         for path in paths:
@@ -48,8 +47,14 @@ class DirStore:
                 pass
         return found
 
-    @kydb.hookimpl
-    def kydb_put(self, items: dict[str, bytes]) -> None:
+    def kydb_put(
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None],
+    ) -> None:
+        # Keeps no times or indexes, and declares no conditional writes (kydb never sends ``expect``).
         for path, blob in items.items():
             target = self._file(path)
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -62,13 +67,11 @@ class DirStore:
                 os.unlink(tmp)
                 raise
 
-    @kydb.hookimpl
-    def kydb_delete(self, paths: Sequence[str]) -> None:
+    def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._file(path))
 
-    @kydb.hookimpl
     def kydb_list(self, folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> kydb.ListPage:
         try:
             entries = os.listdir(self._dir(folder))
@@ -84,14 +87,11 @@ class DirStore:
         page = names[:page_size]
         return kydb.ListPage(page, page[-1] if len(names) > page_size else None)
 
-    @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
         os.makedirs(self._dir(folder), exist_ok=True)
 
-    @kydb.hookimpl
     def kydb_rmdir(self, folder: str) -> None:
         os.rmdir(self._dir(folder))
 
-    @kydb.hookimpl
     def kydb_is_dir(self, folder: str) -> bool:
         return os.path.isdir(self._dir(folder))

@@ -1,14 +1,14 @@
-"""A model check: random operation sequences against a kydb DB and a plain model of the SPEC.
+"""A model check: random operation sequences against a kydb DB and a plain model of the contract.
 
 :func:`check_against_model` drives a Hypothesis ``RuleBasedStateMachine``
 through set / read / read(reload) / delete / exists / mkdir / rmdir /
 rm_tree / ls / is_dir / refresh / cache_context with fuzzed keys (odd
 characters, control characters, dot components, paths near the 1,024-byte
 limit, deep nesting) and values, comparing every result and every raised
-error type with an in-memory model written from the SPEC alone (it does not
+error type with an in-memory model written from ``docs/contract.md`` alone (it does not
 use kydb's key validation).  Needs ``hypothesis`` (``kydb-core[testing]``).
 
-The one thing the SPEC leaves open — whether a folder that existed only
+The one thing the contract leaves open — whether a folder that existed only
 because of objects since deleted still exists — the model learns by asking
 the DB once (``is_dir``) and then holds the store to that answer.
 """
@@ -50,7 +50,7 @@ def assert_exercised(stats: Counter[str]) -> None:
 
 
 _NAMES = ["a", "b", "c", "a_b", "a%b", "100%", "é", "e\u0301", "日本", "sp ace", "x*?", "Z", "trail "]
-_BAD = ["", ".", "..", ".hidden", "nul\x00x", "tab\tx", "del\x7f"]
+_BAD = ["", ".", "..", ".hidden", "nul\x00x", "tab\tx", "del\x7f", "non\ufffe"]
 _LONG = "L" * 250
 
 # Mostly a few common names, so operations collide; sometimes anything, a bad or a long component.
@@ -110,7 +110,7 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
 
 
 class _Model:
-    """What the SPEC says a store holds: objects, and folders that exist."""
+    """What the contract says a store holds: objects, and folders that exist."""
 
     def __init__(self, base_bytes: int) -> None:
         self.room = MAX_PATH_BYTES - base_bytes
@@ -118,13 +118,13 @@ class _Model:
         self.kept: set[str] = set()  # folders that exist whatever the objects: made by mkdir, or seen to persist
         self.ghosts: set[str] = set()  # folders that may or may not have outlived what implied them
 
-    # -- keys, by the SPEC's rules (not kydb's own implementation)
+    # -- keys, by the contract's rules (not kydb's own implementation)
 
     def _valid_parts(self, parts: list[str], system: bool = False) -> bool:
         for part in parts:
             if part in ("", ".", "..") or (part.startswith(".") and not system):
                 return False
-            if any(unicodedata.category(ch) == "Cc" for ch in part):
+            if any(unicodedata.category(ch) == "Cc" or ch in "\ufffe\uffff" for ch in part):
                 return False
         return len(("/" + "/".join(parts)).encode()) <= self.room
 
@@ -212,7 +212,7 @@ class _Machine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.db.rm_tree("/")
 
-    # -- learning what the SPEC leaves open
+    # -- learning what the contract leaves open
 
     def resolve(self, folder: str) -> None:
         if folder in self.model.ghosts:

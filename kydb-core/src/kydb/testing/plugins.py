@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import hookspecs
+from ..compose import CacheDB, UnionDB
 from ..db import DB
 from ..errors import StoreUnavailable
 from ..front import BaseDB
@@ -78,7 +79,8 @@ for _name in HOOK_NAMES:
 def _single_stores(db: BaseDB) -> list[DB]:
     if isinstance(db, DB):
         return [db]
-    return [store for layer in getattr(db, "_layers", ()) for store in _single_stores(layer)]
+    layers = db.dbs if isinstance(db, UnionDB) else (db.cache_db, db.persist_db) if isinstance(db, CacheDB) else ()
+    return [store for layer in layers for store in _single_stores(layer)]
 
 
 @contextmanager
