@@ -51,11 +51,10 @@ class _Composite(BaseDB):
         for layer in self._layers:
             layer._forget_folder(folder)
 
-    def close(self) -> None:
-        """Forget this composite and close its layers."""
-        super().close()
+    def _release_connections(self) -> None:
+        super()._release_connections()
         for layer in self._layers:
-            layer.close()
+            layer.close()  # the holds this composite took when it connected its layers
 
 
 class UnionDB(_Composite):

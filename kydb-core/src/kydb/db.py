@@ -29,7 +29,7 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, opened
 from .defaults import DefaultHooks
 from .envelope import Codec
 from .errors import ReadOnlyStore
@@ -185,6 +185,7 @@ class DB(BaseDB):
                 return
             keep = [(n, p) for n, p in self._pm.list_name_plugin() if p is not None and n not in (_STORE, _DEFAULTS)]
             self._open(keep)
+            opened.adopt(self._url, self._codec, self)  # closed, then used again: the DB for its URL once more
 
     def reset_locks_after_fork(self) -> None:
         """In a forked child: replace locks that another thread of the parent may have held at fork time."""
@@ -203,12 +204,12 @@ class DB(BaseDB):
         self._hooks()
         return self._pm
 
-    def close(self) -> None:
-        """Release the store's connections; the DB reconnects if used again."""
-        super().close()
-        if self._epoch == _ForkEpoch.value:
-            self._pm.hook.kydb_close()
-            self._epoch = -1
+    def _release_connections(self) -> None:
+        super()._release_connections()
+        with self._open_lock:
+            if self._epoch == _ForkEpoch.value:
+                self._epoch = -1  # the next use reopens
+                self._pm.hook.kydb_close()
 
     # ------------------------------------------------------------------ primitives
 

@@ -140,11 +140,25 @@ class BaseDB(abc.ABC):
         return opened.reconnect, (self._url, self._codec)
 
     def close(self) -> None:
-        """Release connections and forget this DB in :func:`kydb.connect`'s registry.
+        """Give back this holder's hold on the DB; the last one releases its connections.
 
-        Using the DB afterwards reconnects.
+        Every :func:`kydb.connect` of the URL is a hold, so one part of a
+        program closing the DB never closes it under another part.  Closing
+        a DB nobody holds does nothing.  A DB used after its last holder
+        closed it opens its connections again.
         """
-        opened.forget(self)
+        if opened.release(self._url, self._codec, self):
+            self._release_connections()
+
+    def _release_connections(self) -> None:
+        """Release connections (and the read cache): the last holder has closed the DB."""
+        self._cache.clear()
+
+    def __enter__(self: _DB) -> _DB:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ keys and values
 

@@ -24,9 +24,11 @@ from .errors import InvalidKey
 
 __all__ = [
     "MAX_PATH_BYTES",
+    "ancestors",
     "folder_of",
     "normalize_folder",
     "normalize_key",
+    "split_path",
 ]
 
 MAX_PATH_BYTES = 1024
@@ -115,3 +117,22 @@ def folder_of(path: str) -> str:
     """The folder holding ``path`` (an object key or a folder): ``/a/b/c`` -> ``/a/b/``."""
     trimmed = path[:-1] if path.endswith("/") else path
     return trimmed[: trimmed.rfind("/") + 1]
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """The folder holding ``path`` and its name: ``/a/b/c`` -> ``('/a/b/', 'c')``; ``/a/b/`` -> ``('/a/', 'b/')``."""
+    folder = folder_of(path)
+    return folder, path[len(folder) :]
+
+
+def ancestors(path: str) -> list[str]:
+    """The folders above ``path`` (an object or a folder), root excluded, outermost first.
+
+    ``/a/b/c`` and ``/a/b/c/`` -> ``['/a/', '/a/b/']``; ``/a`` -> ``[]``.
+    """
+    found = []
+    end = path.find("/", 1)
+    while 0 < end < len(path) - 1:
+        found.append(path[: end + 1])
+        end = path.find("/", end + 1)
+    return found

@@ -21,7 +21,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .errors import InvalidKey
 from .keys import normalize_folder
 
-__all__ = ["StoreURL", "mask_url", "parse_store_url", "scheme_of", "split_composite"]
+__all__ = [
+    "StoreURL",
+    "mask_url",
+    "parse_store_url",
+    "positive_int_option",
+    "positive_seconds_option",
+    "scheme_of",
+    "split_composite",
+]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9.\-]*)(\+[A-Za-z0-9_.\-]+)?://")
 _STORE_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -278,3 +286,36 @@ def parse_store_url(url: str, path_is_base: bool = True) -> StoreURL:
         base_path=base_path,
         path_is_base=path_is_base,
     )
+
+
+def positive_seconds_option(url: StoreURL, name: str, default: float | None = None) -> float | None:
+    """The URL option ``name`` as a positive, finite number of seconds, or ``default`` when absent.
+
+    Raises ``ValueError`` naming the masked URL and an example otherwise.
+    """
+    text = url.options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < float("inf")):
+        raise ValueError(
+            f"invalid kydb URL {url.masked!r}: ?{name}= takes a positive number of seconds, got {text!r} "
+            f"(for example ?{name}=5)"
+        )
+    return value
+
+
+def positive_int_option(url: StoreURL, name: str, default: int | None = None) -> int | None:
+    """The URL option ``name`` as a positive integer, or ``default`` when absent; ``ValueError`` otherwise."""
+    text = url.options.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"invalid kydb URL {url.masked!r}: ?{name}= takes a positive whole number, got {text!r} "
+            f"(for example ?{name}=10)"
+        )
+    return int(text)
