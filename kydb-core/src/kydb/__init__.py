@@ -29,7 +29,9 @@ from .errors import (
     KydbError,
     NotFound,
     StoreUnavailable,
+    UnknownClass,
     UnknownScheme,
+    UnstorableValue,
 )
 from .front import BaseDB
 from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, hookimpl
@@ -62,7 +64,9 @@ __all__ = [
     "StoreUnavailable",
     "StoredValue",
     "UnionDB",
+    "UnknownClass",
     "UnknownScheme",
+    "UnstorableValue",
     "__version__",
     "backends",
     "connect",
