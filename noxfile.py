@@ -79,7 +79,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The seed walkthrough on the embedded default store (sqlite:///kydb-demo.db)."""
+    """The walkthrough on sqlite:///kydb-demo.db (or the URL after --), in a folder of its own that it removes."""
     session.install("./kydb-core", MEMORY, "./kydb-sql")
     session.run("python", "examples/walkthrough.py", *session.posargs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -217,6 +218,34 @@ def test_demo_runs_the_walkthrough(run: Run, url: str) -> None:
     code, out, _ = run("-u", url, "demo")
     assert code == 0 and "'Hello Tony'" in out and out.rstrip().endswith("removed again.")
     assert kydb.connect(url).ls("/") == []
+
+
+def test_demo_works_in_a_folder_of_its_own_and_leaves_everything_else(run: Run, url: str) -> None:
+    db = kydb.connect(url)
+    mine = {"/mytest/keep": 1, "/foo/bar/baz": "mine", "/hello-world/greeter001": "mine", "/empty-folder/x": 2}
+    db.set_many(mine)
+    db.upload_objdb_config({"Mine": {"module_path": "my.models", "class_name": "Mine"}})
+    config = db.read("/.configs/objdb", reload=True, system_obj=True)
+    code, out, _ = run("-u", url, "demo")
+    assert code == 0 and "'Hello Tony'" in out
+    scratch = re.search(r"/kydb-demo-[0-9a-f]{8}/", out)
+    assert scratch is not None and f"{scratch.group()} of {url}" in out.splitlines()[0]  # says where it writes
+    listings = [line.split(" # ")[1] for line in out.splitlines() if line.startswith("db.ls('/') ")]
+    assert listings == ["['empty-folder/']", "['empty-folder/', 'foo/']", "['foo/']", "[]"]  # its own root
+    assert db.get_many(mine, reload=True) == mine
+    assert db.read("/.configs/objdb", reload=True, system_obj=True) == config
+    assert db.ls("/") == [".configs/", "empty-folder/", "foo/", "hello-world/", "mytest/"]  # and its folder is gone
+    code, out, _ = run("demo", "--help")
+    assert "kydb-demo-" in out and "removes" in out and "nothing else" in out
+
+
+def test_demo_on_a_composite_url_stays_in_its_folder_in_every_layer(run: Run) -> None:
+    front, back = f"memory://{unique_name('front')}", f"memory://{unique_name('back')}/team"
+    kydb.connect(back)["/mytest/keep"] = "back"
+    code, out, _ = run("-u", f"{front};{back}", "demo")
+    assert code == 0 and "'Hello Tony'" in out
+    assert kydb.connect(front).ls("/") == [] and kydb.connect(back).ls("/") == ["mytest/"]
+    assert kydb.connect(back).read("/mytest/keep", reload=True) == "back"
 
 
 def test_json_values_round_trip_through_put_and_cat(run: Run, url: str) -> None:

@@ -72,6 +72,22 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert (tmp_path / "kydb" / "kydb.db").exists()  # the embedded SQLite file, created on first use
 
 
+def test_demo_leaves_the_data_in_the_embedded_default_alone(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KYDB_URL"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    for key in ("/mytest/keep", "/foo/keep", "/hello-world/keep"):
+        assert kydb_cli("put", key, env=env, stdin=b'"mine"').returncode == 0
+    config = {"Mine": {"module_path": "my.models", "class_name": "Mine"}}
+    kydb.connect(f"sqlite:///{tmp_path / 'kydb' / 'kydb.db'}").set("/.configs/objdb", config, system_obj=True)
+    before = kydb_cli("tree", env=env).stdout
+    result = kydb_cli("demo", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "/kydb-demo-" in text(result).splitlines()[0]
+    assert kydb_cli("tree", env=env).stdout == before
+    assert text(kydb_cli("cat", "/mytest/keep", env=env)) == "'mine'\n"
+    assert b"Mine" in kydb_cli("cat", "/.configs/objdb", env=env).stdout
+
+
 def test_unreachable_server_is_one_line_with_the_password_masked() -> None:
     result = kydb_cli("-u", "redis://ann:s3cr3t-pw@127.0.0.1:1/x?retries=0", "ls")
     err = result.stderr.decode()

@@ -415,7 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
         p.set_defaults(run=run)
 
-    p = command("demo", "run the kydb walkthrough on the store (default: the embedded store)")
+    p = command(
+        "demo",
+        "run the kydb walkthrough in a new folder of the store, removed at the end",
+        "Run the kydb walkthrough on the store (default: the embedded store), in a new folder "
+        "/kydb-demo-XXXXXXXX (random hex) that it creates and removes at the end; nothing else "
+        "in the store is changed or removed.  With a composite URL the folder is made in each layer.",
+    )
     p.set_defaults(run=cmd_demo)
     return parser
 
