@@ -288,3 +288,68 @@ def test_copies_read_each_blob_once_from_a_store_without_metadata(url: str) -> N
         assert (again.objects, again.skipped) == (0, 1)  # ...so sync does not rewrite it forever
     finally:
         kydb.unregister_backend("nostat")
+
+
+def _long_names(count: int) -> dict[str, int]:
+    # Names near the 1,024-byte key limit: a copy that ran into its own output would stop after a few levels.
+    return {f"/a/o{i:04d}-{'x' * 960}": i for i in range(count)}
+
+
+@pytest.mark.parametrize("command", [["cp", "-r"], ["sync"]])
+def test_cp_and_sync_refuse_a_destination_inside_the_source(run: Run, url: str, command: list[str]) -> None:
+    db = kydb.connect(url)
+    values = _long_names(1100)  # more than one listing page, so the copy would list its own output
+    db.set_many(values)
+    for dst in ("/a/sub", "/a", f"{url}/a/deeper/sub"):
+        code, out, err = run("-u", url, *command, "/a", dst)
+        assert code == 1 and out == "" and err.count("\n") == 1
+        assert "into itself" in err and f"/a/ of {url}" in err and url in err.split("destination", 1)[1]
+    code, _, err = run("-u", f"{url}/a", *command, "/", f"{url}/a/sub")  # same store, other base paths
+    assert code == 1 and "into itself" in err
+    assert db.ls("/a") == sorted(name.rpartition("/")[2] for name in values)  # nothing was copied
+    assert run("-u", url, *command, "/a", "/ab")[0] == 0  # a sibling whose name starts the same is fine
+    assert len(db.ls("/ab")) == 1100
+
+
+def test_copy_tree_refuses_a_destination_inside_the_source_whatever_the_base_paths(url: str) -> None:
+    root, below = kydb.connect(url), kydb.connect(f"{url}/a")
+    root.set_many({"/a/x": 1, "/a/y/z": 2})
+    for src, src_folder, dst, dst_folder in [
+        (root, "/a", root, "/a/sub"),
+        (root, "/a", root, "/a"),
+        (below, "/", root, "/a/sub"),
+        (root, "/a", below, "/y"),
+        (root, "/", kydb.connect(f"{url}/elsewhere"), "/"),
+        (kydb.connect(f"memory://{unique_name('other')};{url}"), "/a", root, "/a/sub"),  # a union reads both
+        (root, "/a", kydb.connect(f"memory://{unique_name('cache')}|{url}"), "/a/sub"),  # a cache DB writes both
+    ]:
+        for sync in (False, True):
+            with pytest.raises(ValueError, match="into itself") as info:
+                transfer.copy_tree(src, src_folder, dst, dst_folder, sync=sync)
+            assert src.url in str(info.value) and dst.url in str(info.value)
+    assert sorted(transfer.walk(root)) == [("/a/x", False), ("/a/y/z", False)]
+    transfer.copy_tree(root, "/a/y", root, "/a")  # the source inside the destination is a plain copy
+    assert root.read("/a/z", reload=True) == 2
+    other = kydb.connect(f"memory://{unique_name('other')}/a")  # another store at the same base path
+    assert transfer.copy_tree(root, "/a", other, "/a/sub").objects == 3
+
+
+def test_copy_summaries_name_both_ends_the_same_way(run: Run, url: str) -> None:
+    other = f"memory://{unique_name('dst')}"
+    kydb.connect(url).set_many({"/data/a": 1, "/data/b": 2, "/data/c/d": 3})
+    code, _, err = run("-u", url, "cp", "-r", "/data", f"{other}/backup")
+    assert code == 0
+    assert re.fullmatch(
+        rf"copied 3 objects \(\d+ B\) from /data/ of {url} to / of {other}/backup in \d+\.\d s; "
+        r"0 already identical, 0 empty folders\n",
+        err,
+    ), err
+    code, _, err = run("-u", url, "sync", "/data", f"{other}/backup")
+    assert code == 0 and re.fullmatch(
+        rf"synced 0 objects \(0 B\) from /data/ of {url} to / of {other}/backup in \d+\.\d s; "
+        r"3 already identical, 0 empty folders\n",
+        err,
+    ), err
+    code, _, err = run("-u", url, "cp", "/data/a", f"{other}/single")
+    assert code == 0
+    assert re.fullmatch(rf"copied 1 object \(\d+ B\) from /data/a of {url} to /single of {other} in \d+\.\d s\n", err)

@@ -282,6 +282,14 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _summary(verb: str, stats: transfer.TransferStats, src: BaseDB, src_path: str, dst: BaseDB, dst_path: str) -> str:
+    """``copied 3 objects (1.2 kB) from /data/ of URL to /data/ of URL in 0.8 s`` (URLs masked)."""
+    return (
+        f"{verb} {_count(stats.objects, 'object')} ({_human_bytes(stats.bytes)}) "
+        f"from {src_path} of {src.url} to {dst_path} of {dst.url} in {stats.elapsed:.1f} s"
+    )
+
+
 def _copy(args: argparse.Namespace, sync: bool) -> None:
     recursive = sync or args.recursive
     src, src_path = _endpoint(args, args.src, folder=recursive)
@@ -294,11 +302,12 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
         if not copied.objects:
             raise NotFound(f"{src_key}: no such key in {src.url}")
         if not args.quiet:
-            _write(f"copied 1 object ({_human_bytes(copied.bytes)}) to {dst_key} in {dst.url}", sys.stderr)
+            _write(_summary("copied", copied, src, src_key, dst, dst_key), sys.stderr)
         return
-    src_folder = normalize_folder(src_path)
+    src_folder, dst_folder = normalize_folder(src_path), normalize_folder(dst_path)
     if src_folder != "/" and not src.is_dir(src_folder):
         raise NotFound(f"{src_folder}: no such folder in {src.url}")
+    transfer.check_destination(src, src_folder, dst, dst_folder)  # before counting what there is to copy
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     stats = transfer.TransferStats(total=transfer.count_objects(src, src_folder) if progress.enabled else None)
     stop = threading.Event()
@@ -314,11 +323,9 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.done()
-    verb = "synced" if sync else "copied"
     summary = (
-        f"{verb} {_count(stats.objects, 'object')} ({_human_bytes(stats.bytes)}), "
-        f"{stats.skipped:,} already identical, {_count(stats.folders, 'empty folder')}, "
-        f"from {src.url} {src_folder} to {dst.url} {normalize_folder(dst_path)} in {stats.elapsed:.1f} s"
+        _summary("synced" if sync else "copied", stats, src, src_folder, dst, dst_folder)
+        + f"; {stats.skipped:,} already identical, {_count(stats.folders, 'empty folder')}"
     )
     if stats.interrupted:
         _write(f"interrupted: {summary}; run 'kydb sync' with the same arguments to finish", sys.stderr)
@@ -401,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     copy_help = (
         "SRC and DST are each a URL (scheme://..., naming a store and its base path as kydb.connect "
-        "reads it) or a path in the --url store."
+        "reads it) or a path in the --url store.  A destination folder inside the source folder (or equal "
+        "to it) in the same store is refused before anything is copied.  The summary on stderr reads "
+        "'copied N objects (SIZE) from FOLDER of URL to FOLDER of URL in T s'."
     )
     for name, run, help_text in (
         ("cp", cmd_cp, "copy an object, or a folder's tree with -r, between stores"),

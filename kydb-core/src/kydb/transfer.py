@@ -13,18 +13,27 @@ key is verified with the source's signing keys and signed again for its new
 key with the destination's (a signature binds a blob to its key; see
 SECURITY.md).  User index values come along; modification and creation
 times are those of the copy.
+
+A destination inside the source folder (or equal to it) of the same store
+is refused before anything is copied (:func:`check_destination`): the copy
+would walk into its own output.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from .compose import CacheDB, UnionDB
+from .db import DB
 from .front import BaseDB
+from .keys import normalize_folder
+from .url import StoreURL
 
-__all__ = ["TransferStats", "copy_objects", "copy_tree", "walk"]
+__all__ = ["TransferStats", "check_destination", "copy_objects", "copy_tree", "same_store", "walk"]
 
 BATCH_SIZE = 500
 _PAGE = 1000
@@ -70,6 +79,73 @@ def walk(db: BaseDB, folder: str = "/") -> Iterator[tuple[str, bool]]:
                 yield current + "/" + name, False
         if empty and current:
             yield current + "/", True
+
+
+# Options that say how to reach a store, not which store it is.
+_CONNECTION_OPTION = re.compile(
+    r"timeout|retr|pool|ssl|tls|cert|verify|profile|region|user|pass|secret|token|credential|key$", re.IGNORECASE
+)
+
+
+def same_store(a: StoreURL, b: StoreURL) -> bool:
+    """Whether two single-store URLs may name the same store, whatever their base paths.
+
+    Compares the backend, the host, the port (when both URLs give one), the
+    URL path where it names a database rather than a base path, and the
+    options both URLs give, other than connection settings (timeouts,
+    retries, TLS, credentials).  When in doubt the answer is yes: a false
+    yes refuses a copy, a false no could let one run into itself.  Two
+    spellings of one host or file (``localhost`` and ``127.0.0.1``, a
+    relative and an absolute SQLite path) are not recognised.
+    """
+    if a.backend != b.backend or a.host != b.host:
+        return False
+    if a.port is not None and b.port is not None and a.port != b.port:
+        return False
+    if not (a.path_is_base and b.path_is_base) and a.path != b.path:
+        return False
+    common = {n for n in a.options.keys() & b.options.keys() if not _CONNECTION_OPTION.search(n)}
+    return all(a.options[n] == b.options[n] for n in common)
+
+
+def _stores(db: BaseDB, *, writing: bool) -> Iterator[tuple[StoreURL, str]]:
+    """``(store URL, base path)`` of each store ``db`` writes to (``writing``) or reads from."""
+    if isinstance(db, DB):
+        yield db.store_url, db.base_path
+    elif isinstance(db, UnionDB):
+        for layer in db.dbs[:1] if writing else db.dbs:  # a union writes its front layer only
+            yield from _stores(layer, writing=writing)
+    elif isinstance(db, CacheDB):
+        for layer in (db.cache_db, db.persist_db):
+            yield from _stores(layer, writing=writing)
+
+
+def check_destination(src: BaseDB, src_folder: str, dst: BaseDB, dst_folder: str, *, delete: bool = False) -> None:
+    """Raise ``ValueError``, naming both, if ``dst_folder`` of ``dst`` is ``src_folder`` of ``src`` or inside it.
+
+    Base paths count: ``memory://x/a`` at ``/`` and ``memory://x`` at
+    ``/a/sub`` are the same store and overlapping folders.  Every layer of a
+    composite DB is checked (the layers a union reads; the layers it, or a
+    cache DB, writes).  With ``delete`` (a sync that removes what the source
+    lacks), a source inside the destination is refused too: the deletion
+    would remove the source.  Touches no store.
+    """
+    source, target = normalize_folder(src_folder), normalize_folder(dst_folder)
+    for src_url, src_base in _stores(src, writing=False):
+        for dst_url, dst_base in _stores(dst, writing=True):
+            if not same_store(src_url, dst_url):
+                continue
+            inner, outer = dst_base + target, src_base + source
+            if inner.startswith(outer):
+                where = "the source itself" if inner == outer else "inside it"
+                raise ValueError(
+                    f"cannot copy {source} of {src.url} into itself: the destination {target} of {dst.url} is {where}"
+                )
+            if delete and outer.startswith(inner):
+                raise ValueError(
+                    f"cannot sync {source} of {src.url} to {target} of {dst.url} deleting what the source lacks: "
+                    "the source is inside the destination, so it would be deleted"
+                )
 
 
 def count_objects(db: BaseDB, folder: str = "/") -> int:
@@ -138,9 +214,12 @@ def copy_tree(
 
     ``stop`` is checked between batches: set it (from a signal handler) to
     end cleanly after the batch in flight — every object is written whole or
-    not at all.  ``progress`` is called after each batch.  Raises what the
-    stores raise; objects copied before the error stay copied.
+    not at all.  ``progress`` is called after each batch.  Raises
+    ``ValueError`` before copying anything if the destination is inside the
+    source (:func:`check_destination`), and what the stores raise; objects
+    copied before an error stay copied.
     """
+    check_destination(src, src_folder, dst, dst_folder)
     stats = stats or TransferStats()
     src_root = src._folder(src_folder).rstrip("/")
     dst_root = dst._folder(dst_folder).rstrip("/")
