@@ -353,3 +353,41 @@ def test_copy_summaries_name_both_ends_the_same_way(run: Run, url: str) -> None:
     code, _, err = run("-u", url, "cp", "/data/a", f"{other}/single")
     assert code == 0
     assert re.fullmatch(rf"copied 1 object \(\d+ B\) from /data/a of {url} to /single of {other} in \d+\.\d s\n", err)
+
+
+def test_sync_delete_removes_what_the_source_lacks_once_confirmed(run: Run, url: str) -> None:
+    src, other = kydb.connect(url), f"memory://{unique_name('dst')}"
+    dst = kydb.connect(other)
+    src.set_many({"/s/a": 1, "/s/sub/b": 2, "/s/x": 3})
+    src.mkdir("/s/empty")
+    dst.set_many({"/s/a": 0, "/s/gone": 9, "/s/sub/b": 2, "/s/sub/gone": 9, "/s/old/x": 1, "/s/old/y/z": 2})
+    dst.set_many({"/s/x/inside": 4, "/keep/me": 1})  # a folder where the source has an object, and a neighbour
+    dst.mkdir("/s/empty-old")
+    before = sorted(transfer.walk(dst))
+    code, _, err = run("-u", url, "sync", "/s", f"{other}/s")
+    assert code == 0 and dst.exists("/s/gone")  # without --delete, nothing is deleted
+    code, _, err = run("-u", url, "sync", "--delete", "/s", f"{other}/s")  # stdin is not a terminal
+    assert code == 1 and err.count("\n") == 1 and "-f" in err and "nothing synced" in err
+    assert sorted(transfer.walk(dst)) == sorted([*before, ("/s/empty/", True), ("/s/x", False)])
+    code, _, err = run("-u", url, "sync", "--delete", "/s", other)  # DST is a whole store
+    assert code == 1 and "--yes-really" in err and dst.exists("/keep/me")
+    code, _, err = run("-u", url, "sync", "--delete", "-f", "/s", f"{other}/s")
+    assert code == 0 and err.rstrip().endswith("0 empty folders, 5 deleted"), err
+    assert sorted(transfer.walk(dst, "/s")) == sorted(transfer.walk(src, "/s"))
+    assert dst.get_many(["/s/a", "/s/sub/b", "/s/x", "/keep/me"], reload=True) == {
+        "/s/a": 1, "/s/sub/b": 2, "/s/x": 3, "/keep/me": 1}
+    code, _, err = run("-u", url, "sync", "--delete", "-f", "/s", f"{other}/s")
+    assert code == 0 and "synced 0 objects" in err and "0 deleted" in err
+
+
+def test_copy_tree_delete_pages_through_large_folders_and_keeps_what_the_source_holds(url: str) -> None:
+    src, dst = kydb.connect(url), kydb.connect(f"memory://{unique_name('dst')}/base")
+    src.set_many({f"/t/{i:04d}": i for i in range(0, 2500, 2)})
+    dst.set_many({f"/t/{i:04d}": i for i in range(2500)})
+    dst.set("/t/.configs/objdb", {}, system_obj=True)
+    stats = transfer.copy_tree(src, "/t", dst, "/t", sync=True, delete=True, batch_size=300)
+    assert (stats.objects, stats.skipped, stats.deleted) == (0, 1250, 1251)
+    assert dst.ls("/t") == src.ls("/t")
+    with pytest.raises(ValueError, match="would be deleted"):  # the source inside the destination
+        transfer.copy_tree(src, "/t", src, "/", sync=True, delete=True)
+    assert len(src.ls("/t")) == 1250

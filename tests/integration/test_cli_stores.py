@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import kydb
+from kydb import transfer
 
 StoreURL = Callable[[str], str]
 
@@ -178,3 +179,21 @@ def test_no_progress_line_without_a_terminal(store_url: StoreURL) -> None:
     assert result.returncode == 0 and "\r" not in result.stderr.decode() and "obj/s" not in result.stderr.decode()
     quiet = kydb_cli("-u", src_url, "sync", "-q", "/tree", f"{dst_url}/tree")
     assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+def test_sync_delete_between_sqlite_and_redis(store_url: StoreURL) -> None:
+    src_url, dst_url = store_url("sqlite"), store_url("redis")
+    src, dst = kydb.connect(src_url), kydb.connect(dst_url)
+    values = fill(src, 1500)
+    assert kydb_cli("-u", src_url, "cp", "-q", "-r", "/tree", f"{dst_url}/tree").returncode == 0
+    gone = [key for i, key in enumerate(values) if i % 3 == 0]
+    src.delete_many(gone)
+    src.rm_tree("/tree/plain")
+    dst.set_many({"/tree/é accent/extra": 1, "/tree/zz/extra": 2, "/tree/100%/0/o0000 copy": 3})
+    result = kydb_cli("-u", src_url, "sync", "--delete", "-f", "/tree", f"{dst_url}/tree")
+    assert result.returncode == 0, result.stderr.decode()
+    remaining = {key: value for key, value in values.items() if key not in gone and "/plain/" not in key}
+    deleted = len(values) - len(remaining) + 3
+    assert result.stderr.decode().rstrip().endswith(f"{deleted:,} deleted"), result.stderr.decode()
+    assert sorted(transfer.walk(dst, "/tree")) == sorted(transfer.walk(src, "/tree"))
+    assert dst.get_many(list(remaining), reload=True) == remaining

@@ -307,7 +307,10 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
     src_folder, dst_folder = normalize_folder(src_path), normalize_folder(dst_path)
     if src_folder != "/" and not src.is_dir(src_folder):
         raise NotFound(f"{src_folder}: no such folder in {src.url}")
-    transfer.check_destination(src, src_folder, dst, dst_folder)  # before counting what there is to copy
+    delete = sync and args.delete
+    transfer.check_destination(src, src_folder, dst, dst_folder, delete=delete)  # before counting or asking
+    if delete:
+        _confirm_deletion(args, src, src_folder, dst, dst_folder)
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     stats = transfer.TransferStats(total=transfer.count_objects(src, src_folder) if progress.enabled else None)
     stop = threading.Event()
@@ -319,19 +322,39 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        transfer.copy_tree(src, src_folder, dst, dst_path, sync=sync, progress=progress, stop=stop, stats=stats)
+        transfer.copy_tree(
+            src, src_folder, dst, dst_folder, sync=sync, delete=delete, progress=progress, stop=stop, stats=stats
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.done()
     summary = (
         _summary("synced" if sync else "copied", stats, src, src_folder, dst, dst_folder)
         + f"; {stats.skipped:,} already identical, {_count(stats.folders, 'empty folder')}"
+        + (f", {stats.deleted:,} deleted" if delete else "")
     )
     if stats.interrupted:
         _write(f"interrupted: {summary}; run 'kydb sync' with the same arguments to finish", sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED)
     if not args.quiet:
         _write(summary, sys.stderr)
+
+
+def _whole_store(db: BaseDB, folder: str) -> bool:
+    """Whether ``folder`` of ``db`` is the root of a whole store (no base path narrows it)."""
+    return folder == "/" and not (isinstance(db, DB) and db.base_path)
+
+
+def _confirm_deletion(args: argparse.Namespace, src: BaseDB, src_folder: str, dst: BaseDB, dst_folder: str) -> None:
+    """``sync --delete`` asks as ``rm -r`` does: on a terminal, else -f; a whole store also needs --yes-really."""
+    if _whole_store(dst, dst_folder) and not args.yes_really:
+        raise CommandError(
+            f"refusing to delete from the whole store {dst.url} what {src_folder} of {src.url} lacks; "
+            "add --yes-really to do it"
+        )
+    question = f"delete from {dst_folder} of {dst.url} everything {src_folder} of {src.url} does not hold?"
+    if not args.force and not args.yes_really and not _confirm(question):
+        raise CommandError(f"{dst_folder} of {dst.url}: nothing synced (confirm --delete on a terminal, or pass -f)")
 
 
 def cmd_cp(args: argparse.Namespace) -> None:
@@ -421,6 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("dst", metavar="DST")
         if name == "cp":
             p.add_argument("-r", "--recursive", action="store_true", help="copy a folder and everything below it")
+        else:
+            p.add_argument(
+                "--delete",
+                action="store_true",
+                help="then delete what DST holds and SRC does not (objects and whole folders), as rsync --delete "
+                "does; asks first on a terminal, else needs -f; nothing is deleted if the copy fails or stops",
+            )
+            p.add_argument("-f", "--force", action="store_true", help="with --delete: do not ask for confirmation")
+            p.add_argument(
+                "--yes-really",
+                action="store_true",
+                help="with --delete: needed when DST is the root of a whole store (a URL without a base path)",
+            )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
         p.set_defaults(run=run)
 

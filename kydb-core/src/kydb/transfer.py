@@ -17,6 +17,10 @@ times are those of the copy.
 A destination inside the source folder (or equal to it) of the same store
 is refused before anything is copied (:func:`check_destination`): the copy
 would walk into its own output.
+
+With ``delete=True``, once everything is copied, :func:`copy_tree` also
+deletes what the destination folder holds and the source folder does not
+(objects, and whole folders), as ``rsync --delete`` does.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .front import BaseDB
 from .keys import normalize_folder
 from .url import StoreURL
 
-__all__ = ["TransferStats", "check_destination", "copy_objects", "copy_tree", "same_store", "walk"]
+__all__ = ["TransferStats", "check_destination", "copy_objects", "copy_tree", "extraneous", "same_store", "walk"]
 
 BATCH_SIZE = 500
 _PAGE = 1000
@@ -47,6 +51,7 @@ class TransferStats:
     bytes: int = 0  # written
     skipped: int = 0  # already identical in the destination (sync)
     folders: int = 0  # empty folders created
+    deleted: int = 0  # objects deleted from the destination (delete=True)
     total: int | None = None  # objects to visit, when counted beforehand
     interrupted: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -148,6 +153,71 @@ def check_destination(src: BaseDB, src_folder: str, dst: BaseDB, dst_folder: str
                 )
 
 
+def _holds(db: BaseDB, path: str) -> bool:
+    return db.is_dir(path) if path.endswith("/") else db.exists(path, system_obj=True)
+
+
+def extraneous(src: BaseDB, src_folder: str, dst: BaseDB, dst_folder: str) -> Iterator[str]:
+    """Lazily yield what ``dst_folder`` holds and ``src_folder`` does not, as paths relative to the folders.
+
+    Paths start with ``/``; folders end with ``/`` and are yielded whole, not
+    entered.  Both trees are walked folder by folder, merging the sorted
+    listings; a name that seems absent from the source is looked up there
+    before it is yielded, so a difference in sort order costs requests,
+    never a wrong answer.  Memory holds the folders still to visit.
+    """
+    src_root, dst_root = normalize_folder(src_folder).rstrip("/"), normalize_folder(dst_folder).rstrip("/")
+    pending = [""]
+    while pending:
+        current = pending.pop()
+        theirs = iter(src.list_dir(src_root + current + "/", page_size=_PAGE))
+        other = next(theirs, None)
+        for name in dst.list_dir(dst_root + current + "/", page_size=_PAGE):
+            while other is not None and other < name:
+                other = next(theirs, None)
+            rel = current + "/" + name
+            if other != name and not _holds(src, src_root + rel):
+                yield rel
+            elif name.endswith("/"):
+                pending.append(rel[:-1])
+
+
+def _delete_extraneous(
+    src: BaseDB,
+    src_root: str,
+    dst: BaseDB,
+    dst_root: str,
+    batch_size: int,
+    progress: Callable[[TransferStats], None] | None,
+    stop: threading.Event | None,
+    stats: TransferStats,
+) -> None:
+    batch: list[str] = []
+
+    def flush() -> None:
+        try:
+            dst._delete_keys(batch)
+        finally:
+            dst._forget(batch)
+        stats.deleted += len(batch)
+        batch.clear()
+        if progress is not None:
+            progress(stats)
+
+    for rel in extraneous(src, src_root + "/", dst, dst_root + "/"):
+        if rel.endswith("/"):
+            stats.deleted += dst.rm_tree(dst_root + rel, system_obj=True)
+            continue
+        batch.append(dst_root + rel)
+        if len(batch) >= batch_size:
+            flush()
+            if stop is not None and stop.is_set():
+                stats.interrupted = True
+                return
+    if batch:
+        flush()
+
+
 def count_objects(db: BaseDB, folder: str = "/") -> int:
     """How many objects :func:`walk` will yield (one listing pass)."""
     return sum(1 for _, is_folder in walk(db, folder) if not is_folder)
@@ -205,6 +275,7 @@ def copy_tree(
     dst_folder: str,
     *,
     sync: bool = False,
+    delete: bool = False,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[TransferStats], None] | None = None,
     stop: threading.Event | None = None,
@@ -212,14 +283,18 @@ def copy_tree(
 ) -> TransferStats:
     """Copy everything below ``src_folder`` in ``src`` to ``dst_folder`` in ``dst``.
 
-    ``stop`` is checked between batches: set it (from a signal handler) to
-    end cleanly after the batch in flight — every object is written whole or
-    not at all.  ``progress`` is called after each batch.  Raises
-    ``ValueError`` before copying anything if the destination is inside the
-    source (:func:`check_destination`), and what the stores raise; objects
-    copied before an error stay copied.
+    With ``delete``, once everything is copied, also delete what
+    ``dst_folder`` holds and ``src_folder`` does not (objects, and whole
+    folders, system objects included; see :func:`extraneous`); nothing is
+    deleted if the copy fails or stops.  ``stop`` is checked between
+    batches: set it (from a signal handler) to end cleanly after the batch
+    in flight — every object is written whole or not at all.  ``progress``
+    is called after each batch.  Raises ``ValueError`` before copying
+    anything if the destination is inside the source, or with ``delete``
+    the source inside the destination (:func:`check_destination`), and what
+    the stores raise; objects copied or deleted before an error stay so.
     """
-    check_destination(src, src_folder, dst, dst_folder)
+    check_destination(src, src_folder, dst, dst_folder, delete=delete)
     stats = stats or TransferStats()
     src_root = src._folder(src_folder).rstrip("/")
     dst_root = dst._folder(dst_folder).rstrip("/")
@@ -246,4 +321,9 @@ def copy_tree(
                 return stats
     if batch:
         flush()
+    if delete:
+        if stop is not None and stop.is_set():  # everything is copied; the deletion has not begun
+            stats.interrupted = True
+            return stats
+        _delete_extraneous(src, src_root, dst, dst_root, batch_size, progress, stop, stats)
     return stats
