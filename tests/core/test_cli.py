@@ -391,3 +391,51 @@ def test_copy_tree_delete_pages_through_large_folders_and_keeps_what_the_source_
     with pytest.raises(ValueError, match="would be deleted"):  # the source inside the destination
         transfer.copy_tree(src, "/t", src, "/", sync=True, delete=True)
     assert len(src.ls("/t")) == 1250
+
+
+_FILLED_STORE_THEN_CLI = """
+import sys
+import kydb
+from kydb import cli
+db = kydb.connect("memory://big")
+db.set_many({f"/big/name-{i:05d}": i for i in range(20000)})
+db["/blob"] = bytes(1_000_000)
+cli.main(["-u", "memory://big", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["ls", "/big"], ["ls", "-l", "/big"], ["tree"], ["cat", "/blob"], ["cat", "--raw", "/blob"]]
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(command: list[str]) -> None:
+    # kydb ... | head -c 64: the reader closes the pipe after the first bytes
+    with subprocess.Popen(
+        [sys.executable, "-c", _FILLED_STORE_THEN_CLI, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.read(64)
+        proc.stdout.close()
+        err = proc.stderr.read()
+    assert len(first) == 64
+    assert err == b"" and proc.returncode == 141
+
+
+def test_control_characters_in_names_are_escaped(run: Run, url: str) -> None:
+    db = kydb.connect(url)
+    db["/odd/plain"] = 1
+    blob = kydb.envelope.encode(2)
+    # names kydb refuses to write, as another tool may have written them
+    db.store.kydb_put({"/odd/red\x1b[31m!\x07": blob, "/odd/dir\x1b]0;title\x07/inside": blob}, time.time_ns(), {})
+    names = ["dir\\x1b]0;title\\x07/", "plain", "red\\x1b[31m!\\x07"]
+    code, out, _ = run("-u", url, "ls", "/odd")
+    assert code == 0 and out.splitlines() == names
+    code, out, _ = run("-u", url, "ls", "-l", "/odd")
+    assert code == 0 and [line.split()[-1] for line in out.splitlines()] == names
+    code, out, _ = run("-u", url, "tree", "/odd")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert out.splitlines()[1:] == [
+        "├── dir\\x1b]0;title\\x07/  (not listed: the name holds control characters)",
+        "├── plain",
+        "└── red\\x1b[31m!\\x07",
+    ]
+    assert "escaped" in run("ls", "--help")[1] and "escaped" in run("tree", "--help")[1]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pprint
+import re
 import signal
 import sys
 import threading
@@ -29,7 +31,7 @@ from .keys import normalize_folder
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_READER_GONE = 0, 1, 2, 130, 141
 
 DESCRIPTION = """\
 Browse, inspect and copy kydb stores.
@@ -46,6 +48,12 @@ exit status:
   1    an error (missing key, unreachable store, unknown scheme...); one line on stderr
   2    wrong usage of the command line
   130  interrupted (Ctrl-C); a copy stops cleanly after the batch in flight
+  141  the reader of the output went away (kydb ls | head): kydb stops quietly,
+       with the status of a Unix tool stopped by SIGPIPE
+
+Names holding control characters or lone surrogates (which kydb keys cannot
+hold, but other tools may write) are printed with them escaped, ESC as \x1b,
+whether the output is a terminal or not.
 
 Run 'kydb COMMAND --help' for a command's options.
 """
@@ -53,6 +61,10 @@ Run 'kydb COMMAND --help' for a command's options.
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
+
+
+class _ReaderGone(Exception):
+    """Whoever read the output has gone away (a closed pipe)."""
 
 
 # ---------------------------------------------------------------------- output
@@ -76,8 +88,34 @@ def _when(ns: int | None) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# What a kydb key cannot hold: C0 and C1 control characters, DEL, lone surrogates.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (ESC as ``\\x1b``), for display."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _write(text: str = "", stream: TextIO | None = None) -> None:
-    print(text, file=stream or sys.stdout)
+    try:
+        print(text, file=stream or sys.stdout)
+    except BrokenPipeError:
+        raise _ReaderGone from None
+
+
+def _write_bytes(data: bytes) -> None:
+    out = sys.stdout.buffer
+    view = memoryview(data)
+    try:
+        while view:
+            written = out.write(view)  # a pipe whose reader leaves takes part of it
+            if not written:
+                raise BrokenPipeError
+            view = view[written:]
+        out.flush()
+    except BrokenPipeError:
+        raise _ReaderGone from None
 
 
 # ---------------------------------------------------------------------- stores and paths
@@ -120,7 +158,7 @@ def cmd_ls(args: argparse.Namespace) -> None:
         names = db.ls(folder)
     if not args.long:
         for name in names:
-            _write(name)
+            _write(_printable(name))
         return
     objects = [folder + n for n in names if not n.endswith("/")]
     infos: dict[str, Any] = {}
@@ -130,15 +168,20 @@ def cmd_ls(args: argparse.Namespace) -> None:
         info = infos.get(folder + name)
         size = "-" if info is None else str(info.size)
         when = "-" if info is None else _when(info.mtime_ns)
-        _write(f"{size:>12}  {when:<19}  {name}")
+        _write(f"{size:>12}  {when:<19}  {_printable(name)}")
 
 
 def _tree_lines(db: BaseDB, folder: str, depth: int | None, prefix: str = "") -> Iterator[str]:
     names = db.ls(folder)
     for i, name in enumerate(names):
         last = i == len(names) - 1
-        yield prefix + ("└── " if last else "├── ") + name
-        if name.endswith("/") and (depth is None or depth > 1):
+        line = prefix + ("└── " if last else "├── ") + _printable(name)
+        if not name.endswith("/") or (depth is not None and depth <= 1):
+            yield line
+        elif _UNPRINTABLE.search(name):  # another tool's name: kydb cannot address what is below it
+            yield line + "  (not listed: the name holds control characters)"
+        else:
+            yield line
             yield from _tree_lines(
                 db, folder + name, None if depth is None else depth - 1, prefix + ("    " if last else "│   ")
             )
@@ -161,12 +204,12 @@ def cmd_cat(args: argparse.Namespace) -> None:
         blob = db._fetch_blobs([key]).get(key)
         if blob is None:
             raise NotFound(f"{key}: no such key in {db.url}")
-        sys.stdout.buffer.write(blob)
-        sys.stdout.flush()
+        _write_bytes(blob)
         return
     value = db.read(args.key, reload=True, system_obj=True)
     if isinstance(value, DbObj):
-        _write(f"<{value.class_name} {value.key}> " + pprint.pformat(value.get_stored_dict(), sort_dicts=True))
+        header = _printable(f"<{value.class_name} {value.key}> ")
+        _write(header + pprint.pformat(value.get_stored_dict(), sort_dicts=True))
     else:
         _write(pprint.pformat(value, sort_dicts=True))
 
@@ -274,12 +317,17 @@ class _Progress:
         if stats.total is not None and rate > 0:
             left = max(stats.total - stats.visited, 0) / rate
             eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
-        sys.stderr.write(f"\r{stats.visited:,}{total} objects, {_human_bytes(stats.bytes)}, {rate:,.0f} obj/s{eta}   ")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(
+                f"\r{stats.visited:,}{total} objects, {_human_bytes(stats.bytes)}, {rate:,.0f} obj/s{eta}   "
+            )
+            sys.stderr.flush()
+        except BrokenPipeError:
+            raise _ReaderGone from None
 
     def done(self) -> None:
         if self.enabled:
-            sys.stderr.write("\n")
+            _write("", sys.stderr)
 
 
 def _summary(verb: str, stats: transfer.TransferStats, src: BaseDB, src_path: str, dst: BaseDB, dst_path: str) -> str:
@@ -368,7 +416,10 @@ def cmd_sync(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .walkthrough import main as walkthrough  # noqa: PLC0415 - only the demo needs it
 
-    walkthrough(args.url or registry.default_url())
+    try:
+        walkthrough(args.url or registry.default_url())
+    except BrokenPipeError:  # its steps print as they go
+        raise _ReaderGone from None
 
 
 # ---------------------------------------------------------------------- parsing
@@ -385,13 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text)
 
-    p = command("ls", "list a folder's children (folders end with '/')")
+    p = command(
+        "ls",
+        "list a folder's children (folders end with '/')",
+        "List a folder's children (folders end with '/').  Control characters in names are escaped (ESC as \\x1b).",
+    )
     p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
     p.add_argument("-l", "--long", action="store_true", help="long form: size in bytes and modification time")
     p.add_argument("-t", action="store_true", help="sort by modification time, newest first")
     p.set_defaults(run=cmd_ls)
 
-    p = command("tree", "show a folder's tree")
+    p = command(
+        "tree",
+        "show a folder's tree",
+        "Show a folder's tree.  Control characters in names are escaped (ESC as \\x1b); a folder whose name "
+        "holds them is shown but not entered.",
+    )
     p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="descend at most N levels")
     p.set_defaults(run=cmd_tree)
@@ -482,22 +542,46 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 def _report(exc: BaseException) -> None:
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     hint = next((h for cls, h in _HINTS if isinstance(exc, cls)), "")
-    _write(f"kydb: error: {message}{hint}", sys.stderr)
+    _write(_printable(f"kydb: error: {message}{hint}"), sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        args.run(args)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR if exc.code else EXIT_OK
+    except KeyboardInterrupt:
+        _write("kydb: interrupted", sys.stderr)
+        return EXIT_INTERRUPTED
+    except (KydbError, KeyError, ValueError, OSError, ImportError, CommandError) as exc:
+        if args.debug:
+            raise
+        _report(exc)
+        return EXIT_ERROR
+    try:
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is noticed
+    except BrokenPipeError:
+        raise _ReaderGone from None
+    return EXIT_OK
+
+
+def _leave_quietly() -> NoReturn:
+    """The reader went away: send what is still buffered nowhere (no error at exit) and stop."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # not a file descriptor (captured output)
+            pass
+    raise SystemExit(EXIT_READER_GONE)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line; exits with the status documented in ``kydb --help``."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        _write("kydb: interrupted", sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    except (KydbError, KeyError, ValueError, OSError, ImportError, CommandError) as exc:
-        if args.debug:
-            raise
-        _report(exc)
-        raise SystemExit(EXIT_ERROR) from None
-    raise SystemExit(EXIT_OK)
+        status = _run(args)
+    except _ReaderGone:
+        _leave_quietly()
+    raise SystemExit(status)
