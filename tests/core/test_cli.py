@@ -439,3 +439,44 @@ def test_control_characters_in_names_are_escaped(run: Run, url: str) -> None:
         "└── red\\x1b[31m!\\x07",
     ]
     assert "escaped" in run("ls", "--help")[1] and "escaped" in run("tree", "--help")[1]
+
+
+def test_a_folder_where_an_object_is_expected_says_so(run: Run, url: str) -> None:
+    db, other = kydb.connect(url), f"memory://{unique_name('dst')}"
+    db.set_many({"/books/MYBOOK": 1, "/x/y": 2})
+    for argv, hint in [
+        (["cat", "/books"], "kydb ls /books"),
+        (["cat", "--raw", "/books"], "kydb ls /books"),
+        (["stat", "/books"], "kydb ls -l /books"),
+        (["rm", "/x"], "kydb rm -r /x"),
+        (["cp", "/x", f"{other}/x"], "kydb cp -r"),
+    ]:
+        code, out, err = run("-u", url, *argv)
+        assert code == 1 and out == "" and err.count("\n") == 1, argv
+        assert "is a folder" in err and hint in err and "no such key" not in err and url in err, err
+    assert db.exists("/x/y") and kydb.connect(other).ls("/") == []
+    code, _, err = run("-u", url, "cat", "/nothing")
+    assert code == 1 and "/nothing: no such key" in err
+
+
+def test_one_rule_for_missing_folders_and_object_paths(run: Run, url: str) -> None:
+    db, other = kydb.connect(url), f"memory://{unique_name('dst')}"
+    db["/books/MYBOOK"] = {"pv": 1}
+    db.mkdir("/empty")
+    for argv in (["ls", "/nonexistent"], ["ls", "-l", "/nonexistent"], ["ls", "-t", "/nonexistent"],
+                 ["ls", "/books/MYBOOK/"], ["tree", "/nonexistent"], ["rm", "-r", "-f", "/nonexistent"],
+                 ["rmdir", "/nonexistent"], ["cp", "-r", "/nonexistent", other], ["sync", "/nonexistent", other]):
+        code, out, err = run("-u", url, *argv)
+        assert code == 1 and out == "" and err.count("\n") == 1, argv
+        assert "no such folder" in err and url in err and ("/nonexistent/" in err or "/MYBOOK/" in err), err
+    assert run("-u", url, "ls", "/empty") == (0, "", "")  # an empty folder lists as empty
+    assert run("-u", url, "ls", "/books/MYBOOK") == (0, "MYBOOK\n", "")  # an object lists as itself, like ls FILE
+    assert run("-u", url, "ls", "-t", "books/MYBOOK") == (0, "MYBOOK\n", "")
+    size, _day, _clock, name = run("-u", url, "ls", "-l", "/books/MYBOOK")[1].split()
+    assert name == "MYBOOK" and int(size) == db.stat("/books/MYBOOK").size
+    assert run("-u", url, "tree", "/books/MYBOOK") == (0, "/books/MYBOOK\n", "")
+    for command in (["cp", "-r"], ["sync"]):
+        code, _, err = run("-u", url, *command, "/books/MYBOOK", other)
+        assert code == 1 and "is an object, not a folder" in err and "kydb cp" in err
+    assert run("-u", url, "rm", "-r", "/books/MYBOOK")[0] == 0  # rm -r removes an object, as it does a file
+    assert not db.exists("/books/MYBOOK")

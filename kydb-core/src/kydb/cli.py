@@ -27,7 +27,7 @@ from .db import DB
 from .dbobj import DbObj
 from .errors import InvalidKey, KydbError, NotFound, StoreUnavailable, UnknownScheme
 from .front import BaseDB
-from .keys import normalize_folder
+from .keys import folder_of, normalize_folder, normalize_key
 
 __all__ = ["main"]
 
@@ -144,6 +144,44 @@ def _endpoint(args: argparse.Namespace, text: str, *, folder: bool) -> tuple[Bas
     return _store(args), text
 
 
+def _object_at(db: BaseDB, path: str) -> str | None:
+    """The key ``path`` names if an object is there (a path ending with ``/`` names a folder)."""
+    if path.endswith("/"):
+        return None
+    key = normalize_key(path, system=True)
+    return key if db.exists(key, system_obj=True) else None
+
+
+_FOLDER_HINTS = {
+    "cat": "kydb ls {path} lists it",
+    "stat": "kydb ls -l {path} lists it",
+    "rm": "kydb rm -r {path} removes it and everything below it",
+    "cp": "kydb cp -r copies it and everything below it",
+}
+
+
+def _missing(db: BaseDB, path: str, what: str) -> NotFound:
+    """``/a/b: no such WHAT in URL (kydb ls /a/ shows what is there)``."""
+    parent = folder_of(path)
+    return NotFound(f"{path}: no such {what} in {db.url} (kydb ls {parent} shows what is there)")
+
+
+def _no_object(db: BaseDB, key: str, command: str) -> Exception:
+    """The error for a path that holds no object: a folder (say so, and what to run instead), or nothing."""
+    if db.is_dir(key):
+        hint = _FOLDER_HINTS[command].format(path=key)
+        return CommandError(f"{key}: is a folder in {db.url}, not an object; {hint}")
+    return _missing(db, key, "key")
+
+
+def _no_folder(db: BaseDB, path: str, folder: str, command: str) -> Exception:
+    """The error for a path that holds no folder: an object (say so), or nothing."""
+    if command in ("cp", "sync") and _object_at(db, path) is not None:
+        use = "kydb cp without -r copies it" if command == "cp" else "kydb cp copies one object"
+        return CommandError(f"{path}: is an object, not a folder, in {db.url}; {use}")
+    return _missing(db, folder, "folder")
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -156,6 +194,11 @@ def cmd_ls(args: argparse.Namespace) -> None:
         names += [n for n in db.ls(folder) if n.endswith("/")]
     else:
         names = db.ls(folder)
+    if not names and folder != "/" and not db.is_dir(folder):  # nothing listed: an object, or nothing at all
+        key = _object_at(db, args.path)
+        if key is None:
+            raise _missing(db, folder, "folder" if args.path.endswith("/") else "folder or object")
+        folder, names = folder_of(key), [key.rpartition("/")[2]]  # an object lists as itself, as ls FILE does
     if not args.long:
         for name in names:
             _write(_printable(name))
@@ -191,7 +234,11 @@ def cmd_tree(args: argparse.Namespace) -> None:
     db = _store(args)
     folder = normalize_folder(args.path)
     if folder != "/" and not db.is_dir(folder):
-        raise NotFound(f"{folder}: no such folder in {db.url}")
+        key = _object_at(db, args.path)
+        if key is None:
+            raise _no_folder(db, args.path, folder, "tree")
+        _write(key)  # an object is a tree of one, as in ls
+        return
     _write(folder)
     for line in _tree_lines(db, folder, args.depth):
         _write(line)
@@ -203,10 +250,13 @@ def cmd_cat(args: argparse.Namespace) -> None:
         key = db._key(args.key, system=True)
         blob = db._fetch_blobs([key]).get(key)
         if blob is None:
-            raise NotFound(f"{key}: no such key in {db.url}")
+            raise _no_object(db, key, "cat")
         _write_bytes(blob)
         return
-    value = db.read(args.key, reload=True, system_obj=True)
+    try:
+        value = db.read(args.key, reload=True, system_obj=True)
+    except NotFound:
+        raise _no_object(db, normalize_key(args.key, system=True), "cat") from None
     if isinstance(value, DbObj):
         header = _printable(f"<{value.class_name} {value.key}> ")
         _write(header + pprint.pformat(value.get_stored_dict(), sort_dicts=True))
@@ -248,6 +298,12 @@ def cmd_rm(args: argparse.Namespace) -> None:
                 folder = normalize_folder(path, system=True)
                 if folder == "/" and not args.yes_really:
                     raise CommandError(f"refusing to empty the whole store {db.url}; add --yes-really to do it")
+                if folder != "/" and not db.is_dir(folder):
+                    key = _object_at(db, path)
+                    if key is None:
+                        raise _missing(db, folder, "folder or object")
+                    db.delete(key, system_obj=True)  # rm -r removes an object, as it does a file
+                    continue
                 if (
                     not args.force
                     and not args.yes_really
@@ -256,7 +312,10 @@ def cmd_rm(args: argparse.Namespace) -> None:
                     raise CommandError(f"{folder}: not removed (confirm on a terminal, or pass -f)")
                 db.rm_tree(folder, system_obj=True)
             else:
-                db.delete(path, system_obj=True)
+                try:
+                    db.delete(path, system_obj=True)
+                except NotFound:
+                    raise _no_object(db, normalize_key(path, system=True), "rm") from None
         except (KydbError, KeyError, ValueError, CommandError) as exc:
             _report(exc)
             failures += 1
@@ -279,7 +338,10 @@ def cmd_rmdir(args: argparse.Namespace) -> None:
 def cmd_stat(args: argparse.Namespace) -> None:
     db = _store(args)
     key = db._key(args.key, system=True)
-    info = db.stat(key, system_obj=True)
+    try:
+        info = db.stat(key, system_obj=True)
+    except NotFound:
+        raise _no_object(db, key, "stat") from None
     blob = db._fetch_blobs([key]).get(key, b"")
     _write(f"key:       {key}")
     _write(f"store:     {db.url}")
@@ -348,13 +410,13 @@ def _copy(args: argparse.Namespace, sync: bool) -> None:
         src_key, dst_key = src._key(src_path, system=True), dst._key(dst_path, system=True)
         copied = transfer.copy_objects(src, dst, {src_key: dst_key})
         if not copied.objects:
-            raise NotFound(f"{src_key}: no such key in {src.url}")
+            raise _no_object(src, src_key, "cp")
         if not args.quiet:
             _write(_summary("copied", copied, src, src_key, dst, dst_key), sys.stderr)
         return
     src_folder, dst_folder = normalize_folder(src_path), normalize_folder(dst_path)
     if src_folder != "/" and not src.is_dir(src_folder):
-        raise NotFound(f"{src_folder}: no such folder in {src.url}")
+        raise _no_folder(src, src_path, src_folder, "sync" if sync else "cp")
     delete = sync and args.delete
     transfer.check_destination(src, src_folder, dst, dst_folder, delete=delete)  # before counting or asking
     if delete:
@@ -439,9 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "ls",
         "list a folder's children (folders end with '/')",
-        "List a folder's children (folders end with '/').  Control characters in names are escaped (ESC as \\x1b).",
+        "List a folder's children (folders end with '/').  A missing folder is an error; an object's path "
+        "lists that object, as ls does with a file.  Control characters in names are escaped (ESC as \\x1b).",
     )
-    p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
+    p.add_argument("path", nargs="?", default="/", help="the folder (default: /); an object's path lists that object")
     p.add_argument("-l", "--long", action="store_true", help="long form: size in bytes and modification time")
     p.add_argument("-t", action="store_true", help="sort by modification time, newest first")
     p.set_defaults(run=cmd_ls)
@@ -449,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "tree",
         "show a folder's tree",
-        "Show a folder's tree.  Control characters in names are escaped (ESC as \\x1b); a folder whose name "
-        "holds them is shown but not entered.",
+        "Show a folder's tree.  A missing folder is an error; an object's path shows that object.  "
+        "Control characters in names are escaped (ESC as \\x1b); a folder whose name holds them is shown "
+        "but not entered.",
     )
     p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="descend at most N levels")
@@ -467,7 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bytes", action="store_true", help="store the input's bytes as a bytes value, not JSON")
     p.set_defaults(run=cmd_put)
 
-    p = command("rm", "delete objects, or folders with -r")
+    p = command(
+        "rm",
+        "delete objects, or folders with -r",
+        "Delete objects, or folders and everything below them with -r (which removes an object too, as rm -r "
+        "does a file).  A folder given without -r is an error that says so.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-r", "--recursive", action="store_true", help="remove folders and everything below them")
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
@@ -541,7 +610,7 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 
 def _report(exc: BaseException) -> None:
     message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    hint = next((h for cls, h in _HINTS if isinstance(exc, cls)), "")
+    hint = "" if "shows what is there" in message else next((h for cls, h in _HINTS if isinstance(exc, cls)), "")
     _write(_printable(f"kydb: error: {message}{hint}"), sys.stderr)
 
 
