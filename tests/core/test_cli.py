@@ -44,19 +44,19 @@ def url() -> str:
 
 def test_help_documents_commands_options_and_exit_statuses(run: Run) -> None:
     code, out, _ = run("--help")
-    assert code == 0
-    for text in ("--url", "--debug", "KYDB_URL", "exit status", "130", "ls", "tree", "cat", "put", "rm", "mkdir",
-                 "rmdir", "stat", "backends", "cp", "sync", "demo"):
+    assert code == 0 and "ESC as \\x1b" in out and "\x1b" not in out
+    for text in ("--url", "--debug", "KYDB_URL", "exit status", "130", "141", "escaped", "ls", "tree", "cat", "put",
+                 "rm", "mkdir", "rmdir", "stat", "backends", "cp", "sync", "demo"):
         assert text in out
     expected = {
         "ls": ["--long", "-t"], "tree": ["--depth"], "cat": ["--raw"], "put": ["--bytes", "file"],
         "rm": ["--recursive", "--force", "--yes-really"], "cp": ["--recursive", "--quiet", "SRC", "DST"],
-        "sync": ["--quiet", "SRC", "DST"], "mkdir": ["FOLDER"], "rmdir": ["FOLDER"], "stat": ["key"],
-        "backends": [], "demo": [],
+        "sync": ["--quiet", "SRC", "DST", "--delete", "--force", "--yes-really"], "mkdir": ["FOLDER"],
+        "rmdir": ["FOLDER"], "stat": ["key"], "backends": [], "demo": ["/kydb-demo-"],
     }
     for command, options in expected.items():
         code, out, _ = run(command, "--help")
-        assert code == 0
+        assert code == 0 and "\x1b" not in out
         for option in options:
             assert option in out, (command, option)
 

@@ -52,7 +52,7 @@ exit status:
        with the status of a Unix tool stopped by SIGPIPE
 
 Names holding control characters or lone surrogates (which kydb keys cannot
-hold, but other tools may write) are printed with them escaped, ESC as \x1b,
+hold, but other tools may write) are printed with them escaped, ESC as \\x1b,
 whether the output is a terminal or not.
 
 Run 'kydb COMMAND --help' for a command's options.
@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SRC and DST are each a URL (scheme://..., naming a store and its base path as kydb.connect "
         "reads it) or a path in the --url store.  A destination folder inside the source folder (or equal "
         "to it) in the same store is refused before anything is copied.  The summary on stderr reads "
-        "'copied N objects (SIZE) from FOLDER of URL to FOLDER of URL in T s'."
+        "'copied (or synced) N objects (SIZE) from FOLDER of URL to FOLDER of URL in T s'."
     )
     for name, run, help_text in (
         ("cp", cmd_cp, "copy an object, or a folder's tree with -r, between stores"),
