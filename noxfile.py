@@ -1,8 +1,8 @@
 """Every session a user or CI runs.
 
-    python3 -m pip install nox && python3 -m nox        # the default sessions: the whole test suite
-    python3 -m nox -s demo                              # the walkthrough on the embedded default store
-    python3 -m nox -s bench bench-sql bench-redis bench-s3 bench-cli   # side-by-side measurements
+    python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox   # the default sessions: every test
+    .venv/bin/nox -s demo                               # the walkthrough, in a folder of its own of kydb-demo.db
+    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-cli   # side-by-side measurements
 
 Each distribution's session installs that distribution alone (non-editable,
 plus kydb-core and the test tools) and runs its tests, which proves that
@@ -83,7 +83,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The seed walkthrough on the embedded default store (sqlite:///kydb-demo.db)."""
+    """The walkthrough on sqlite:///kydb-demo.db (or the URL after --), in a folder of its own that it removes."""
     session.install("./kydb-core", MEMORY, "./kydb-sql")
     session.run("python", "examples/walkthrough.py", *session.posargs)
 

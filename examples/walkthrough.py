@@ -2,9 +2,10 @@
 
     python examples/walkthrough.py [URL]        # default: sqlite:///kydb-demo.db
 
-Runs on any store; it works under its own folders and removes them at the end.
-The default is the embedded store: a SQLite file in the current directory,
-kept between runs (pip install kydb-sql).  The steps live in
+Runs on any store, in a new folder of its own (``/kydb-demo-XXXXXXXX``) that
+it removes at the end; nothing else in the store is changed or removed.  The
+default is a SQLite file in the current directory, kept between runs
+(pip install kydb-sql).  The steps live in
 ``kydb.walkthrough`` (so ``kydb demo`` runs the same ones); read that module
 alongside the README's tour.
 """

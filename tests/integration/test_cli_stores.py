@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import kydb
+from kydb import transfer
 
 StoreURL = Callable[[str], str]
 
@@ -72,6 +73,22 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert (tmp_path / "kydb" / "kydb.db").exists()  # the embedded SQLite file, created on first use
 
 
+def test_demo_leaves_the_data_in_the_embedded_default_alone(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KYDB_URL"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    for key in ("/mytest/keep", "/foo/keep", "/hello-world/keep"):
+        assert kydb_cli("put", key, env=env, stdin=b'"mine"').returncode == 0
+    config = {"Mine": {"module_path": "my.models", "class_name": "Mine"}}
+    kydb.connect(f"sqlite:///{tmp_path / 'kydb' / 'kydb.db'}").set("/.configs/objdb", config, system_obj=True)
+    before = kydb_cli("tree", env=env).stdout
+    result = kydb_cli("demo", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "/kydb-demo-" in text(result).splitlines()[0]
+    assert kydb_cli("tree", env=env).stdout == before
+    assert text(kydb_cli("cat", "/mytest/keep", env=env)) == "'mine'\n"
+    assert b"Mine" in kydb_cli("cat", "/.configs/objdb", env=env).stdout
+
+
 def test_unreachable_server_is_one_line_with_the_password_masked() -> None:
     result = kydb_cli("-u", "redis://ann:s3cr3t-pw@127.0.0.1:1/x?retries=0", "ls")
     err = result.stderr.decode()
@@ -97,7 +114,7 @@ def test_cp_sqlite_to_redis_2000_objects(store_url: StoreURL) -> None:
     values = fill(kydb.connect(src_url), 2000)
     result = kydb_cli("-u", src_url, "cp", "-r", "/tree", f"{dst_url}/copied")
     assert result.returncode == 0, result.stderr.decode()
-    assert "copied 2,000 objects" in result.stderr.decode() and "1 empty folder," in result.stderr.decode()
+    assert "copied 2,000 objects" in result.stderr.decode() and "1 empty folder" in result.stderr.decode()
     dst = kydb.connect(dst_url)
     got = dst.get_many([f"/copied{key[len('/tree'):]}" for key in values], reload=True)
     assert got == {f"/copied{key[len('/tree'):]}": value for key, value in values.items()}
@@ -162,3 +179,21 @@ def test_no_progress_line_without_a_terminal(store_url: StoreURL) -> None:
     assert result.returncode == 0 and "\r" not in result.stderr.decode() and "obj/s" not in result.stderr.decode()
     quiet = kydb_cli("-u", src_url, "sync", "-q", "/tree", f"{dst_url}/tree")
     assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+def test_sync_delete_between_sqlite_and_redis(store_url: StoreURL) -> None:
+    src_url, dst_url = store_url("sqlite"), store_url("redis")
+    src, dst = kydb.connect(src_url), kydb.connect(dst_url)
+    values = fill(src, 1500)
+    assert kydb_cli("-u", src_url, "cp", "-q", "-r", "/tree", f"{dst_url}/tree").returncode == 0
+    gone = [key for i, key in enumerate(values) if i % 3 == 0]
+    src.delete_many(gone)
+    src.rm_tree("/tree/plain")
+    dst.set_many({"/tree/é accent/extra": 1, "/tree/zz/extra": 2, "/tree/100%/0/o0000 copy": 3})
+    result = kydb_cli("-u", src_url, "sync", "--delete", "-f", "/tree", f"{dst_url}/tree")
+    assert result.returncode == 0, result.stderr.decode()
+    remaining = {key: value for key, value in values.items() if key not in gone and "/plain/" not in key}
+    deleted = len(values) - len(remaining) + 3
+    assert result.stderr.decode().rstrip().endswith(f"{deleted:,} deleted"), result.stderr.decode()
+    assert sorted(transfer.walk(dst, "/tree")) == sorted(transfer.walk(src, "/tree"))
+    assert dst.get_many(list(remaining), reload=True) == remaining

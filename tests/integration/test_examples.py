@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kydb
 from kydb.testing import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,6 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_walkthrough_on_memory(check_walkthrough: Callable[[str], None]) -> None:
     check_walkthrough(f"memory://{unique_name('walk')}")
+
+
+def test_walkthrough_leaves_the_stores_data_alone(check_walkthrough: Callable[[str], None], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mine.db'}?base=/team"
+    db = kydb.connect(url)
+    mine = {"/mytest/foo": "mine", "/foo/bar/baz": "mine", "/hello-world/greeter001": "mine"}
+    db.set_many(mine)
+    db.mkdir("/empty-folder")
+    db.set("/.configs/objdb", {}, system_obj=True)
+    check_walkthrough(url)
+    assert db.get_many(mine, reload=True) == mine and db.is_dir("/empty-folder")
+    assert db.read("/.configs/objdb", reload=True, system_obj=True) == {}
+    assert db.ls("/") == [".configs/", "empty-folder/", "foo/", "hello-world/", "mytest/"]
 
 
 def test_third_party_backend_passes_the_conformance_suite(fresh_venv: Any) -> None:

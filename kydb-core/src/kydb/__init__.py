@@ -33,7 +33,9 @@ from .errors import (
     NotFound,
     ReadOnlyStore,
     StoreUnavailable,
+    UnknownClass,
     UnknownScheme,
+    UnstorableValue,
 )
 from .front import BaseDB
 from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, QueryRequest, VersionedBlob, hookimpl
@@ -73,7 +75,9 @@ __all__ = [
     "StoreUnavailable",
     "StoredValue",
     "UnionDB",
+    "UnknownClass",
     "UnknownScheme",
+    "UnstorableValue",
     "VersionedBlob",
     "__version__",
     "backends",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
-from .errors import DbObjException, NotFound
+from .errors import DbObjException, UnknownClass
 
 __all__ = ["OBJDB_CONFIG_KEY", "DbObj", "StoredValue", "stored"]
 
@@ -60,6 +60,10 @@ class stored(Generic[T]):  # noqa: N801 - used as a decorator, like property
             @kydb.stored
             def name(self):
                 return 'John'
+
+    ``obj.name()`` reads it and ``obj.name.setvalue(v)`` sets it; assigning
+    (``obj.name = v``) or deleting the attribute raises ``AttributeError``
+    saying so, rather than silently replacing the stored attribute.
     """
 
     def __init__(self, default: Callable[[Any], T]) -> None:
@@ -78,6 +82,20 @@ class stored(Generic[T]):  # noqa: N801 - used as a decorator, like property
         if obj is None:
             return self
         return StoredValue(obj, self)
+
+    def __set__(self, obj: DbObj, value: object) -> NoReturn:
+        cls = type(obj).__name__
+        raise AttributeError(
+            f"{cls}.{self.name} is a stored attribute: set it with obj.{self.name}.setvalue(value) "
+            f"and read it with obj.{self.name}()"
+        )
+
+    def __delete__(self, obj: DbObj) -> NoReturn:
+        cls = type(obj).__name__
+        raise AttributeError(
+            f"{cls}.{self.name} is a stored attribute and cannot be deleted: "
+            f"obj.{self.name}.clear() restores its default"
+        )
 
 
 class DbObj:
@@ -175,16 +193,17 @@ def _import_class(module_path: str, class_name: str) -> type[DbObj]:
 def resolve_class(config: Mapping[str, Any], class_name: str, key: str, *, for_new: bool = False) -> type[DbObj]:
     """The class configured for ``class_name``.
 
-    A name missing from the config is ``KeyError`` (:class:`~kydb.NotFound`)
-    when creating an object, and :class:`~kydb.DbObjException` when loading
-    one — a stored object must never look like a missing key.
+    A name missing from the config is :class:`~kydb.UnknownClass` (a
+    ``KeyError``, never :class:`~kydb.NotFound`) when creating an object, and
+    a plain :class:`~kydb.DbObjException` when loading one — a stored object
+    must never look like a missing key.
     """
     if class_name not in config:
         message = (
             f"DbObj class {class_name!r} (for {key}) is not in the config at {OBJDB_CONFIG_KEY}; "
             f"configured classes: {sorted(config)}. Add it with db.upload_objdb_config(...)"
         )
-        raise NotFound(message) if for_new else DbObjException(message)
+        raise UnknownClass(message) if for_new else DbObjException(message)
     return _import_class(*_check_entry(class_name, config[class_name]))
 
 

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptValue
+from .errors import CorruptValue, UnstorableValue
 
 __all__ = [
     "HEADER_SIZE",
@@ -273,7 +273,15 @@ class Codec:
         header = MAGIC + bytes((VERSION, flags | FLAG_SIGNED | FLAG_KEY_BOUND, SERIALIZERS[self.serializer]))
         return header + _mac(self.signing_keys[0], header, key, payload) + payload
 
-    def _serialize(self, value: Any) -> bytes:
+    def _serialize(self, value: Any, key: str) -> bytes:
+        try:
+            return self._serialize_unchecked(value)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            kind = type(value)
+            name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+            raise UnstorableValue(f"{key}: cannot store a value of type {name}: {exc}") from exc
+
+    def _serialize_unchecked(self, value: Any) -> bytes:
         if self.serializer == "pickle":
             depth = getattr(_storing, "depth", 0)  # marks this thread as pickling for a store (is_storing)
             _storing.depth = depth + 1
@@ -289,14 +297,16 @@ class Codec:
     def encode(self, value: Any, key: str) -> bytes:
         """Encode any value the serialiser takes, for the object at ``key`` (which a signature binds).
 
-        Raises the serialiser's error (pickling, TypeError), touching nothing.
+        Raises :class:`~kydb.UnstorableValue` (a ``TypeError``) naming the key
+        and the value's type, with the serialiser's error chained, for a value
+        it cannot encode.
         """
-        return self._seal(0, self._serialize(value), key)
+        return self._seal(0, self._serialize(value, key), key)
 
     def encode_record(self, record: DbObjRecord) -> bytes:
         """Encode a DbObj record (class name, key and stored dict only), bound to ``record.key``."""
         payload = {"class_name": record.class_name, "key": record.key, "stored_dict": record.stored_dict}
-        return self._seal(FLAG_DBOBJ, self._serialize(payload), record.key)
+        return self._seal(FLAG_DBOBJ, self._serialize(payload, record.key), record.key)
 
     def reseal(self, blob: bytes, from_key: str, to_key: str, source: Codec) -> bytes:
         """The blob stored at ``from_key`` (read with ``source``), signed for ``to_key`` with this codec's key.

@@ -25,7 +25,9 @@ __all__ = [
     "NotFound",
     "ReadOnlyStore",
     "StoreUnavailable",
+    "UnknownClass",
     "UnknownScheme",
+    "UnstorableValue",
 ]
 
 
@@ -59,6 +61,22 @@ class CorruptValue(KydbError):
 
 class DbObjException(KydbError):
     """The DbObj class configuration is missing or malformed."""
+
+
+class UnknownClass(DbObjException, KeyError):
+    """``db.new(class_name, key)`` names a class the DbObj config does not list.
+
+    A ``KeyError`` (a lookup in the config failed) but never :class:`NotFound`:
+    the key itself may well be absent, but that is not what went wrong.
+    """
+
+
+class UnstorableValue(KydbError, TypeError):
+    """A value the DB's serialiser cannot encode (a lambda, a lock, an open file...); nothing is written.
+
+    Names the key and the value's type; the serialiser's own error is chained
+    as ``__cause__``.
+    """
 
 
 class StoreUnavailable(KydbError):

@@ -323,9 +323,9 @@ class BaseDB(abc.ABC):
         self._forget_in_layers(keys)
         self._cache.put_many(values.items(), token)
 
-    def delete_many(self, keys: Iterable[str]) -> None:
+    def delete_many(self, keys: Iterable[str], *, system_obj: bool = False) -> None:
         """Delete several objects in one batch; absent keys are ignored."""
-        ks = list(dict.fromkeys(self._key(key) for key in keys))
+        ks = list(dict.fromkeys(self._key(key, system_obj) for key in keys))
         try:
             self._delete_keys(ks)
         finally:

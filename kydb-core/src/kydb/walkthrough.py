@@ -1,18 +1,24 @@
 """The kydb walkthrough, step by step, printing what each step returns.
 
 ``kydb demo`` and ``examples/walkthrough.py`` run it.  It works on any store,
-under its own folders, and removes them at the end.
+in a new folder of its own (``/kydb-demo-XXXXXXXX``, used as the base path of
+the DB it connects) that it removes at the end; nothing else in the store is
+changed or removed.
 """
 
 from __future__ import annotations
 
+import secrets
 import sys
 from datetime import datetime
 from typing import Any
 
 import kydb
+from kydb.url import split_composite
 
-__all__ = ["Greeter", "main"]
+__all__ = ["Greeter", "main", "scratch_url"]
+
+SCRATCH_PREFIX = "/kydb-demo-"
 
 
 class Greeter(kydb.DbObj):
@@ -34,9 +40,34 @@ def show(expression: str, value: Any) -> None:
     print(f"{expression:<44} # {value!r}")
 
 
-def main(url: str) -> None:
-    """Run the walkthrough on the store at ``url``."""
+def scratch_url(url: str, folder: str) -> str:
+    """``url`` with ``folder`` appended to the base path of each of its stores (every layer of a composite)."""
+    kind, parts = split_composite(url)
+    if kind != "single":
+        return (";" if kind == "union" else "|").join(scratch_url(part, folder) for part in parts)
     db = kydb.connect(url)
+    if not isinstance(db, kydb.DB):
+        raise TypeError(f"{db.url} is not a single store")
+    return db.store_url.with_base(db.base_path + folder)
+
+
+def main(url: str) -> None:
+    """Run the walkthrough in a new folder of the store at ``url``, and remove that folder at the end."""
+    store = kydb.connect(url)
+    folder = SCRATCH_PREFIX + secrets.token_hex(4)
+    while store.is_dir(folder):
+        folder = SCRATCH_PREFIX + secrets.token_hex(4)
+    print(f"working in {folder}/ of {store.url}, removed at the end; nothing else is touched")
+    try:
+        steps(kydb.connect(scratch_url(url, folder)))
+    finally:
+        if store.is_dir(folder):
+            store.rm_tree(folder)
+    print(f"\ndone: the walkthrough's folders, and {folder}/, are removed again.")
+
+
+def steps(db: kydb.BaseDB) -> None:
+    """The walkthrough's steps on ``db``, which they may fill and empty at will."""
     print(f"connected: {db!r}")
 
     print("\n## Literals as data")
@@ -104,7 +135,6 @@ def main(url: str) -> None:
 
     db.rm_tree("/hello-world")
     db.rm_tree("/.configs", system_obj=True)
-    print("\ndone: the walkthrough's folders are removed again.")
 
 
 if __name__ == "__main__":
