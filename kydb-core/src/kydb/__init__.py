@@ -37,7 +37,7 @@ from .errors import (
     UnknownScheme,
     UnstorableValue,
 )
-from .front import BaseDB
+from .front import BaseDB, Versioned
 from .hookspecs import Entry, ListPage, ObjectInfo, QueryPage, QueryRequest, VersionedBlob, hookimpl
 from .query import FolderQuery
 from .registry import BackendInfo, backends, default_url, register_backend, unregister_backend
@@ -78,6 +78,7 @@ __all__ = [
     "UnknownClass",
     "UnknownScheme",
     "UnstorableValue",
+    "Versioned",
     "VersionedBlob",
     "__version__",
     "backends",

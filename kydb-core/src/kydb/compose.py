@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from .envelope import Codec
+from .errors import Conflict
 from .front import BaseDB
-from .hookspecs import Entry, ObjectInfo
+from .hookspecs import Entry, ObjectInfo, VersionedBlob
 from .query import FolderQuery
 from .store import Capabilities
 
@@ -95,9 +96,16 @@ class UnionDB(_Composite):
         return found
 
     def _write_blobs(
-        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None] | None = None,
     ) -> None:
-        self._layers[0]._write_blobs(items, mtime_ns, indexes)
+        self._layers[0]._write_blobs(items, mtime_ns, indexes, expect)
+
+    def _fetch_versioned(self, keys: Sequence[str]) -> dict[str, VersionedBlob]:
+        return self._layers[0]._fetch_versioned(keys)  # conditional writes act on the front layer
 
     def _query(self, query: FolderQuery) -> Iterator[Entry]:
         """Every layer's results merged in order; on a name in several layers, the front one wins."""
@@ -115,8 +123,8 @@ class UnionDB(_Composite):
             seen.add(entry.key)
             yield entry
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
-        self._layers[0]._delete_keys(keys)
+    def _delete_keys(self, keys: Sequence[str], expect: Mapping[str, str] | None = None) -> None:
+        self._layers[0]._delete_keys(keys, expect)
 
     def _exists(self, key: str) -> bool:
         return any(layer._exists(key) for layer in self._layers)
@@ -147,13 +155,22 @@ class UnionDB(_Composite):
 
     # Removals act on the front layer, so they are checked against it alone.
 
-    def delete(self, key: str, *, system_obj: bool = False) -> None:
-        """Delete ``key`` from the front layer; ``KeyError`` if the front layer lacks it."""
+    def delete(self, key: str, *, system_obj: bool = False, if_version: str | None = None) -> None:
+        """Delete ``key`` from the front layer; ``KeyError`` if the front layer lacks it.
+
+        ``if_version`` is checked against the front layer's object (see :meth:`BaseDB.delete`).
+        """
         k = self._key(key, system_obj)
+        if if_version is not None:
+            self._require_versions(f"delete({k!r}, if_version=...)")
         try:
-            self._layers[0].delete(k, system_obj=system_obj)
-        finally:
+            self._layers[0].delete(k, system_obj=system_obj, if_version=if_version)
+        except Conflict:
+            raise  # nothing was deleted: the caches stay as they were
+        except BaseException:
             self._forget([k])
+            raise
+        self._forget([k])
 
     def rmdir(self, folder: str, *, system_obj: bool = False) -> None:
         """Remove an empty folder from the front layer."""
@@ -218,17 +235,29 @@ class CacheDB(_Composite):
         return found
 
     def _write_blobs(
-        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None] | None = None,
     ) -> None:
         cache, persist = self._layers
-        persist._write_blobs(items, mtime_ns, indexes)
+        persist._write_blobs(items, mtime_ns, indexes, expect)  # a conditional write is decided here
         cache._write_blobs(items, mtime_ns, indexes)
+
+    def _fetch_versioned(self, keys: Sequence[str]) -> dict[str, VersionedBlob]:
+        return self.persist_db._fetch_versioned(keys)  # versions are the persistent store's
 
     def _query(self, query: FolderQuery) -> Iterator[Entry]:
         return self.persist_db._query(replace(query, db=self.persist_db))
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
-        for layer in self._layers:
+    def _delete_keys(self, keys: Sequence[str], expect: Mapping[str, str] | None = None) -> None:
+        cache, persist = self._layers
+        if expect:  # decided by the persistent store: the cache store follows only if it agreed
+            persist._delete_keys(keys, expect)
+            cache._delete_keys(keys)
+            return
+        for layer in self._layers:  # cache store first: a failure never leaves it holding what persist lost
             layer._delete_keys(keys)
 
     def _exists(self, key: str) -> bool:

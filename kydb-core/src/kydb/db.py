@@ -34,7 +34,7 @@ from .defaults import DefaultHooks
 from .envelope import Codec
 from .errors import ReadOnlyStore
 from .front import BaseDB
-from .hookspecs import Entry, ObjectInfo, follow
+from .hookspecs import Entry, ObjectInfo, VersionedBlob, follow
 from .query import QUERY_PAGE, FolderQuery
 from .registry import middleware_factories
 from .store import NEEDED_HOOKS, Store, capabilities_of, overrides
@@ -228,15 +228,25 @@ class DB(BaseDB):
         return {path[cut:]: blob for path, blob in found.items()}
 
     def _write_blobs(
-        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None] | None = None,
     ) -> None:
         base = self.base_path
         self._writable().kydb_put(
             items={base + k: blob for k, blob in items.items()},
             mtime_ns=mtime_ns,
             indexes={base + k: values for k, values in indexes.items()},
-            expect={},
+            expect={base + k: version for k, version in expect.items()} if expect else {},
         )
+
+    def _fetch_versioned(self, keys: Sequence[str]) -> dict[str, VersionedBlob]:
+        base = self.base_path
+        found = self._hooks().kydb_get_versioned(paths=[base + k for k in keys])
+        cut = len(base)
+        return {path[cut:]: versioned for path, versioned in found.items()}
 
     def _query(self, query: FolderQuery) -> Iterator[Entry]:
         hook = self._hooks()
@@ -261,10 +271,12 @@ class DB(BaseDB):
             if remaining == 0:
                 return  # before follow() fetches a page nobody asked for
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
+    def _delete_keys(self, keys: Sequence[str], expect: Mapping[str, str] | None = None) -> None:
         if keys:
             base = self.base_path
-            self._writable().kydb_delete(paths=[base + k for k in keys], expect={})
+            self._writable().kydb_delete(
+                paths=[base + k for k in keys], expect={base + k: v for k, v in expect.items()} if expect else {}
+            )
 
     def _stat_keys(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
         base = self.base_path

@@ -10,13 +10,14 @@ objects already stored: update the config, not the data.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
-from .errors import DbObjException, UnknownClass
+from .errors import Conflict, DbObjException, UnknownClass
 
-__all__ = ["OBJDB_CONFIG_KEY", "DbObj", "StoredValue", "stored"]
+__all__ = ["OBJDB_CONFIG_KEY", "DbObj", "StoredValue", "remember_stored", "stored"]
 
 OBJDB_CONFIG_KEY = "/.configs/objdb"
 
@@ -129,6 +130,7 @@ class DbObj:
         self.db = db
         self.class_name = class_name
         self.key = key
+        self._stored_digest: bytes | None = None  # of the blob last read or written through db
         # Defaults are evaluated once, so a mutable default (a list) can be filled in place.
         self._stored_values: dict[str, Any] = {
             name: kwargs[name] if name in kwargs else getattr(type(self), name).default(self)
@@ -143,9 +145,26 @@ class DbObj:
         """The stored attributes and their current values (defaults included)."""
         return {name: getattr(self, name)() for name in self._stored_names}
 
-    def write(self, index: Mapping[str, int | None] | None = None) -> None:
-        """Store this object at its key (same as ``db[obj.key] = obj``), optionally with index values."""
-        self.db.set(self.key, self, index=index)
+    def write(self, index: Mapping[str, int | None] | None = None, *, if_unchanged: bool = False) -> None:
+        """Store this object at its key (same as ``db[obj.key] = obj``), optionally with index values.
+
+        With ``if_unchanged``, write only if the stored object is still the
+        one this object was last read as or written as through its DB (for a
+        new object: only if nothing is stored at its key yet); otherwise raise
+        :class:`~kydb.Conflict` and write nothing.  Needs a store with
+        conditional writes.
+        """
+        if not if_unchanged:
+            self.db.set(self.key, self, index=index)
+            return
+        if self._stored_digest is None:
+            self.db.set(self.key, self, index=index, if_absent=True)
+            return
+        stored = self.db.get_versioned_blobs([self.key]).get(self.key)
+        if stored is None or _digest(stored.blob) != self._stored_digest:
+            now = "was deleted" if stored is None else "has been written by someone else"
+            raise Conflict(f"{self.key} {now} since this object was read or written; nothing was written")
+        self.db.set(self.key, self, index=index, if_version=stored.version)
 
     def delete(self) -> None:
         """Delete this object from its DB."""
@@ -153,6 +172,15 @@ class DbObj:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}>"
+
+
+def _digest(blob: bytes) -> bytes:
+    return hashlib.blake2b(blob, digest_size=16).digest()
+
+
+def remember_stored(obj: DbObj, blob: bytes) -> None:
+    """Note that ``obj`` was just read from, or written as, ``blob`` (for ``write(if_unchanged=True)``)."""
+    obj._stored_digest = _digest(blob)
 
 
 def _check_entry(name: object, entry: object) -> tuple[str, str]:

@@ -13,26 +13,37 @@ base path and never touch the read cache.
 from __future__ import annotations
 
 import abc
+import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from . import envelope, opened
 from .cache import ReadCache
-from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, resolve_class
-from .errors import DbObjException, FolderNotEmpty, InvalidKey, NotFound
-from .hookspecs import Entry, ObjectInfo
+from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, remember_stored, resolve_class
+from .errors import ConditionalWritesNotSupported, Conflict, DbObjException, FolderNotEmpty, InvalidKey, NotFound
+from .hookspecs import Entry, ObjectInfo, VersionedBlob
 from .keys import normalize_folder, normalize_key
 from .query import FolderQuery, check_index_values
 from .store import Capabilities
 from .url import mask_url
 
-__all__ = ["BaseDB"]
+__all__ = ["BaseDB", "Versioned"]
 
 DEFAULT_PAGE_SIZE = 200
 
 _DB = TypeVar("_DB", bound="BaseDB")
+_ABSENT: Any = object()
+#: update() waits a random time up to min(CAP, BASE * 2**attempt) seconds after each conflict.
+_BACKOFF_BASE, _BACKOFF_CAP = 0.001, 0.1
+
+
+class Versioned(NamedTuple):
+    """A value and the version of the object it was read from (:meth:`BaseDB.read_versioned`)."""
+
+    value: Any
+    version: str
 
 
 class BaseDB(abc.ABC):
@@ -59,13 +70,25 @@ class BaseDB(abc.ABC):
 
     @abc.abstractmethod
     def _write_blobs(
-        self, items: dict[str, bytes], mtime_ns: int, indexes: Mapping[str, Mapping[str, int | None]]
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None] | None = None,
     ) -> None:
-        """Store encoded blobs (creating folders along the way), written at ``mtime_ns``, with index values."""
+        """Store encoded blobs (creating folders along the way), written at ``mtime_ns``, with index values.
+
+        ``expect`` makes the write conditional (see ``kydb_put``); only called
+        with it when :attr:`capabilities` has ``conditional_writes``.
+        """
 
     @abc.abstractmethod
-    def _delete_keys(self, keys: Sequence[str]) -> None:
-        """Delete objects; absent keys are ignored."""
+    def _delete_keys(self, keys: Sequence[str], expect: Mapping[str, str] | None = None) -> None:
+        """Delete objects; absent keys are ignored (unless ``expect`` says what each must be)."""
+
+    @abc.abstractmethod
+    def _fetch_versioned(self, keys: Sequence[str]) -> dict[str, VersionedBlob]:
+        """The blobs and versions of the keys that exist (conditional-write stores only)."""
 
     @abc.abstractmethod
     def _exists(self, key: str) -> bool:
@@ -178,7 +201,9 @@ class BaseDB(abc.ABC):
         value = self._codec.decode(blob, key)
         if isinstance(value, envelope.DbObjRecord):
             cls = resolve_class(self._objdb_config(), value.class_name, key)
-            return make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
+            obj = make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
+            remember_stored(obj, blob)
+            return obj
         return value
 
     # ------------------------------------------------------------------ objects
@@ -215,8 +240,22 @@ class BaseDB(abc.ABC):
         except NotFound:
             return default
 
+    def _require_versions(self, what: str) -> None:
+        if not self.capabilities.conditional_writes:
+            raise ConditionalWritesNotSupported(
+                f"{what}: {self.url} keeps no object versions, so it cannot write conditionally; nothing was "
+                "written (use a store whose backend declares conditional writes, or write unconditionally)"
+            )
+
     def set(
-        self, key: str, value: Any, system_obj: bool = False, *, index: Mapping[str, int | None] | None = None
+        self,
+        key: str,
+        value: Any,
+        system_obj: bool = False,
+        *,
+        index: Mapping[str, int | None] | None = None,
+        if_version: str | None = None,
+        if_absent: bool = False,
     ) -> None:
         """Store ``value`` at ``key`` and cache it.
 
@@ -224,21 +263,110 @@ class BaseDB(abc.ABC):
         ``index`` sets user index values for :meth:`folder` queries (names
         ``[A-Za-z][A-Za-z0-9_]*`` of at most 64 characters, case-sensitive;
         int values, ``None`` to clear); indexes not mentioned keep their
-        values.  A value that cannot be pickled, or a bad index, raises
+        values.  A value that cannot be stored, or a bad index, raises
         before anything is written.  If the store write fails, the cache
         entry is dropped.
+
+        ``if_version=v`` writes only if the object's current version is
+        ``v`` (from :meth:`stat` or :meth:`read_versioned`); ``if_absent``
+        only if there is no object at ``key``.  Otherwise
+        :class:`~kydb.Conflict` is raised and neither the store nor the read
+        cache changes.  On a store without versions both raise
+        :class:`~kydb.ConditionalWritesNotSupported` and write nothing.
         """
         k = self._key(key, system_obj)
         indexes = check_index_values(index)
+        expect: dict[str, str | None] | None = None
+        if if_version is not None or if_absent:
+            if if_version is not None and if_absent:
+                raise ValueError(f"{k}: pass if_version or if_absent, not both")
+            if if_version is not None and not isinstance(if_version, str):
+                raise TypeError(f"{k}: if_version is a version string (from stat or read_versioned)")
+            self._require_versions(f"set({k!r}, if_{'version' if if_version is not None else 'absent'}=...)")
+            expect = {k: if_version}
         blob = self._encode(k, value)
         token = self._cache.token()
         try:
-            self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else {})
+            self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else {}, expect)
+        except Conflict:
+            raise  # nothing was written: the cache stays as it was
         except BaseException:
             self._forget([k])
             raise
         self._forget_in_layers([k])
         self._cache.put(k, value, token)
+        if isinstance(value, DbObj):
+            remember_stored(value, blob)
+
+    def read_versioned(self, key: str, *, system_obj: bool = False) -> Versioned:
+        """The value at ``key`` and its version, read from the store (never the cache) in one request.
+
+        Pass the version to ``set(..., if_version=...)`` or ``delete(...,
+        if_version=...)`` to write only if nobody has since.  Raises
+        :class:`~kydb.NotFound` if absent and
+        :class:`~kydb.ConditionalWritesNotSupported` on a store without
+        versions.  A union reads its front layer; a cache DB its persistent
+        store.
+        """
+        k = self._key(key, system_obj)
+        value, version = self._read_versioned(k)
+        return Versioned(value, version)
+
+    def _read_versioned(self, k: str, fill_cache: bool = True) -> Versioned:
+        self._require_versions(f"read_versioned({k!r})")
+        token = self._cache.token()
+        found = self._fetch_versioned([k]).get(k)
+        if found is None:
+            raise NotFound(f"{k}: no such key in {self.url}")
+        value = self._decode(k, found.blob)
+        if fill_cache:
+            self._cache.fill(k, value, token)
+        return Versioned(value, found.version)
+
+    def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = _ABSENT,
+        retries: int = 10,
+        system_obj: bool = False,
+    ) -> Any:
+        """Replace the value at ``key`` with ``fn(old)`` atomically; return the value written.
+
+        Reads the value with its version, calls ``fn`` (with ``default`` when
+        the key is absent and a default was given) and writes the result only
+        if the object has not changed meanwhile; on a :class:`~kydb.Conflict`
+        it waits a short random time and tries again, up to ``retries``
+        times, then raises the conflict.  ``fn`` may run more than once and
+        gets a fresh copy each time, so it may mutate it.  Raises
+        :class:`~kydb.NotFound` when the key is absent and no default was
+        given, :class:`~kydb.ConditionalWritesNotSupported` on a store without
+        versions.
+        """
+        k = self._key(key, system_obj)
+        self._require_versions(f"update({k!r})")
+        attempt = 0
+        while True:
+            try:
+                old, version = self._read_versioned(k, fill_cache=False)
+            except NotFound:
+                if default is _ABSENT:
+                    raise
+                old, version = default, None
+            new = fn(old)
+            try:
+                if version is None:
+                    self.set(k, new, system_obj, if_absent=True)
+                else:
+                    self.set(k, new, system_obj, if_version=version)
+            except Conflict as exc:
+                if attempt >= retries:
+                    raise Conflict(f"{k}: still changing under other writers after {retries} retries") from exc
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
+                attempt += 1
+                continue
+            return new
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -264,9 +392,25 @@ class BaseDB(abc.ABC):
             raise NotFound(f"{k}: no such key in {self.url}")
         return info
 
-    def delete(self, key: str, *, system_obj: bool = False) -> None:
-        """Delete the object at ``key``; :class:`~kydb.NotFound` if there is none."""
+    def delete(self, key: str, *, system_obj: bool = False, if_version: str | None = None) -> None:
+        """Delete the object at ``key``; :class:`~kydb.NotFound` if there is none.
+
+        ``if_version=v`` deletes only if the object's current version is
+        ``v``: otherwise (another version, or no object) :class:`~kydb.Conflict`,
+        and neither the store nor the read cache changes.
+        """
         k = self._key(key, system_obj)
+        if if_version is not None:
+            self._require_versions(f"delete({k!r}, if_version=...)")
+            try:
+                self._delete_keys([k], {k: if_version})
+            except Conflict:
+                raise  # nothing was deleted: the cache stays as it was
+            except BaseException:
+                self._forget([k])
+                raise
+            self._forget([k])
+            return
         if not self._exists(k):
             raise NotFound(f"{k}: no such key in {self.url}")
         try:
@@ -322,6 +466,9 @@ class BaseDB(abc.ABC):
             raise
         self._forget_in_layers(keys)
         self._cache.put_many(values.items(), token)
+        for k, value in values.items():
+            if isinstance(value, DbObj):
+                remember_stored(value, items[k])
 
     def delete_many(self, keys: Iterable[str], *, system_obj: bool = False) -> None:
         """Delete several objects in one batch; absent keys are ignored."""
@@ -369,6 +516,17 @@ class BaseDB(abc.ABC):
             self._write_blobs(blobs, time.time_ns(), {k: v for k, v in checked.items() if v})
         finally:
             self._forget(keys)
+
+    def get_versioned_blobs(self, keys: Iterable[str], *, system_obj: bool = False) -> dict[str, VersionedBlob]:
+        """``{key: VersionedBlob(blob, version)}`` for the keys that exist, read from the store.
+
+        Like :meth:`get_blobs`, with each object's version; raises
+        :class:`~kydb.ConditionalWritesNotSupported` on a store without versions.
+        """
+        self._require_versions("get_versioned_blobs")
+        wanted = {key: self._key(key, system_obj) for key in keys}
+        found = self._fetch_versioned(list(dict.fromkeys(wanted.values())))
+        return {key: found[k] for key, k in wanted.items() if k in found}
 
     def stat_many(self, keys: Iterable[str], *, system_obj: bool = False) -> dict[str, ObjectInfo]:
         """``{key: ObjectInfo}`` for the keys that are objects, in one batch (see :meth:`stat`); keys as given."""

@@ -2,7 +2,9 @@
 
 :func:`check_against_model` drives a Hypothesis ``RuleBasedStateMachine``
 through set / read / read(reload) / delete / exists / mkdir / rmdir /
-rm_tree / ls / is_dir / refresh / cache_context with fuzzed keys (odd
+rm_tree / ls / is_dir / refresh / cache_context and the conditional writes
+(``set`` with ``if_version``/``if_absent``, ``delete`` with ``if_version``,
+fresh and stale versions) with fuzzed keys (odd
 characters, control characters, dot components, paths near the 1,024-byte
 limit, deep nesting) and values, comparing every result and every raised
 error type with an in-memory model written from ``docs/contract.md`` alone (it does not
@@ -33,7 +35,7 @@ from hypothesis.stateful import (
 import kydb
 from kydb.keys import MAX_PATH_BYTES
 
-__all__ = ["EVERY_OUTCOME", "assert_exercised", "check_against_model"]
+__all__ = ["CONDITIONAL_OUTCOMES", "EVERY_OUTCOME", "assert_exercised", "check_against_model"]
 
 #: What a run must reach for its agreement with the model to mean something.
 EVERY_OUTCOME = (
@@ -43,9 +45,19 @@ EVERY_OUTCOME = (
 )  # fmt: skip
 
 
+#: What a run on a store with conditional writes must reach as well (others must refuse them).
+CONDITIONAL_OUTCOMES = ("set_if -> ok", "set_if -> Conflict", "delete_if -> ok", "delete_if -> Conflict")
+
+
 def assert_exercised(stats: Counter[str]) -> None:
-    """Fail unless the run that returned ``stats`` reached every outcome in :data:`EVERY_OUTCOME`."""
-    missing = [outcome for outcome in EVERY_OUTCOME if not stats[outcome]]
+    """Fail unless the run that returned ``stats`` reached every outcome it should.
+
+    That is :data:`EVERY_OUTCOME`, and :data:`CONDITIONAL_OUTCOMES` on a store
+    with conditional writes — or, on one without, their refusal.
+    """
+    refused = stats["set_if -> ConditionalWritesNotSupported"] and stats["delete_if -> ConditionalWritesNotSupported"]
+    wanted = [*EVERY_OUTCOME, *([] if refused else CONDITIONAL_OUTCOMES)]
+    missing = [outcome for outcome in wanted if not stats[outcome]]
     assert not missing, f"the model check never reached {missing}: {dict(stats)}"
 
 
@@ -105,7 +117,7 @@ values = st.recursive(
 def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
     try:
         return "ok", call()
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, kydb.Conflict, kydb.ConditionalWritesNotSupported) as exc:
         return "error", type(exc)
 
 
@@ -280,6 +292,73 @@ class _Machine(RuleBasedStateMachine):
             self.check(expected, lambda: self.db.delete(text), "delete")
             return
         self.check(("ok", None), lambda: self.db.delete(text), "delete")
+        del self.model.objects[key]
+        self.model.orphan(key)
+
+    # -- conditional writes
+
+    def _conditional(self, text: str, rule: str) -> str | None:
+        """The key to write conditionally, or None once an invalid key or a refusing store was checked."""
+        key = self.model.key(text)
+
+        def write() -> None:
+            if rule == "set_if":
+                self.db.set(text, None, if_version="1")
+            else:
+                self.db.delete(text, if_version="1")
+
+        if key is None:
+            self.check(("error", kydb.InvalidKey), write, rule)
+            return None
+        if not self.db.capabilities.conditional_writes:
+            self.check(("error", kydb.ConditionalWritesNotSupported), write, rule)
+            return None
+        return key
+
+    def version(self, text: str) -> str:
+        found = self.db.stat(text).version
+        assert isinstance(found, str), f"stat({text!r}).version is {found!r}, not a version"
+        return found
+
+    @rule(data=st.data(), value=values, stale=st.booleans())
+    def set_if(self, data: st.DataObject, value: Any, stale: bool) -> None:
+        """``set`` with the object's version (or ``if_absent``), or with a version that is not its own."""
+        text = self.pick_key(data)
+        key = self._conditional(text, "set_if")
+        if key is None:
+            return
+        version: str | None = None  # None: if_absent
+        if key in self.model.objects:
+            version = self.version(text)
+            if stale:
+                version = data.draw(st.sampled_from([version + "-stale", None]), label="stale version")
+        elif stale:
+            version = "no-such-version"
+
+        def write() -> None:
+            self.db.set(text, value, if_version=version, if_absent=version is None)
+
+        if stale:
+            self.check(("error", kydb.Conflict), write, "set_if")
+            return
+        self.check(("ok", None), write, "set_if")
+        self.model.objects[key] = value
+        self.model.ghosts -= set(self.model.ancestors(key))
+        self.remember(key_text=text)
+
+    @rule(data=st.data(), stale=st.booleans())
+    def delete_if(self, data: st.DataObject, stale: bool) -> None:
+        """``delete`` with the object's version, or with one that is not (which absent objects never have)."""
+        text = self.pick_key(data)
+        key = self._conditional(text, "delete_if")
+        if key is None:
+            return
+        if key not in self.model.objects or stale:
+            version = "no-such-version" if key not in self.model.objects else self.version(text) + "-stale"
+            self.check(("error", kydb.Conflict), lambda: self.db.delete(text, if_version=version), "delete_if")
+            return
+        current = self.version(text)
+        self.check(("ok", None), lambda: self.db.delete(text, if_version=current), "delete_if")
         del self.model.objects[key]
         self.model.orphan(key)
 

@@ -32,6 +32,7 @@ from .batches import BatchTests
 from .cache import CacheTests
 from .capabilities import CapabilityTests
 from .composites import CacheDBTests, UnionTests
+from .conditional import ConditionalWriteTests
 from .connecting import ConnectingTests
 from .dbobj import DbObjTests
 from .errors import ErrorTests
@@ -47,6 +48,7 @@ __all__ = [
     "CacheDBTests",
     "CacheTests",
     "CapabilityTests",
+    "ConditionalWriteTests",
     "ConnectingTests",
     "DbObjTests",
     "ErrorTests",
@@ -76,5 +78,6 @@ class StoreConformance(
     ErrorTests,
     TrustTests,
     QueryTests,
+    ConditionalWriteTests,
 ):
     """The whole suite.  Subclass it with ``new_url``, ``raw_get`` and ``raw_put``."""
