@@ -34,6 +34,9 @@ class ReadCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, Any] = {}
+        #: The entries, for lookups on a hot path (``entries.get(key)``); never replaced, only changed
+        #: under the cache's own rules — do not write to it.
+        self.entries = self._data
         self._epoch = 0
         self._scopes: list[set[str]] = []
 
@@ -61,7 +64,9 @@ class ReadCache:
         """Cache a value read from the store, unless the cache changed since ``token``."""
         with self._lock:
             if self._epoch == token:
-                self._insert(key, value)
+                if self._scopes and key not in self._data:
+                    self._scopes[-1].add(key)
+                self._data[key] = value
 
     def fill_many(self, items: Iterable[tuple[str, Any]], token: int) -> None:
         """:meth:`fill` for several values, under one lock."""
@@ -72,7 +77,16 @@ class ReadCache:
 
     def put(self, key: str, value: Any, token: int) -> None:
         """Cache a value the store has just accepted, if nothing changed since ``token`` (else drop it)."""
-        self.put_many(((key, value),), token)
+        with self._lock:
+            unchanged = self._epoch == token
+            self._epoch += 1
+            if not unchanged:
+                self._data.pop(key, None)
+            elif self._scopes and key not in self._data:
+                self._scopes[-1].add(key)
+                self._data[key] = value
+            else:
+                self._data[key] = value
 
     def put_many(self, items: Iterable[tuple[str, Any]], token: int) -> None:
         """Cache values the store has just accepted, if nothing changed since ``token`` (else drop them)."""

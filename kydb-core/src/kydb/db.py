@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pluggy
@@ -43,6 +43,7 @@ from .url import StoreURL
 __all__ = ["DB"]
 
 _STORE = "store"
+_NO_EXPECT: Mapping[str, str | None] = MappingProxyType({})
 _DEFAULTS = "kydb-defaults"
 
 
@@ -222,7 +223,8 @@ class DB(BaseDB):
     def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
         base = self.base_path
         if not base:
-            return dict(self._hooks().kydb_get(paths=keys))
+            found = self._hooks().kydb_get(paths=keys)
+            return found if type(found) is dict else dict(found)
         found = self._hooks().kydb_get(paths=[base + k for k in keys])
         cut = len(base)
         return {path[cut:]: blob for path, blob in found.items()}
@@ -234,13 +236,15 @@ class DB(BaseDB):
         indexes: Mapping[str, Mapping[str, int | None]],
         expect: Mapping[str, str | None] | None = None,
     ) -> None:
+        hook = self._writable()
         base = self.base_path
-        self._writable().kydb_put(
-            items={base + k: blob for k, blob in items.items()},
-            mtime_ns=mtime_ns,
-            indexes={base + k: values for k, values in indexes.items()},
-            expect={base + k: version for k, version in expect.items()} if expect else {},
-        )
+        if base:
+            items = {base + k: blob for k, blob in items.items()}
+            indexes = {base + k: values for k, values in indexes.items()} if indexes else indexes
+            expect = {base + k: version for k, version in expect.items()} if expect else expect
+        else:
+            items = dict(items)  # middleware may change it; the caller's (a cache DB's, say) stays as it was
+        hook.kydb_put(items=items, mtime_ns=mtime_ns, indexes=indexes, expect=expect or _NO_EXPECT)
 
     def _fetch_versioned(self, keys: Sequence[str]) -> dict[str, VersionedBlob]:
         base = self.base_path

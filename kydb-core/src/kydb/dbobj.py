@@ -10,7 +10,6 @@ objects already stored: update the config, not the data.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
@@ -175,6 +174,8 @@ class DbObj:
 
 
 def _digest(blob: bytes) -> bytes:
+    import hashlib  # noqa: PLC0415 - only DbObj loads and writes need it, not every import of kydb
+
     return hashlib.blake2b(blob, digest_size=16).digest()
 
 

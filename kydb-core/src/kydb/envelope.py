@@ -34,19 +34,19 @@ allowed.  Nothing read from a store widens that list.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib
 import io
-import json
 import os
 import pickle
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptValue, UnstorableValue
+
+if TYPE_CHECKING:
+    import hmac
 
 __all__ = [
     "HEADER_SIZE",
@@ -210,6 +210,16 @@ class Codec:
     require_signed: bool = False
     allowed_modules: frozenset[str] | None = None
     legacy_signatures: bool = False
+    _header: bytes = field(init=False, repr=False, compare=False)
+    _loads_plain: bool = field(init=False, repr=False, compare=False)
+    _fast_encode: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Derived once, for the hot paths: the header of an unsigned blob, and whether a plain
+        # unsigned pickle may be loaded with nothing to check first.
+        object.__setattr__(self, "_header", MAGIC + bytes((VERSION, 0, SERIALIZERS[self.serializer])))
+        object.__setattr__(self, "_loads_plain", not self.require_signed and self.allowed_modules is None)
+        object.__setattr__(self, "_fast_encode", self.serializer == "pickle" and not self.signing_keys)
 
     @classmethod
     def from_options(
@@ -277,9 +287,7 @@ class Codec:
         try:
             return self._serialize_unchecked(value)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            kind = type(value)
-            name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-            raise UnstorableValue(f"{key}: cannot store a value of type {name}: {exc}") from exc
+            raise _unstorable(value, key, exc) from exc
 
     def _serialize_unchecked(self, value: Any) -> bytes:
         if self.serializer == "pickle":
@@ -291,6 +299,8 @@ class Codec:
                 _storing.depth = depth
         _check_plain(value, self.serializer)
         if self.serializer == "json":
+            import json  # noqa: PLC0415 - imported by the DBs that use it, not by every import of kydb
+
             return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         return bytes(_msgpack().packb(value, use_bin_type=True))
 
@@ -301,7 +311,17 @@ class Codec:
         and the value's type, with the serialiser's error chained, for a value
         it cannot encode.
         """
-        return self._seal(0, self._serialize(value, key), key)
+        if not self._fast_encode:
+            return self._seal(0, self._serialize(value, key), key)
+        # The common case, inlined: an unsigned pickle (see _serialize_unchecked).
+        depth = getattr(_storing, "depth", 0)
+        _storing.depth = depth + 1
+        try:
+            return self._header + pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise _unstorable(value, key, exc) from exc
+        finally:
+            _storing.depth = depth
 
     def encode_record(self, record: DbObjRecord) -> bytes:
         """Encode a DbObj record (class name, key and stored dict only), bound to ``record.key``."""
@@ -351,7 +371,7 @@ class Codec:
         signature = bytes(view[HEADER_SIZE : HEADER_SIZE + MAC_SIZE])
         for signing_key in self.signing_keys:
             expected = _mac(signing_key, header, key, payload) if bound else _legacy_mac(signing_key, header, payload)
-            if hmac.compare_digest(expected, signature):
+            if _compare_digest(expected, signature):
                 return payload
         raise CorruptValue(
             f"{key}: the stored blob's signature does not verify with any of this DB's signing keys "
@@ -364,6 +384,8 @@ class Codec:
                 return pickle.loads(payload)
             return _RestrictedUnpickler(io.BytesIO(payload), self.allowed_modules).load()
         if serializer == SERIALIZERS["json"]:
+            import json  # noqa: PLC0415 - imported by the DBs that use it, not by every import of kydb
+
             return json.loads(bytes(payload))
         return _msgpack().unpackb(payload, raw=False)
 
@@ -377,7 +399,7 @@ class Codec:
         rejects for any reason (a class that can no longer be imported
         included — the cause is chained).
         """
-        if not self.require_signed and self.allowed_modules is None and blob.startswith(_PLAIN_PICKLE):
+        if self._loads_plain and blob[:HEADER_SIZE] == _PLAIN_PICKLE:
             # The common case: an unsigned pickle of a plain value, with nothing to check first.
             try:
                 return pickle.loads(memoryview(blob)[HEADER_SIZE:])
@@ -409,10 +431,29 @@ class Codec:
         return DbObjRecord(value["class_name"], str(value.get("key", key)), value["stored_dict"])
 
 
+def _unstorable(value: Any, key: str, exc: Exception) -> UnstorableValue:
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return UnstorableValue(f"{key}: cannot store a value of type {name}: {exc}")
+
+
+def _hmac_sha256(signing_key: bytes, header: bytes | memoryview) -> hmac.HMAC:
+    import hashlib  # noqa: PLC0415 - signing DBs import these, not every import of kydb
+    import hmac  # noqa: PLC0415
+
+    return hmac.new(signing_key, header, hashlib.sha256)
+
+
+def _compare_digest(a: bytes, b: bytes) -> bool:
+    import hmac  # noqa: PLC0415 - signing DBs import it, not every import of kydb
+
+    return hmac.compare_digest(a, b)
+
+
 def _mac(signing_key: bytes, header: bytes | memoryview, key: str, payload: bytes | memoryview) -> bytes:
     """HMAC-SHA256 over the header, the object's key (length-prefixed UTF-8) and the payload."""
     encoded = key.encode("utf-8")
-    mac = hmac.new(signing_key, header, hashlib.sha256)
+    mac = _hmac_sha256(signing_key, header)
     mac.update(len(encoded).to_bytes(2, "big") + encoded)
     mac.update(payload)
     return mac.digest()
@@ -420,7 +461,7 @@ def _mac(signing_key: bytes, header: bytes | memoryview, key: str, payload: byte
 
 def _legacy_mac(signing_key: bytes, header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
     """The signature of blobs written before signatures were bound to keys (header and payload only)."""
-    mac = hmac.new(signing_key, header, hashlib.sha256)
+    mac = _hmac_sha256(signing_key, header)
     mac.update(payload)
     return mac.digest()
 

@@ -13,10 +13,10 @@ base path and never touch the read cache.
 from __future__ import annotations
 
 import abc
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from . import envelope, opened
@@ -24,7 +24,7 @@ from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, remember_stored, resolve_class
 from .errors import ConditionalWritesNotSupported, Conflict, DbObjException, FolderNotEmpty, InvalidKey, NotFound
 from .hookspecs import Entry, ObjectInfo, VersionedBlob
-from .keys import normalize_folder, normalize_key
+from .keys import canonical_key, normalize_folder, normalize_key
 from .query import FolderQuery, check_index_values
 from .store import Capabilities
 from .url import mask_url
@@ -35,6 +35,7 @@ DEFAULT_PAGE_SIZE = 200
 
 _DB = TypeVar("_DB", bound="BaseDB")
 _ABSENT: Any = object()
+_NO_INDEXES: Mapping[str, Mapping[str, int | None]] = MappingProxyType({})
 #: update() waits a random time up to min(CAP, BASE * 2**attempt) seconds after each conflict.
 _BACKOFF_BASE, _BACKOFF_CAP = 0.001, 0.1
 
@@ -61,6 +62,7 @@ class BaseDB(abc.ABC):
         self._url = url
         self._codec = codec
         self._cache = ReadCache()
+        self._cached = self._cache.entries  # for the cached-read fast path of __getitem__
 
     # ------------------------------------------------------------------ primitives
 
@@ -186,6 +188,8 @@ class BaseDB(abc.ABC):
     # ------------------------------------------------------------------ keys and values
 
     def _key(self, key: str, system: bool = False) -> str:
+        if type(key) is str:  # the common case, one call shorter
+            return canonical_key(key, system, self._base_bytes)
         return normalize_key(key, system, self._base_bytes)
 
     def _folder(self, folder: str, system: bool = True) -> str:
@@ -218,20 +222,29 @@ class BaseDB(abc.ABC):
         """
         k = self._key(key, system_obj)
         if not reload:
-            hit, value = self._cache.lookup(k)
-            if hit:
+            value = self._cached.get(k, _ABSENT)
+            if value is not _ABSENT:
                 return value
-        token = self._cache.token()
+        cache = self._cache
+        token = cache.token()
         blob = self._fetch_blobs([k]).get(k)
         if blob is None:
-            self._cache.discard([k])
+            cache.discard([k])
             raise NotFound(f"{k}: no such key in {self.url}")
         value = self._decode(k, blob)
-        self._cache.fill(k, value, token)
+        cache.fill(k, value, token)
         return value
 
     def __getitem__(self, key: str) -> Any:
-        return self.read(key)
+        # The cache holds only canonical, valid keys: a hit needs no key check, except that a system
+        # object (a '.' component) is only for read(..., system_obj=True).
+        try:
+            value = self._cached[key]
+        except (KeyError, TypeError):  # a miss, or a key that cannot be one (unhashable)
+            return self.read(key)
+        if "/." in key:
+            return self.read(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         """Like :meth:`read`, but ``default`` when the key is absent."""
@@ -275,7 +288,7 @@ class BaseDB(abc.ABC):
         :class:`~kydb.ConditionalWritesNotSupported` and write nothing.
         """
         k = self._key(key, system_obj)
-        indexes = check_index_values(index)
+        indexes = check_index_values(index) if index is not None else None
         expect: dict[str, str | None] | None = None
         if if_version is not None or if_absent:
             if if_version is not None and if_absent:
@@ -285,16 +298,17 @@ class BaseDB(abc.ABC):
             self._require_versions(f"set({k!r}, if_{'version' if if_version is not None else 'absent'}=...)")
             expect = {k: if_version}
         blob = self._encode(k, value)
-        token = self._cache.token()
+        cache = self._cache
+        token = cache.token()
         try:
-            self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else {}, expect)
+            self._write_blobs({k: blob}, time.time_ns(), {k: indexes} if indexes else _NO_INDEXES, expect)
         except Conflict:
             raise  # nothing was written: the cache stays as it was
         except BaseException:
             self._forget([k])
             raise
         self._forget_in_layers([k])
-        self._cache.put(k, value, token)
+        cache.put(k, value, token)
         if isinstance(value, DbObj):
             remember_stored(value, blob)
 
@@ -363,6 +377,8 @@ class BaseDB(abc.ABC):
             except Conflict as exc:
                 if attempt >= retries:
                     raise Conflict(f"{k}: still changing under other writers after {retries} retries") from exc
+                import random  # noqa: PLC0415 - only update() under contention needs it
+
                 time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
                 attempt += 1
                 continue

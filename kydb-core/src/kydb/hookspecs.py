@@ -57,7 +57,6 @@ every plugin.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -166,7 +165,7 @@ class QueryPage(NamedTuple):
         if not (more and entries):
             return cls(entries, None)
         last = entries[-1]
-        return cls(entries, json.dumps([last.index_value, last.key]))
+        return cls(entries, f"{last.index_value} {last.key}")  # the value has no space; the name may
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,8 @@ class QueryRequest:
         """The ``(index value, name)`` the page resumes after, decoded from ``cursor`` (``None`` on the first page)."""
         if self.cursor is None:
             return None
-        value, name = json.loads(self.cursor)
-        return int(value), str(name)
+        value, _, name = self.cursor.partition(" ")
+        return int(value), name
 
     def empty_range(self) -> bool:
         """Whether ``since > until``: nothing can match, and no store needs to look."""

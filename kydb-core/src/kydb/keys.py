@@ -25,6 +25,7 @@ from .errors import InvalidKey
 __all__ = [
     "MAX_PATH_BYTES",
     "ancestors",
+    "canonical_key",
     "folder_of",
     "normalize_folder",
     "normalize_key",
@@ -65,11 +66,12 @@ def normalize_key(key: str, system: bool = False, base_bytes: int = 0) -> str:
     """
     if not isinstance(key, str):
         raise InvalidKey(f"invalid key {key!r}: keys are str, not {type(key).__name__}")
-    return _normalize_key(key, system, base_bytes)
+    return canonical_key(key, system, base_bytes)
 
 
 @functools.lru_cache(maxsize=65536)
-def _normalize_key(key: str, system: bool, base_bytes: int) -> str:
+def canonical_key(key: str, system: bool, base_bytes: int) -> str:
+    """:func:`normalize_key` for a ``key`` already known to be a ``str`` (cached: a hot path calls it)."""
     body = key[1:] if key.startswith("/") else key
     if not body:
         raise InvalidKey(f"invalid key {key!r}: a key must name an object, not the root")

@@ -22,9 +22,9 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from .entrypoints import EntryPoint, entry_points
 from .errors import BackendConflict, UnknownScheme
 from .url import mask_url
 
@@ -87,10 +87,7 @@ def _entry_points(group: str, name: str | None = None) -> list[EntryPoint]:
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return "<unknown distribution>", "?"
-    return str(dist.metadata["Name"]), str(dist.version)
+    return ep.distribution, ep.version
 
 
 def _unique(eps: list[EntryPoint], what: str) -> EntryPoint | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import kydb
 from kydb.keys import folder_of
@@ -31,15 +30,40 @@ __all__ = ["MemoryStore", "drop_store"]
 __version__ = "0.1.0"
 
 
-@dataclass
 class _Meta:
-    mtime: int
-    ctime: int
-    version: int
-    indexes: dict[str, int] = field(default_factory=dict)
+    """An object's times, version and user index values."""
+
+    __slots__ = ("ctime", "indexes", "mtime", "version")
+
+    def __init__(self, mtime: int, ctime: int, version: int, indexes: dict[str, int] | None = None) -> None:
+        self.mtime = mtime
+        self.ctime = ctime
+        self.version = version
+        self.indexes: dict[str, int] = {} if indexes is None else indexes
 
     def values(self) -> dict[str, int]:
         return {"mtime": self.mtime, "ctime": self.ctime, **self.indexes}
+
+    def changed(self, old: _Meta) -> dict[str, tuple[int | None, int | None]]:
+        """``{index: (old value, new value)}`` for the orders this write moves the object in."""
+        moves: dict[str, tuple[int | None, int | None]] = {}
+        if self.mtime != old.mtime:
+            moves["mtime"] = (old.mtime, self.mtime)
+        if self.indexes != old.indexes:
+            for name in self.indexes.keys() | old.indexes.keys():
+                before, after = old.indexes.get(name), self.indexes.get(name)
+                if before != after:
+                    moves[name] = (before, after)
+        return moves
+
+
+def _apply(values: dict[str, int], changes: Mapping[str, int | None] | None) -> None:
+    """Set (or, for ``None``, clear) user index values."""
+    for index, value in (changes or {}).items():
+        if value is None:
+            values.pop(index, None)
+        else:
+            values[index] = value
 
 
 class _Tree:
@@ -53,6 +77,17 @@ class _Tree:
         # folder -> index name -> sorted (value, name) of the objects directly in the folder
         self.ordered: dict[str, dict[str, SortedList[tuple[int, str]]]] = {}
         self.clock = 0  # the last version handed out
+
+    def index_move(self, folder: str, name: str, moves: Mapping[str, tuple[int | None, int | None]]) -> None:
+        lists = self.ordered.setdefault(folder, {})
+        for index, (before, after) in moves.items():
+            ordered = lists.get(index)
+            if ordered is None:
+                ordered = lists[index] = SortedList()
+            if before is not None:
+                ordered.discard((before, name))
+            if after is not None:
+                ordered.add((after, name))
 
     def index_out(self, folder: str, name: str, meta: _Meta) -> None:
         lists = self.ordered.get(folder, {})
@@ -145,9 +180,12 @@ class MemoryStore(kydb.Store):
             self.tree = _trees.setdefault(self.name, _Tree())
 
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
+        # No lock: each lookup is atomic, and a blob is replaced whole, never changed in place.
         objects = self.tree.objects
-        with self.tree.lock:
-            return {p: objects[p] for p in paths if p in objects}
+        if len(paths) == 1:
+            blob = objects.get(paths[0])
+            return {} if blob is None else {paths[0]: blob}
+        return {p: objects[p] for p in paths if p in objects}
 
     def kydb_get_versioned(self, paths: Sequence[str]) -> Mapping[str, kydb.VersionedBlob]:
         tree = self.tree
@@ -165,25 +203,31 @@ class MemoryStore(kydb.Store):
     ) -> None:
         tree = self.tree
         with tree.lock:
-            tree.check(expect)
+            if expect:
+                tree.check(expect)
             for path, blob in items.items():
-                parent = folder_of(path)
-                name = path[len(parent) :]
-                tree.ensure_folder(parent)
+                cut = path.rfind("/") + 1
+                parent, name = path[:cut], path[cut:]
+                if parent not in tree.children:
+                    tree.ensure_folder(parent)
                 old = tree.meta.get(path)
                 tree.clock += 1
+                changes = indexes.get(path) if indexes else None
                 if old is None:
-                    tree.children[parent].add(name)
                     meta = _Meta(mtime_ns, mtime_ns, tree.clock)
+                    _apply(meta.indexes, changes)
+                    tree.children[parent].add(name)
+                    tree.index_in(parent, name, meta)
+                elif not changes:  # the common overwrite: only the object's place in the mtime order moves
+                    meta = _Meta(mtime_ns, old.ctime, tree.clock, old.indexes)
+                    if old.mtime != mtime_ns:
+                        ordered = tree.ordered[parent]["mtime"]
+                        ordered.discard((old.mtime, name))
+                        ordered.add((mtime_ns, name))
                 else:
-                    tree.index_out(parent, name, old)
                     meta = _Meta(mtime_ns, old.ctime, tree.clock, dict(old.indexes))
-                for index, value in indexes.get(path, {}).items():
-                    if value is None:
-                        meta.indexes.pop(index, None)
-                    else:
-                        meta.indexes[index] = value
-                tree.index_in(parent, name, meta)
+                    _apply(meta.indexes, changes)
+                    tree.index_move(parent, name, meta.changed(old))
                 tree.meta[path] = meta
                 tree.objects[path] = bytes(blob)
 
