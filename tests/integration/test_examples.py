@@ -27,7 +27,7 @@ def test_walkthrough_leaves_the_stores_data_alone(check_walkthrough: Callable[[s
     check_walkthrough(url)
     assert db.get_many(mine, reload=True) == mine and db.is_dir("/empty-folder")
     assert db.read("/.configs/objdb", reload=True, system_obj=True) == {}
-    assert db.ls("/") == [".configs/", "empty-folder/", "foo/", "hello-world/", "mytest/"]
+    assert db.ls("/", system=True) == [".configs/", "empty-folder/", "foo/", "hello-world/", "mytest/"]
 
 
 def test_third_party_backend_passes_the_conformance_suite(fresh_venv: Any) -> None:

@@ -190,10 +190,10 @@ def cmd_ls(args: argparse.Namespace) -> None:
     folder = normalize_folder(args.path)
     if args.t:
         # Objects newest first (by the store's index, or a scan), then the subfolders, which have no time.
-        names = [*db.folder(folder, allow_scan=True).by("mtime").desc()]
-        names += [n for n in db.ls(folder) if n.endswith("/")]
+        names = [n for n in db.folder(folder, allow_scan=True).by("mtime").desc() if args.all or n[:1] != "."]
+        names += [n for n in db.ls(folder, system=args.all) if n.endswith("/")]
     else:
-        names = db.ls(folder)
+        names = db.ls(folder, system=args.all)
     if not names and folder != "/" and not db.is_dir(folder):  # nothing listed: an object, or nothing at all
         key = _object_at(db, args.path)
         if key is None:
@@ -223,8 +223,8 @@ def _is_key(path: str) -> bool:
     return True
 
 
-def _tree_lines(db: BaseDB, folder: str, depth: int | None, prefix: str = "") -> Iterator[str]:
-    names = db.ls(folder)
+def _tree_lines(db: BaseDB, folder: str, depth: int | None, system: bool, prefix: str = "") -> Iterator[str]:
+    names = db.ls(folder, system=system)
     for i, name in enumerate(names):
         last = i == len(names) - 1
         line = prefix + ("└── " if last else "├── ") + _printable(name)
@@ -235,7 +235,7 @@ def _tree_lines(db: BaseDB, folder: str, depth: int | None, prefix: str = "") ->
         else:
             yield line
             yield from _tree_lines(
-                db, folder + name, None if depth is None else depth - 1, prefix + ("    " if last else "│   ")
+                db, folder + name, None if depth is None else depth - 1, system, prefix + ("    " if last else "│   ")
             )
 
 
@@ -249,7 +249,7 @@ def cmd_tree(args: argparse.Namespace) -> None:
         _write(key)  # an object is a tree of one, as in ls
         return
     _write(folder)
-    for line in _tree_lines(db, folder, args.depth):
+    for line in _tree_lines(db, folder, args.depth, args.all):
         _write(line)
 
 
@@ -516,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default="/", help="the folder (default: /); an object's path lists that object")
     p.add_argument("-l", "--long", action="store_true", help="long form: size in bytes and modification time")
     p.add_argument("-t", action="store_true", help="sort by modification time, newest first")
+    p.add_argument("-a", "--all", action="store_true", help="also list system names (.configs/...)")
     p.set_defaults(run=cmd_ls)
 
     p = command(
@@ -527,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", nargs="?", default="/", help="the folder (default: /)")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="descend at most N levels")
+    p.add_argument("-a", "--all", action="store_true", help="also show system names (starting with '.')")
     p.set_defaults(run=cmd_tree)
 
     p = command("cat", "print a value (pretty-printed repr)")

@@ -85,13 +85,13 @@ class UnionDB(_Composite):
         """The layers, front first."""
         return self._layers
 
-    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def _fetch_blobs(self, keys: Sequence[str], fresh: bool = False) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         wanted = list(keys)
         for layer in self._layers:
             if not wanted:
                 break
-            found.update(layer._fetch_blobs(wanted))
+            found.update(layer._fetch_blobs(wanted, fresh))
             wanted = [k for k in wanted if k not in found]
         return found
 
@@ -222,16 +222,26 @@ class CacheDB(_Composite):
         """The persistent store."""
         return self._layers[1]
 
-    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def _fetch_blobs(self, keys: Sequence[str], fresh: bool = False) -> dict[str, bytes]:
+        """The cache store's blobs, the persistent store's for the rest (filling the cache store).
+
+        ``fresh`` (a reload) reads the persistent store, the source of truth,
+        for every key, refreshes the cache store with what it found and drops
+        from it what the persistent store no longer has.
+        """
         cache, persist = self._layers
-        found = cache._fetch_blobs(keys)
+        found = {} if fresh else cache._fetch_blobs(keys)
         missing = [k for k in keys if k not in found]
         if missing:
-            loaded = persist._fetch_blobs(missing)
+            loaded = persist._fetch_blobs(missing, fresh)
             if loaded:
                 cache._write_blobs(loaded, time.time_ns(), {})
                 cache._forget(list(loaded))
                 found.update(loaded)
+            gone = [k for k in missing if k not in loaded] if fresh else []
+            if gone:
+                cache._delete_keys(gone)
+                cache._forget(gone)
         return found
 
     def _write_blobs(

@@ -220,7 +220,7 @@ class DB(BaseDB):
             raise ReadOnlyStore(f"{self.url} is read-only: write to another store (a union puts one in front)")
         return self._hooks()
 
-    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def _fetch_blobs(self, keys: Sequence[str], fresh: bool = False) -> dict[str, bytes]:
         base = self.base_path
         if not base:
             found = self._hooks().kydb_get(paths=keys)

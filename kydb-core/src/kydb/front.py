@@ -67,8 +67,12 @@ class BaseDB(abc.ABC):
     # ------------------------------------------------------------------ primitives
 
     @abc.abstractmethod
-    def _fetch_blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
-        """The blobs of the keys that exist (missing keys are absent)."""
+    def _fetch_blobs(self, keys: Sequence[str], fresh: bool = False) -> dict[str, bytes]:
+        """The blobs of the keys that exist (missing keys are absent).
+
+        ``fresh`` (a reload) asks the source of truth: a cache DB's persistent
+        store rather than its cache store.
+        """
 
     @abc.abstractmethod
     def _write_blobs(
@@ -227,7 +231,7 @@ class BaseDB(abc.ABC):
                 return value
         cache = self._cache
         token = cache.token()
-        blob = self._fetch_blobs([k]).get(k)
+        blob = self._fetch_blobs([k], reload).get(k)
         if blob is None:
             cache.discard([k])
             raise NotFound(f"{k}: no such key in {self.url}")
@@ -460,7 +464,7 @@ class BaseDB(abc.ABC):
         if fetch:
             token = self._cache.token()
             decode = self._decode
-            loaded = {k: decode(k, blob) for k, blob in self._fetch_blobs(list(fetch)).items()}
+            loaded = {k: decode(k, blob) for k, blob in self._fetch_blobs(list(fetch), reload).items()}
             self._cache.fill_many(loaded.items(), token)
             found.update(loaded)
         return {key: found[k] for key, k in wanted.items() if k in found}
@@ -572,21 +576,70 @@ class BaseDB(abc.ABC):
     # ------------------------------------------------------------------ folders
 
     def list_dir(
-        self, folder: str = "/", include_dir: bool = True, page_size: int = DEFAULT_PAGE_SIZE
+        self, folder: str = "/", include_dir: bool = True, page_size: int = DEFAULT_PAGE_SIZE, *, system: bool = False
     ) -> Iterator[str]:
         """Lazily yield the sorted immediate children of ``folder``.
 
         Subfolders end with ``/`` (left out when ``include_dir`` is false).
-        ``page_size`` sets how many names each store request fetches, never
-        the result.  A missing folder lists as empty.  Cost: O(children).
+        Names starting with ``.`` are system objects (``.configs/``) and are
+        left out unless ``system``.  ``page_size`` sets how many names each
+        store request fetches, never the result.  A missing folder lists as
+        empty.  Cost: O(children).
         """
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be a positive int, got {page_size!r}")
-        return self._list(self._folder(folder), include_dir, page_size)
+        names = self._list(self._folder(folder), include_dir, page_size)
+        return names if system else (name for name in names if not name.startswith("."))
 
-    def ls(self, folder: str = "/", include_dir: bool = True) -> list[str]:
+    def ls(self, folder: str = "/", include_dir: bool = True, *, system: bool = False) -> list[str]:
         """The sorted immediate children of ``folder`` as a list (see :meth:`list_dir`)."""
-        return list(self.list_dir(folder, include_dir))
+        return list(self.list_dir(folder, include_dir, system=system))
+
+    def walk(self, folder: str = "/", *, system: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+        """Like :func:`os.walk`: ``(folder, subfolder names, object names)`` for ``folder`` and each folder below.
+
+        Top-down and lazy: one folder is listed at a time, so the first
+        folders come before the store has been read through, and memory holds
+        only the folders still to visit.  Folders come as ``/a/b/``, names
+        without a trailing ``/``; system names (``.configs``) only with
+        ``system``.  Cost: one listing per folder.
+        """
+        pending = [self._folder(folder)]
+        while pending:
+            current = pending.pop()
+            subfolders: list[str] = []
+            objects: list[str] = []
+            for name in self.list_dir(current, system=system):
+                (subfolders if name.endswith("/") else objects).append(name.rstrip("/"))
+            yield current, subfolders, objects
+            pending.extend(current + name + "/" for name in reversed(subfolders))
+
+    def keys(self, folder: str = "/", *, recursive: bool = False, system: bool = False) -> Iterator[str]:
+        """The full keys (``/a/b``) of the objects in ``folder`` — and below it with ``recursive`` — lazily.
+
+        In listing order, folder by folder (as :meth:`walk` visits them).
+        The dict-like way to go through a store: a DB has no ``len()`` and
+        cannot be iterated, because either would read the whole store.
+        """
+        if not recursive:
+            f = self._folder(folder)
+            return (f + name for name in self.list_dir(f, include_dir=False, system=system))
+        return (current + name for current, _, objects in self.walk(folder, system=system) for name in objects)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError(
+            f"{self!r} is not iterable: that would read the whole store. Use db.keys(folder, recursive=True) "
+            "or db.walk(folder), which go folder by folder, lazily"
+        )
+
+    def __bool__(self) -> bool:
+        return True  # a DB is always true, though it has no len()
+
+    def __len__(self) -> int:
+        raise TypeError(
+            f"{self!r} has no len(): counting it would read the whole store. Count a folder with "
+            "sum(1 for _ in db.keys(folder, recursive=True)), or use db.ls(folder)"
+        )
 
     def is_dir(self, folder: str) -> bool:
         """Whether ``folder`` exists (made by :meth:`mkdir` or implied by an object under it)."""

@@ -76,7 +76,7 @@ def walk(db: BaseDB, folder: str = "/") -> Iterator[tuple[str, bool]]:
     while pending:
         current = pending.pop()
         empty = True
-        for name in db.list_dir(root + current + "/", page_size=_PAGE):
+        for name in db.list_dir(root + current + "/", page_size=_PAGE, system=True):
             empty = False
             if name.endswith("/"):
                 pending.append(current + "/" + name[:-1])
@@ -170,9 +170,9 @@ def extraneous(src: BaseDB, src_folder: str, dst: BaseDB, dst_folder: str) -> It
     pending = [""]
     while pending:
         current = pending.pop()
-        theirs = iter(src.list_dir(src_root + current + "/", page_size=_PAGE))
+        theirs = iter(src.list_dir(src_root + current + "/", page_size=_PAGE, system=True))
         other = next(theirs, None)
-        for name in dst.list_dir(dst_root + current + "/", page_size=_PAGE):
+        for name in dst.list_dir(dst_root + current + "/", page_size=_PAGE, system=True):
             while other is not None and other < name:
                 other = next(theirs, None)
             rel = current + "/" + name

@@ -110,7 +110,26 @@ class CacheDBTests(StoreFixtures):
         cdb, cache, persist = cache_layers
         persist["/k"] = "persisted"
         cache["/k"] = "cached"
-        assert cdb.read("/k", reload=True) == "cached"
+        assert cdb.read("/k") == "cached"
+        assert cdb.get_many(["/k"]) == {"/k": "cached"}
+
+    def test_reload_reads_the_persistent_store_and_refreshes_the_cache_store(
+        self, cache_layers: tuple[Any, Any, Any]
+    ) -> None:
+        cdb, cache, persist = cache_layers
+        cdb["/k"] = "old"
+        persist["/k"] = "new"  # changed behind the cache DB's back
+        assert cdb["/k"] == "old"  # the in-process cache, until asked to reload
+        assert cdb.read("/k", reload=True) == "new"
+        assert cache.read("/k", reload=True) == "new"  # the cache store is refreshed too
+        cdb["/gone"] = 1
+        persist.delete("/gone")
+        with pytest.raises(kydb.NotFound):
+            cdb.read("/gone", reload=True)
+        assert not cache.exists("/gone")  # dropped from the cache store, which must not serve it again
+        persist["/many"] = "fresh"
+        cache["/many"] = "stale"
+        assert cdb.get_many(["/many"], reload=True) == {"/many": "fresh"}
 
     def test_writes_go_to_both_stores(self, cache_layers: tuple[Any, Any, Any]) -> None:
         cdb, cache, persist = cache_layers

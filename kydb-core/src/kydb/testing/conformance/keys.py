@@ -10,6 +10,7 @@ import pytest
 import kydb
 from kydb.keys import MAX_PATH_BYTES
 
+from ..objects import OBJDB_CONFIG
 from ..plugins import count_calls
 from .fixtures import Connect, StoreFixtures
 
@@ -136,10 +137,21 @@ class KeyTests(StoreFixtures):
         assert db.read("/.sys/x", reload=True, system_obj=True) == 1
         with pytest.raises(kydb.InvalidKey):
             db.read("/.sys/x")
-        assert ".sys/" in db.ls("/")
+        assert ".sys/" not in db.ls("/") and ".sys/" in db.ls("/", system=True)  # hidden unless asked for
         assert db.ls("/.sys") == ["x"]
         db.delete("/.sys/x", system_obj=True)
         assert not db.exists("/.sys/x", system_obj=True)
+
+    def test_system_names_are_hidden_unless_asked_for(self, db: kydb.DB) -> None:
+        db.upload_objdb_config(OBJDB_CONFIG)
+        db.set("/books/.meta", "x", system_obj=True)
+        db["/books/b1"] = 1
+        assert db.ls("/") == ["books/"] and db.ls("/books") == ["b1"]
+        assert db.ls("/", system=True) == [".configs/", "books/"]
+        assert db.ls("/books", system=True) == [".meta", "b1"]
+        assert list(db.keys("/", recursive=True)) == ["/books/b1"]
+        assert sorted(db.keys("/", recursive=True, system=True)) == ["/.configs/objdb", "/books/.meta", "/books/b1"]
+        assert [(f, sub, objs) for f, sub, objs in db.walk("/")] == [("/", ["books"], []), ("/books/", [], ["b1"])]
 
     def test_full_path_limit_is_1024_bytes_of_utf8(self, db: kydb.DB) -> None:
         room = MAX_PATH_BYTES - len(db.base_path.encode())
