@@ -9,6 +9,7 @@ import venv
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,17 @@ def service_missing(name: str, why: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and KYDB_REQUIRE_SERVICES is set", pytrace=False)
     pytest.skip(f"{message}; set KYDB_REQUIRE_SERVICES=1 to make this a failure")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """With KYDB_REQUIRE_SERVICES, a skipped test is a failure: CI must not pass by running less."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SERVICES and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped while KYDB_REQUIRE_SERVICES is set: {reason}"
 
 
 @pytest.fixture(scope="session")

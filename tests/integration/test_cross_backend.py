@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 import kydb
-from kydb.testing.model import check_against_model
+from kydb.testing.model import assert_exercised, check_against_model
 from kydb.testing.objects import OBJDB_CONFIG
 
 StoreURL = Callable[[str], str]
@@ -48,6 +48,8 @@ def test_union_across_backends(store_url: StoreURL, front: str, back: str) -> No
 
 
 MODEL_TARGETS = ["sqlite", "postgresql", "mariadb", "redis", "s3", "redis|sqlite", "memory;s3"]
+#: Enough sequences to reach every outcome assert_exercised asks for, few enough for a CI budget.
+MODEL_EXAMPLES = 40
 
 
 @pytest.mark.parametrize("target", MODEL_TARGETS)
@@ -61,6 +63,6 @@ def test_backend_matches_the_model(
             return kydb.connect(";".join(store_url(kind) for kind in target.split(";")))
         return kydb.connect(store_url(target))
 
-    stats = check_against_model(new_db, max_examples=12, steps=25, derandomize=True)
-    assert stats["set -> ok"] and stats["read -> ok"] and stats["rm_tree -> ok"]
+    stats = check_against_model(new_db, max_examples=MODEL_EXAMPLES, steps=30, derandomize=True)
     model_report(target, stats)
+    assert_exercised(stats)

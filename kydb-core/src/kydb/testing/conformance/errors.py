@@ -5,11 +5,14 @@ The behaviour checked here is section 8 of ``docs/contract.md``.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import pytest
 
 import kydb
 
-from ..plugins import failing
+from ..plugins import count_calls, failing
 from .fixtures import StoreFixtures
 
 __all__ = ["ErrorTests"]
@@ -61,8 +64,30 @@ class ErrorTests(StoreFixtures):
         assert db["/k"] == "stored"
         assert not db.exists("/k2")
 
+    def test_a_write_whose_outcome_is_unknown_leaves_no_value_in_the_cache(self, db: kydb.DB) -> None:
+        """The store wrote, then the connection failed before saying so: the cache must not keep either value."""
+        db["/k"] = "before"
+        db.plugins.register(_FailAfterPut(), name="fail-after-put")
+        try:
+            with pytest.raises(kydb.StoreUnavailable):
+                db["/k"] = "written, unacknowledged"
+        finally:
+            db.plugins.unregister(name="fail-after-put")
+        with count_calls(db) as calls:
+            assert db["/k"] == "written, unacknowledged"  # read from the store: the cache had dropped the key
+        assert calls["kydb_get"] == 1
+
     def test_failed_delete_still_drops_the_cache_entry(self, db: kydb.DB) -> None:
         db["/k"] = "stored"
         with failing(db, "kydb_delete"), pytest.raises(kydb.StoreUnavailable):
             db.delete("/k")
         assert db["/k"] == "stored"  # read again from the store, which still has it
+
+
+class _FailAfterPut:
+    """Middleware: the store's put runs, then the call fails as a dropped connection would."""
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_put(self) -> Generator[None, Any, Any]:
+        yield
+        raise kydb.StoreUnavailable("injected: the connection dropped after the store wrote")

@@ -122,6 +122,20 @@ class KeyTests(StoreFixtures):
         assert sum(calls.values()) == 0
         assert self.snapshot(db) == before
 
+    @pytest.mark.parametrize("key", ["/a/../b", "/a/./b", "/..", "/a/..", "/./a"])
+    def test_dot_components_are_invalid_even_for_system_objects(self, db: kydb.DB, key: str) -> None:
+        """``system_obj`` allows names starting with '.', never the path components '.' and '..'."""
+        db["/b"] = "kept"
+        for attempt in (
+            lambda: db.set(key, 1, system_obj=True),
+            lambda: db.read(key, system_obj=True),
+            lambda: db.mkdir(key, system_obj=True),
+            lambda: db.rm_tree(key, system_obj=True),
+        ):
+            with pytest.raises(kydb.InvalidKey, match=r"'\.\.?' is not allowed"):
+                attempt()
+        assert db.ls("/", system=True) == ["b"] and db.read("/b", reload=True) == "kept"
+
     def test_non_string_keys_are_invalid(self, db: kydb.DB) -> None:
         for key in (1, None, b"/a", ("a",)):
             with pytest.raises(kydb.InvalidKey):
