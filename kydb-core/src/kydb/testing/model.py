@@ -222,7 +222,10 @@ class _Machine(RuleBasedStateMachine):
             folder_text = folder_text.rstrip("/").rpartition("/")[0]
 
     def teardown(self) -> None:
-        self.db.rm_tree("/")
+        try:
+            self.db.rm_tree("/")
+        finally:
+            self.db.close()  # each example connects a new DB: give its connections back
 
     # -- learning what the contract leaves open
 
