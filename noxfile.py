@@ -116,6 +116,13 @@ def bench_s3(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_s3.py", *session.posargs)
 
 
+@nox.session(name="bench-memory")
+def bench_memory(session: nox.Session) -> None:
+    """Peak memory for one 300 MB value put and read back, per backend, as a multiple of its size."""
+    session.install("./kydb-core", MEMORY, SQL, REDIS, S3, MOTO)
+    session.run("python", "benchmarks/bench_memory.py", *session.posargs)
+
+
 @nox.session(name="bench-cli")
 def bench_cli(session: nox.Session) -> None:
     """kydb cp -r from SQLite to Redis next to a plain Python copy loop: throughput ratio."""

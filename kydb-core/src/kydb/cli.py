@@ -288,6 +288,7 @@ def cmd_put(args: argparse.Namespace) -> None:
             value = json.loads(data)
         except ValueError as exc:
             raise CommandError(f"{args.file}: not valid JSON ({exc}); use --bytes to store the raw bytes") from None
+    del data  # the file's bytes are not needed once decoded: a big file is not held twice while stored
     db.set(args.key, value)
 
 

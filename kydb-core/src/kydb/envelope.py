@@ -311,6 +311,8 @@ class Codec:
         and the value's type, with the serialiser's error chained, for a value
         it cannot encode.
         """
+        if self.serializer == "pickle" and _is_large(value):
+            return self._encode_large(value, key)
         if not self._fast_encode:
             return self._seal(0, self._serialize(value, key), key)
         # The common case, inlined: an unsigned pickle (see _serialize_unchecked).
@@ -322,6 +324,33 @@ class Codec:
             raise _unstorable(value, key, exc) from exc
         finally:
             _storing.depth = depth
+
+    def _encode_large(self, value: Any, key: str) -> bytes:
+        """Pickle a large value straight after its header, in one buffer: no copy of the payload to seal it.
+
+        ``io.BytesIO.getvalue`` hands over its buffer without copying when it
+        is not shared, so the blob is the only copy of the pickle; the
+        signature, when there is one, is written into room left for it.
+        """
+        flags = FLAG_SIGNED | FLAG_KEY_BOUND if self.signing_keys else 0
+        header = MAGIC + bytes((VERSION, flags, SERIALIZERS["pickle"]))
+        buffer = io.BytesIO()
+        buffer.write(header + bytes(MAC_SIZE if self.signing_keys else 0))
+        start = buffer.tell()
+        depth = getattr(_storing, "depth", 0)
+        _storing.depth = depth + 1
+        try:
+            pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL).dump(value)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise _unstorable(value, key, exc) from exc
+        finally:
+            _storing.depth = depth
+        if self.signing_keys:
+            with buffer.getbuffer() as written:
+                mac = _mac(self.signing_keys[0], header, key, written[start:])
+            buffer.seek(HEADER_SIZE)
+            buffer.write(mac)
+        return buffer.getvalue()
 
     def encode_record(self, record: DbObjRecord) -> bytes:
         """Encode a DbObj record (class name, key and stored dict only), bound to ``record.key``."""
@@ -429,6 +458,18 @@ class Codec:
         ):
             raise CorruptValue(f"{key}: the stored DbObj record is malformed")
         return DbObjRecord(value["class_name"], str(value.get("key", key)), value["stored_dict"])
+
+
+#: A value at least this big is pickled straight into its envelope (see Codec._encode_large).
+LARGE_VALUE_BYTES = 1 << 20
+
+
+def _is_large(value: Any) -> bool:
+    """Whether ``value`` is a big buffer or string, whose copies count (a cheap check, no traversal)."""
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        return len(value) >= LARGE_VALUE_BYTES
+    nbytes = getattr(value, "nbytes", None)  # numpy arrays and the like
+    return isinstance(nbytes, int) and nbytes >= LARGE_VALUE_BYTES
 
 
 def _unstorable(value: Any, key: str, exc: Exception) -> UnstorableValue:

@@ -1,0 +1,120 @@
+"""Peak memory for one large value, put and read back, on each backend: a multiple of the value's size.
+
+    .venv/bin/nox -s bench-memory              # every backend whose server answers
+    .venv/bin/nox -s bench-memory -- memory sqlite
+
+Each backend runs in a fresh process: it makes one value of ``SIZE`` bytes
+(300 MB by default, ``KYDB_BENCH_MB`` to change), then ``db[key] = value``
+and ``db.read(key, reload=True)``, and reports the process's peak resident
+memory (``ru_maxrss``) beyond what it held before making the value, divided
+by the value's size.  The value itself is one of those multiples, and so is
+the copy read back; for ``memory://`` the stored blob is a third.  The target
+is 3x or less everywhere.  The same measure for ``kydb put`` of a JSON file
+of that size runs the command line in its own process.  Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import uuid
+
+MB = 1 << 20
+SIZE = int(os.environ.get("KYDB_BENCH_MB", "300")) * MB
+POSTGRESQL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("KYDB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def _s3_url() -> tuple[str, object]:
+    import boto3  # noqa: PLC0415 - only the S3 row needs them
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-memory")
+    return f"s3://bench-memory/run?endpoint_url={endpoint}", server
+
+
+def measure(backend: str) -> None:
+    """In this process: put and read back one value on ``backend``; print the peak as a multiple of its size."""
+    import kydb  # noqa: PLC0415 - imported in the measuring process only, before the baseline
+
+    server = None
+    base = f"/bench-memory-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "memory":
+            url = f"memory://bench{base}"
+        elif backend == "sqlite":
+            url = f"sqlite:///{tmp}/bench.db?base={base}"
+        elif backend == "postgresql":
+            url = f"{POSTGRESQL}?base={base}"
+        elif backend == "redis":
+            url = REDIS.rstrip("/") + base
+        else:
+            url, server = _s3_url()
+        db = kydb.connect(url)
+        db["/warm"] = b"x"  # connections, tables and imports before the baseline
+        db.read("/warm", reload=True)
+        before = _peak_bytes()
+        value = os.urandom(SIZE)
+        db["/big"] = value
+        back = db.read("/big", reload=True)
+        assert len(back) == SIZE
+        peak = _peak_bytes() - before
+        db.rm_tree("/")
+        db.close()
+    if server is not None:
+        server.stop()
+    print(json.dumps({"backend": backend, "ratio": peak / SIZE}))
+
+
+def measure_cli() -> None:
+    """``kydb put`` of a JSON file of SIZE bytes, in a child process, against memory://."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "big.json")
+        with open(path, "w") as file:  # written in pieces: a child's peak memory starts from its parent's
+            file.write('"')
+            for _ in range((SIZE - 2) // MB):
+                file.write("x" * MB)
+            file.write("x" * ((SIZE - 2) % MB) + '"')
+        code = (
+            "import resource, sys\nfrom kydb import cli\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    cli.main(['-u', 'memory://bench-cli', 'put', '/big', sys.argv[1]])\n"
+            "except SystemExit:\n    pass\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)"
+        )
+        result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True)
+        print(json.dumps({"backend": "kydb put (JSON file)", "ratio": int(result.stdout.split()[-1]) / SIZE}))
+
+
+def main(backends: list[str]) -> None:
+    print(f"peak memory for one {SIZE // MB} MB value, put then read back (multiple of its size; target 3.0x)")
+    for backend in backends:
+        args = ["--cli"] if backend == "cli" else ["--one", backend]
+        result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            print(f"{backend:<24} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
+            continue
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"{row['backend']:<24} {row['ratio']:5.2f}x")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--one"]:
+        measure(sys.argv[2])
+    elif sys.argv[1:2] == ["--cli"]:
+        measure_cli()
+    else:
+        main(sys.argv[1:] or ["memory", "sqlite", "postgresql", "redis", "s3", "cli"])
