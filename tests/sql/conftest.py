@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
 
+import kydb
 from kydb.testing import unique_name
 
 POSTGRESQL_URL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -109,6 +112,25 @@ def mariadb_database(skip_or_fail_missing_service: Callable[[str, str], None]) -
     database = Database("mariadb", MYSQL_URL)
     yield database
     database.drop_tables()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[str], Any]]:
+    """``connect(url)``; every DB it opened is emptied and closed after the test."""
+    from kydb_sql import TableLayoutError
+
+    opened: list[Any] = []
+
+    def _connect(url: str) -> Any:
+        db = kydb.connect(url)
+        opened.append(db)
+        return db
+
+    yield _connect
+    for db in opened:
+        with suppress(kydb.StoreUnavailable, TableLayoutError):
+            db.rm_tree("/")
+        db.close()
 
 
 @pytest.fixture(params=DIALECTS)

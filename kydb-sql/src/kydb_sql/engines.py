@@ -9,7 +9,9 @@
   multi-statement ones in an explicit transaction that always ends in
   ``COMMIT`` or ``ROLLBACK``.  So nothing else goes over the wire: the pool
   does not ping a connection before lending it, and MySQL connections are
-  not sent a ``ROLLBACK`` after each use (``skip_autocommit_rollback``).  A
+  not sent a ``ROLLBACK`` after each use (``skip_autocommit_rollback``).
+  Transactions run at ``READ COMMITTED``: MySQL/MariaDB connections are set
+  to it when opened (see :mod:`kydb_sql.store` for why).  A
   connection the server dropped fails its first statement; SQLAlchemy
   discards it (and every connection opened before it), and the store runs
   the operation again on a new one.
@@ -143,6 +145,13 @@ def _use_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
+def _read_committed(dbapi_connection: Any, _record: Any) -> None:
+    # InnoDB's default, REPEATABLE READ, also locks the gaps between rows (and the cascade from an object
+    # to its index values does): writers of neighbouring keys then deadlock however they order their rows.
+    with contextlib.closing(dbapi_connection.cursor()) as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+
 def _timeouts(url: StoreURL, backend: str) -> dict[str, float]:
     """The URL's ``connect_timeout`` and ``read_timeout`` (or their defaults) for a server; none for SQLite."""
     given = {name: url.options[name] for name in _TIMEOUTS if name in url.options}
@@ -248,6 +257,8 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
         sa.event.listen(engine, "connect", _use_wal)
+    elif backend in ("mysql", "mariadb"):
+        sa.event.listen(engine, "connect", _read_committed)
     _live_engines.add(engine)
     read_timeout = timeouts.get("read_timeout")
     return StoreEngine(engine, target, contextlib.nullcontext(), read_timeout, watched=backend == "postgresql")

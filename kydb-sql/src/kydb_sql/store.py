@@ -16,8 +16,10 @@ transaction:
 * ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys, in a
   transaction only when there are more than 500; the objects' index values
   go with them (``ON DELETE CASCADE``), with no statement of their own;
-* ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
-  transaction, whatever the size of the tree;
+* ``rm_tree`` — a ``SELECT ... FOR UPDATE`` that locks the folder (PostgreSQL)
+  or the whole range (MySQL/MariaDB; none on SQLite), then two range
+  ``DELETE``s (objects, counted; then folders) in one transaction, whatever
+  the size of the tree;
 * ``stat`` — one ``SELECT`` of sizes and times, one of index values, per 500 keys;
 * ``query`` (``recent``, ``folder(...).by(...)``) — one indexed ``SELECT ...
   ORDER BY value, name LIMIT ?`` per page, keyset-paginated, whatever the
@@ -25,15 +27,40 @@ transaction:
 * ``mkdir`` — the same upsert as ``put``, for the folder and its ancestors;
 * ``exists``, ``is_dir``, ``rmdir`` — one statement.
 
-Upserts list rows in path order, so concurrent writers take row locks in the
-same order; a deadlock or serialization failure the database reports anyway,
-or a connection lost mid-operation (a pooled connection the server dropped,
-a restart), runs the (idempotent) operation again on a new connection: four
-tries in all.  Failing to open a connection, a server that does not answer
-within ``read_timeout``, or a lock held by another transaction for longer than
-the database waits for it (MySQL's ``innodb_lock_wait_timeout``, SQLite's busy
-timeout) raises :class:`kydb.StoreUnavailable` at once: trying again would
-only make the caller wait longer for the same answer.
+Every write takes its row locks in one order, path order, so concurrent
+writers queue for a row instead of deadlocking:
+
+* upserts list their rows in path order (a folder sorts before everything in
+  it), and the database locks an existing row even where the upsert leaves
+  it alone (a folder row);
+* ``delete_many`` deletes its keys in path order, also across statements: on
+  PostgreSQL a ``SELECT ... ORDER BY path FOR UPDATE`` inside the ``DELETE``
+  locks them first, since its plan may read rows in any order; InnoDB reads a
+  primary key ``IN`` list in key order;
+* ``rm_tree`` locks the folder's row, then everything below it in path
+  order, then deletes; a folder already gone is an empty tree.  On
+  PostgreSQL the folder's row is locked by a statement of its own, so the
+  next one, which sees the rows committed before it started, sees all there
+  is below it: a writer that adds a row below a folder locks the folder first;
+* an object's index rows are written, and deleted with it (``ON DELETE
+  CASCADE``), only by a transaction that holds the object's row;
+* transactions run at ``READ COMMITTED`` (``REPEATABLE READ``, InnoDB's
+  default, also locks the gaps between rows, the cascade to index values
+  too, and writers of neighbouring keys deadlock on those whatever the
+  order of their rows);
+* SQLite has one writer at a time (``BEGIN IMMEDIATE``).
+
+A deadlock or serialization failure the database reports anyway is rolled
+back, and the (idempotent) operation runs again after a random backoff:
+twelve tries in all; when they run out, :class:`kydb_sql.WriteConflict` (a
+:class:`kydb.StoreUnavailable`) says so.  A connection lost mid-operation (a
+pooled connection the server dropped, a restart) runs it again on a new
+connection: four tries in all.  Failing to open a connection, a server that
+does not answer within ``read_timeout``, or a lock held by another
+transaction for longer than the database waits for it (MySQL's
+``innodb_lock_wait_timeout``: ``WriteConflict``; SQLite's busy timeout:
+``StoreUnavailable``) raises at once: trying again would only make the caller
+wait longer for the same answer.
 """
 
 from __future__ import annotations
@@ -55,7 +82,7 @@ import kydb
 from kydb.url import StoreURL
 
 from .engines import create_store_engine
-from .errors import ValueTooLarge, is_read_timeout, is_retryable, translate
+from .errors import ValueTooLarge, is_conflict, is_read_timeout, translate
 from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
 from .watchdog import Watch
 
@@ -67,7 +94,13 @@ __all__ = ["SQLStore"]
 _T = TypeVar("_T")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _KEYS_PER_STATEMENT = 500
-_ATTEMPTS = 4  # tries of an operation in all, the first one included
+_ATTEMPTS = 4  # tries of an operation whose connection was lost, the first one included
+# Tries of an operation the database rolls back for a deadlock or serialization failure, and the backoff
+# between them: a random wait up to 5 ms doubled per try, at most 0.5 s (about 3 s in all, at worst).
+# Random, so writers that collided spread out instead of colliding again in step.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_BACKOFF = 0.005
+_CONFLICT_BACKOFF_MAX = 0.5
 _MYSQL = ("mysql", "mariadb")
 # Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, as text).
 _MYSQL_ROW_OVERHEAD = 8 * 1024
@@ -104,7 +137,11 @@ class SQLStore:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
-        self._begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
+        # READ COMMITTED whatever the server's default: each statement sees the rows committed before it
+        # (see the module docstring).  MySQL/MariaDB connections are set to it when opened.
+        self._begin = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN ISOLATION LEVEL READ COMMITTED"}.get(
+            self._dialect, "BEGIN"
+        )
 
         t = self.table
         paths: sa.BindParameter[str] = sa.bindparam("paths", expanding=True)
@@ -116,6 +153,23 @@ class SQLStore:
         self._delete_paths = sa.delete(t).where(t.c.path.in_(paths))
         self._delete_path = sa.delete(t).where(t.c.path == path)
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
+        # Row locks in path order, as the upserts take them: see the module docstring.  SQLite has one writer.
+        self._lock_folder: sa.Select[Any] | None = None  # rm_tree's first statement, if any
+        self._lock_range: sa.Select[Any] | None = None  # rm_tree's next statement, if any
+        if self._dialect == "postgresql":
+            # PostgreSQL deletes (and so locks) rows in whatever order its plan reads them: a subquery locks
+            # them first, sorted (FOR UPDATE locks after ORDER BY).
+            def locked(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+                return sa.select(t.c.path).where(where).order_by(t.c.path).with_for_update()
+
+            self._delete_paths = sa.delete(t).where(t.c.path.in_(locked(t.c.path.in_(paths))))
+            # rm_tree locks the folder's row first, in a statement of its own: see the module docstring.
+            self._lock_folder = sa.select(t.c.path).where(t.c.path == path).with_for_update()
+            self._delete_objects_in_range = sa.delete(t).where(t.c.path.in_(locked(in_range)), t.c.kind == KIND_OBJECT)
+        elif self._dialect in _MYSQL:
+            # InnoDB reads a primary key range, and locks its rows, in key order; a locking read sees the
+            # latest committed rows, so once it holds the folder's row it sees all there is below it.
+            self._lock_range = sa.select(sa.func.count()).select_from(t).where(in_range).with_for_update()
         self._delete_range = sa.delete(t).where(in_range)
         ix = self.index_table = index_table(t)
         self._upsert, self._upsert_index = self._make_upserts()
@@ -167,7 +221,7 @@ class SQLStore:
 
     def _run(self, operation: Callable[[sa.Connection], _T]) -> _T:
         """Run ``operation`` on a pooled connection, retrying transient failures; translate errors."""
-        attempt = 0
+        attempt = conflicts = losses = 0
         while True:
             attempt += 1
             watch: Watch | None = None
@@ -191,10 +245,18 @@ class SQLStore:
                         f"({self.url.masked}); the operation was abandoned and may or may not have been applied. "
                         f"{self.target.hint} Allow slower answers with ?read_timeout=SECONDS."
                     ) from exc
-                if connected and isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
-                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
-                    continue
-                translated = translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
+                if connected and isinstance(exc, sa.exc.DBAPIError):
+                    if is_conflict(exc) and conflicts + 1 < _CONFLICT_ATTEMPTS:
+                        conflicts += 1
+                        time.sleep(random.uniform(0, min(_CONFLICT_BACKOFF_MAX, _CONFLICT_BACKOFF * 2**conflicts)))
+                        continue
+                    if exc.connection_invalidated and losses + 1 < _ATTEMPTS:
+                        losses += 1
+                        time.sleep(random.uniform(0, 0.01 * 2**losses))
+                        continue
+                translated = translate(
+                    exc, self.target.where, self.url.masked, self.url.password, self.target.hint, tries=attempt
+                )
                 if translated is exc:  # a programming error: SQLAlchemy's own exception says it best
                     raise
                 raise translated from exc
@@ -290,7 +352,7 @@ class SQLStore:
         The index rows come in path order and after their objects' rows,
         which their foreign key needs.
         """
-        ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
+        ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer: see the module docstring
 
         def write(conn: sa.Connection) -> None:
             self._check_packet(ordered)
@@ -355,7 +417,7 @@ class SQLStore:
 
     @kydb.hookimpl
     def kydb_delete(self, paths: Sequence[str]) -> None:
-        unique = list(dict.fromkeys(paths))
+        unique = sorted(set(paths))  # path order, across statements too: see the module docstring
         if not unique:
             return
 
@@ -373,11 +435,18 @@ class SQLStore:
     @kydb.hookimpl
     def kydb_delete_tree(self, folder: str) -> int:
         low, high = range_of(folder)
+        bounds = {"low": low, "high": high}
 
         def delete_tree(conn: sa.Connection) -> int:
             with self._transaction(conn):
-                deleted = conn.execute(self._delete_objects_in_range, {"low": low, "high": high}).rowcount
-                conn.execute(self._delete_range, {"low": low, "high": high})
+                # (the root has no row of its own)
+                lock_folder = self._lock_folder if folder != "/" else None
+                if lock_folder is not None and conn.execute(lock_folder, {"path": folder}).first() is None:
+                    return 0  # gone already, and with it everything below it (a folder row comes first)
+                if self._lock_range is not None and not conn.execute(self._lock_range, bounds).scalar():
+                    return 0  # nothing there, not even the folder
+                deleted = conn.execute(self._delete_objects_in_range, bounds).rowcount
+                conn.execute(self._delete_range, bounds)  # the folders
             return deleted
 
         return self._run(delete_tree)
@@ -454,6 +523,7 @@ class SQLStore:
             query = query.where(position > after if ascending else position < after)
         order = (value.asc(), name.asc()) if ascending else (value.desc(), name.desc())
         query = query.order_by(*order).limit(limit + 1)
+
         rows = self._run(lambda conn: conn.execute(query).all())
         entries = [kydb.Entry(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
         more = len(rows) > limit
