@@ -70,9 +70,14 @@ class Database:
     def drop_tables(self) -> None:
         engine = self.engine()
         with engine.begin() as conn:
-            for table in sorted(self.made):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}_idx"))  # a kydb table's user index values
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            tables = set(sa.inspect(conn).get_table_names())  # a name refused as a table may be an index's
+            # Longest names first: a kydb table named like another's index table (t_idx) goes, with its own
+            # index table (t_idx_idx, whose foreign key refers to it), before t would drop it as its index table.
+            for table in sorted(self.made, reverse=True):
+                for name in (f"{table}_idx", table):  # a kydb table's user index values, then the table
+                    if name in tables:
+                        conn.execute(sa.text(f"DROP TABLE {name}"))
+                        tables.discard(name)
         engine.dispose()
 
 

@@ -24,7 +24,8 @@
   ``connect_timeout`` in whole seconds, at least 2.
 * SQLite files use WAL journaling and a 30 s busy timeout (``?timeout=``
   overrides it), so several processes can read and write one file; the
-  path is made absolute, and its folder is created on first use.  Every
+  path is made absolute, and the store creates its folder and the file with
+  its first write (never when reading: see :mod:`kydb_sql.store`).  Every
   SQLite connection, in-memory too, enforces foreign keys (SQLite's
   default is not to), which delete an object's index values with it.
 * ``sqlite://`` is one in-memory database per process, shared by every

@@ -82,8 +82,8 @@ import kydb
 from kydb.url import StoreURL
 
 from .engines import create_store_engine
-from .errors import ValueTooLarge, is_conflict, is_read_timeout, translate
-from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
+from .errors import TableLayoutError, ValueTooLarge, is_conflict, is_read_timeout, translate
+from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, check_layout, index_table, make_table, range_of
 from .watchdog import Watch
 
 if TYPE_CHECKING:
@@ -112,10 +112,12 @@ class SQLStore:
     """A kydb store in one table of a SQL database: ``sqlite:///file.db``, ``postgresql://...``, ``mysql://...``.
 
     ``?table=NAME`` (default ``kydb``) names the table, created with its
-    index on first use; ``?base=/a/b`` sets the base path; every other query
-    option goes to SQLAlchemy and the driver.  Connecting opens no
-    connection: the first operation does, and checks the table's layout.
-    ``engine`` and ``table`` are the SQLAlchemy objects, for inspection.
+    indexes by the first write; ``?base=/a/b`` sets the base path; every
+    other query option goes to SQLAlchemy and the driver.  Connecting opens
+    no connection: the first operation does, and checks the table's layout
+    and names (:func:`kydb_sql.layout.check_layout`).  Reads never create
+    anything: a missing table or SQLite file is an empty store.  ``engine``
+    and ``table`` are the SQLAlchemy objects, for inspection.
     """
 
     # The URL path names the database (or the SQLite file), not a base path.
@@ -195,10 +197,23 @@ class SQLStore:
 
     # ------------------------------------------------------------------ running statements
 
-    def _prepare(self, conn: sa.Connection) -> None:
-        """First use: create or check the table, under a lock no other process holds at the same time."""
+    def _prepare(self, conn: sa.Connection, create: bool) -> bool:
+        """First use: check the table, and create it if missing and ``create``; whether it is there now.
+
+        Creating runs under a lock no other process holds at the same time;
+        checking takes none.
+        """
+        try:
+            return self._check_or_create(conn, create)
+        except TableLayoutError as exc:
+            raise TableLayoutError(f"{self.target.where} ({self.url.masked}): {exc}") from None
+
+    def _check_or_create(self, conn: sa.Connection, create: bool) -> bool:
+        """:meth:`_prepare`, its errors not yet naming the store."""
         lock_name = f"kydb:{self.table.name}"
-        if self._dialect in _MYSQL:
+        if not create:
+            ready = check_layout(conn, self.table, False, time.time_ns())
+        elif self._dialect in _MYSQL:
             # MySQL commits DDL at once, so a transaction cannot serialise creators: a named lock does.
             if conn.execute(sa.select(sa.func.get_lock(lock_name, 60))).scalar() != 1:
                 raise kydb.StoreUnavailable(
@@ -206,36 +221,49 @@ class SQLStore:
                     f"{self.table.name!r} ({self.url.masked})"
                 )
             try:
-                ensure_layout(conn, self.table, time.time_ns())
+                ready = check_layout(conn, self.table, True, time.time_ns())
             finally:
                 # Closing the connection releases the lock too: never hide the first error behind this one.
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
                     conn.execute(sa.select(sa.func.release_lock(lock_name)))
+        else:
+            with self._transaction(conn):
+                if self._dialect == "postgresql":
+                    digest = hashlib.blake2b(lock_name.encode(), digest_size=8).digest()
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+                ready = check_layout(conn, self.table, True, time.time_ns())
+        if ready and self._dialect in _MYSQL:
             self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
-            return
-        with self._transaction(conn):
-            if self._dialect == "postgresql":
-                key = int.from_bytes(hashlib.blake2b(lock_name.encode(), digest_size=8).digest(), "big", signed=True)
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            ensure_layout(conn, self.table, time.time_ns())
+        return ready
 
-    def _run(self, operation: Callable[[sa.Connection], _T]) -> _T:
-        """Run ``operation`` on a pooled connection, retrying transient failures; translate errors."""
+    def _run(self, operation: Callable[[sa.Connection], _T], if_absent: Callable[[], _T] | None = None) -> _T:
+        """Run ``operation`` on a pooled connection, retrying transient failures; translate errors.
+
+        With ``if_absent`` the operation only reads (or deletes): while the
+        table — or the SQLite file — does not exist, it returns
+        ``if_absent()``, an empty store's answer, and creates nothing.
+        Without, the operation writes, and the first one creates them.
+        """
         attempt = conflicts = losses = 0
         while True:
             attempt += 1
             watch: Watch | None = None
             connected = False  # failing to connect is neither retried nor a read timeout
             try:
-                if self.target.file and not self._ready:
-                    os.makedirs(os.path.dirname(self.target.file), exist_ok=True)
+                file = self.target.file
+                if file and not self._ready:
+                    if if_absent is not None and not os.path.exists(file):
+                        return if_absent()  # connecting would create the file; another process may yet
+                    if if_absent is None:
+                        os.makedirs(os.path.dirname(file), exist_ok=True)
                 with self._engine.serial, self.engine.connect() as conn, self._engine.watch(conn) as watch:
                     connected = True
                     if not self._ready:
                         with self._ready_lock:
                             if not self._ready:
-                                self._prepare(conn)
-                                self._ready = True
+                                self._ready = self._prepare(conn, create=if_absent is None)
+                        if not self._ready and if_absent is not None:
+                            return if_absent()
                     return operation(conn)
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
                 if (watch is not None and watch.expired) or (connected and is_read_timeout(exc)):
@@ -426,11 +454,11 @@ class SQLStore:
                 for start in range(0, len(unique), _KEYS_PER_STATEMENT):
                     conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
 
-        self._run(delete)
+        self._run(delete, if_absent=lambda: None)  # nothing to delete in a store never written
 
     @kydb.hookimpl
     def kydb_rmdir(self, folder: str) -> None:
-        self._run(lambda conn: conn.execute(self._delete_path, {"path": folder}))
+        self._run(lambda conn: conn.execute(self._delete_path, {"path": folder}), if_absent=lambda: None)
 
     @kydb.hookimpl
     def kydb_delete_tree(self, folder: str) -> int:
@@ -449,7 +477,7 @@ class SQLStore:
                 conn.execute(self._delete_range, bounds)  # the folders
             return deleted
 
-        return self._run(delete_tree)
+        return self._run(delete_tree, if_absent=lambda: 0)
 
     # ------------------------------------------------------------------ reads
 
@@ -467,7 +495,7 @@ class SQLStore:
                     found.extend(conn.execute(self._select_blobs, {"paths": chunk}))
             return {path: data if type(data) is bytes else bytes(data) for path, data in found}
 
-        return self._run(get) if unique else {}
+        return self._run(get, if_absent=dict) if unique else {}
 
     @kydb.hookimpl
     def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
@@ -486,7 +514,7 @@ class SQLStore:
                 for path, size, mtime, ctime in rows
             }
 
-        return self._run(stat) if unique else {}
+        return self._run(stat, if_absent=dict) if unique else {}
 
     @kydb.hookimpl
     def kydb_query(
@@ -524,14 +552,19 @@ class SQLStore:
         order = (value.asc(), name.asc()) if ascending else (value.desc(), name.desc())
         query = query.order_by(*order).limit(limit + 1)
 
-        rows = self._run(lambda conn: conn.execute(query).all())
-        entries = [kydb.Entry(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
+        def select(conn: sa.Connection) -> list[tuple[str, int, int, int]]:
+            return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
+
+        rows: list[tuple[str, int, int, int]] = self._run(select, if_absent=list)
+        entries = [kydb.Entry(*row) for row in rows[:limit]]
         more = len(rows) > limit
         return kydb.QueryPage(entries, json.dumps([entries[-1].index_value, entries[-1].key]) if more else None)
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:
-        return self._run(lambda conn: conn.execute(self._select_row, {"path": path}).first() is not None)
+        return self._run(
+            lambda conn: conn.execute(self._select_row, {"path": path}).first() is not None, if_absent=lambda: False
+        )
 
     @kydb.hookimpl
     def kydb_is_dir(self, folder: str) -> bool:
@@ -543,7 +576,7 @@ class SQLStore:
         params: dict[str, Any] = {"folder": folder, "limit": page_size + 1}
         if cursor is not None:
             params["after"] = cursor
-        names: list[str] = self._run(lambda conn: list(conn.execute(query, params).scalars()))
+        names: list[str] = self._run(lambda conn: list(conn.execute(query, params).scalars()), if_absent=list)
         if len(names) > page_size:
             return kydb.ListPage(names[:page_size], names[page_size - 1])
         return kydb.ListPage(names, None)
