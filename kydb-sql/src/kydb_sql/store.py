@@ -265,7 +265,15 @@ class SQLStore:
                         if not self._ready and if_absent is not None:
                             return if_absent()
                     return operation(conn)
+            except (TypeError, ValueError, LookupError, AttributeError) as exc:
+                if connected:
+                    raise
+                # The driver refused the URL's options as it opened a connection (PyMySQL an unknown one,
+                # or ?charset=nonsense); the URL is at fault, not the server.
+                raise self._refused(exc) from exc
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
+                if not connected and isinstance(exc, sa.exc.ProgrammingError):  # psycopg: "invalid connection option"
+                    raise self._refused(exc) from exc
                 if (watch is not None and watch.expired) or (connected and is_read_timeout(exc)):
                     # A server that stopped answering will not answer the next try sooner: no retry.
                     raise kydb.StoreUnavailable(
@@ -288,6 +296,17 @@ class SQLStore:
                 if translated is exc:  # a programming error: SQLAlchemy's own exception says it best
                     raise
                 raise translated from exc
+
+    def _refused(self, exc: Exception) -> ValueError:
+        """The error for a driver that refused the URL's options as it connected."""
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        if self.url.password:
+            reason = reason.replace(self.url.password, "***")
+        return ValueError(
+            f"invalid kydb URL {self.url.masked!r}: the {self.engine.dialect.driver} driver refused its options "
+            f"({type(exc).__name__}: {reason}); every option but base, table, connect_timeout and read_timeout "
+            "goes to the driver"
+        )
 
     @contextlib.contextmanager
     def _transaction(self, conn: sa.Connection, needed: bool = True) -> Iterator[None]:
