@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
 
+import kydb
 from kydb.testing import unique_name
 
 POSTGRESQL_URL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -67,9 +70,14 @@ class Database:
     def drop_tables(self) -> None:
         engine = self.engine()
         with engine.begin() as conn:
-            for table in sorted(self.made):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}_idx"))  # a kydb table's user index values
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            tables = set(sa.inspect(conn).get_table_names())  # a name refused as a table may be an index's
+            # Longest names first: a kydb table named like another's index table (t_idx) goes, with its own
+            # index table (t_idx_idx, whose foreign key refers to it), before t would drop it as its index table.
+            for table in sorted(self.made, reverse=True):
+                for name in (f"{table}_idx", table):  # a kydb table's user index values, then the table
+                    if name in tables:
+                        conn.execute(sa.text(f"DROP TABLE {name}"))
+                        tables.discard(name)
         engine.dispose()
 
 
@@ -109,6 +117,25 @@ def mariadb_database(skip_or_fail_missing_service: Callable[[str, str], None]) -
     database = Database("mariadb", MYSQL_URL)
     yield database
     database.drop_tables()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[str], Any]]:
+    """``connect(url)``; every DB it opened is emptied and closed after the test."""
+    from kydb_sql import TableLayoutError
+
+    opened: list[Any] = []
+
+    def _connect(url: str) -> Any:
+        db = kydb.connect(url)
+        opened.append(db)
+        return db
+
+    yield _connect
+    for db in opened:
+        with suppress(kydb.StoreUnavailable, TableLayoutError):
+            db.rm_tree("/")
+        db.close()
 
 
 @pytest.fixture(params=DIALECTS)

@@ -14,8 +14,8 @@ without a ``+driver``).  The table layout is described in
 
 from __future__ import annotations
 
-from .errors import TableLayoutError, ValueTooLarge
+from .errors import TableLayoutError, ValueTooLarge, WriteConflict
 from .store import SQLStore
 
-__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge"]
+__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge", "WriteConflict"]
 __version__ = "0.1.0"

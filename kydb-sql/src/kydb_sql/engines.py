@@ -2,14 +2,22 @@
 
 * ``postgresql://`` and ``mysql://``/``mariadb://`` without a ``+driver``
   use psycopg 3 and PyMySQL (the drivers kydb-sql's extras install), where
-  SQLAlchemy alone would ask for psycopg2 or mysqlclient.  A missing driver
-  is an ``ImportError`` naming the extra to install.
+  SQLAlchemy alone would ask for psycopg2 or mysqlclient.  A driver missing,
+  or installed but failing to import, is an ``ImportError`` naming the
+  extra (or the package) to install.
+* A malformed URL is a ``ValueError`` naming it (masked) and the form
+  expected, raised before any connection: a SQLite URL with a host, or with
+  options SQLite does not take; a base path written after the SQLite file
+  or the database's name, where ``?base=`` takes it; a MySQL URL naming no
+  database; an asynchronous driver.
 * Every engine runs in autocommit mode: a single-statement operation is one
   round trip (no ``BEGIN``/``COMMIT``), and the store brackets
   multi-statement ones in an explicit transaction that always ends in
   ``COMMIT`` or ``ROLLBACK``.  So nothing else goes over the wire: the pool
   does not ping a connection before lending it, and MySQL connections are
-  not sent a ``ROLLBACK`` after each use (``skip_autocommit_rollback``).  A
+  not sent a ``ROLLBACK`` after each use (``skip_autocommit_rollback``).
+  Transactions run at ``READ COMMITTED``: MySQL/MariaDB connections are set
+  to it when opened (see :mod:`kydb_sql.store` for why).  A
   connection the server dropped fails its first statement; SQLAlchemy
   discards it (and every connection opened before it), and the store runs
   the operation again on a new one.
@@ -22,7 +30,8 @@
   ``connect_timeout`` in whole seconds, at least 2.
 * SQLite files use WAL journaling and a 30 s busy timeout (``?timeout=``
   overrides it), so several processes can read and write one file; the
-  path is made absolute, and its folder is created on first use.  Every
+  path is made absolute, and the store creates its folder and the file with
+  its first write (never when reading: see :mod:`kydb_sql.store`).  Every
   SQLite connection, in-memory too, enforces foreign keys (SQLite's
   default is not to), which delete an object's index values with it.
 * ``sqlite://`` is one in-memory database per process, shared by every
@@ -41,11 +50,12 @@ import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from kydb.url import StoreURL
+from kydb.url import StoreURL, mask_url
 
 from .watchdog import Watch, watching
 
@@ -62,6 +72,24 @@ _PRETTY = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 #: The servers' timeout options kydb reads from the URL, and their defaults in seconds.
 _TIMEOUTS = {"connect_timeout": 10.0, "read_timeout": 300.0}
+#: What a URL of each scheme looks like, for messages about one that does not.
+_FORMS = {
+    "sqlite": "sqlite:///relative/path.db, sqlite:////absolute/path.db, or sqlite:// (in memory)",
+    "postgresql": "postgresql://user:password@host:5432/dbname",
+    "mysql": "mysql://user:password@host:3306/dbname",
+    "mariadb": "mariadb://user:password@host:3306/dbname",
+}
+#: The options SQLAlchemy's SQLite driver takes; others are SQLite's own, for a ``?uri=true`` URL.
+_SQLITE_OPTIONS = ("timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri")
+#: Names of database files: a SQLite path going on after one was meant as a base path.
+_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+#: SQLAlchemy's driver names whose package, and module, are named otherwise: driver -> (package, module).
+_PACKAGES = {
+    "psycopg2": ("psycopg2-binary", "psycopg2"),
+    "mysqldb": ("mysqlclient", "MySQLdb"),
+    "mariadbconnector": ("mariadb", "mariadb"),
+    "mysqlconnector": ("mysql-connector-python", "mysql"),
+}
 
 _live_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 # In-memory SQLite: URL -> (engine, the lock every use of its one connection holds)
@@ -98,23 +126,116 @@ class Target:
     hint: str = "Check that the server is running and reachable."
 
 
+def _invalid(url: StoreURL, why: str) -> ValueError:
+    """The error for a malformed URL: what is wrong, and what a URL of its scheme looks like."""
+    return ValueError(f"invalid kydb URL {url.masked!r}: {why}; expected {_FORMS.get(url.backend, 'scheme://...')}")
+
+
+def _suggest(url: StoreURL, path: str, base: str) -> str:
+    """``url`` (masked) with the URL path ``path`` and the base path ``base`` before its own."""
+    parts = urlsplit(url.raw)
+    base += url.base_path
+    pairs = [("base", base)] if base else []
+    pairs += [(n, v) for n, v in parse_qsl(parts.query, keep_blank_values=True) if n != "base"]
+    query = urlencode(pairs, safe="/")
+    return mask_url(f"{parts.scheme}://{parts.netloc}{path}" + (f"?{query}" if query else ""))
+
+
+def _missing_driver(url: StoreURL, driver: str, exc: ImportError, default: bool = False) -> ImportError:
+    """The error for a driver that cannot be imported: not installed, or installed and broken.
+
+    ``default``: the URL names no driver, and this is the one kydb-sql picked.
+    """
+    extra = _EXTRA_OF_DRIVER.get(driver)
+    package, module = _PACKAGES.get(driver, (driver, driver))
+    install = f"pip install 'kydb-sql[{extra}]'" if extra else f"pip install {package}"
+    if default:
+        install += f" (or name an installed driver: {url.scheme}+DRIVER://...)"
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
+        problem = "which is not installed"
+    else:  # installed, but something it needs is missing (psycopg without libpq or its binary...)
+        problem = f"which is installed but cannot be imported ({' '.join(str(exc).split())})"
+    return ImportError(f"{url.masked!r} needs the {driver} driver, {problem}: {install}")
+
+
 def _sqlalchemy_url(url: StoreURL) -> sa.URL:
+    """SQLAlchemy's URL for ``url``: its driver importable, its path and options of the expected form."""
+    if url.backend == "sqlite" and url.netloc:
+        raise _invalid(
+            url,
+            f"a SQLite URL has no host, yet {url.netloc!r} stands where one goes (after '//'): write "
+            f"sqlite:///{url.netloc}{url.path} for a file relative to the current directory, or "
+            "sqlite:////abs/path.db for an absolute one",
+        )
     try:
         sa_url = sa.make_url(url.without_options("table", *_TIMEOUTS))
     except sa.exc.ArgumentError as exc:
-        raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
+        raise _invalid(url, str(exc)) from None
     backend, _, driver = sa_url.drivername.partition("+")
+    if backend != "sqlite":
+        database = sa_url.database or ""
+        if backend in ("mysql", "mariadb") and not database:
+            raise _invalid(url, "it names no database")
+        if "/" in database:  # the database, then a base path, as redis:// and s3:// URLs take one
+            name, _, rest = database.partition("/")
+            raise ValueError(
+                f"invalid kydb URL {url.masked!r}: the URL path names the database ({name!r}), and a base path "
+                f"goes in ?base=: {_suggest(url, '/' + name, '/' + rest.strip('/') if rest.strip('/') else '')}"
+            )
+    try:
+        is_async = sa_url.get_dialect().is_async
+    except sa.exc.NoSuchModuleError as exc:
+        raise _invalid(url, str(exc)) from None
+    if is_async:
+        raise _invalid(url, f"kydb-sql runs synchronous drivers, and {driver} is asyncio's; leave the driver out")
     if not driver and backend in _DEFAULT_DRIVERS:
-        driver, extra = _DEFAULT_DRIVERS[backend]
+        driver = _DEFAULT_DRIVERS[backend][0]
         try:
             importlib.import_module(driver)
-        except ImportError:
-            raise ImportError(
-                f"{url.masked!r} needs the {driver} driver, which is not installed: "
-                f"pip install 'kydb-sql[{extra}]' (or name an installed driver, e.g. {backend}+DRIVER://...)"
-            ) from None
+        except ImportError as exc:
+            raise _missing_driver(url, driver, exc, default=True) from None
         sa_url = sa_url.set(drivername=f"{backend}+{driver}")
     return sa_url
+
+
+def _check_sqlite(url: StoreURL, sa_url: sa.URL) -> None:
+    """Raise ``ValueError`` for options SQLite does not take, or a path that goes on after a database file.
+
+    ``sqlite:////srv/w/src.db/data`` (a base path after the file, as
+    ``redis://`` and ``s3://`` URLs take one) would open, or create, a file
+    ``data`` in a folder ``src.db``: refused when ``src.db`` is a file, or
+    does not exist and is named like a database file.  An existing folder
+    of that name is a folder.
+    """
+    query = sa_url.query
+    if str(query.get("uri", "")).lower() not in ("true", "1"):
+        unknown = sorted(set(query) - set(_SQLITE_OPTIONS))
+        if unknown:
+            raise _invalid(
+                url,
+                f"SQLite takes no {', '.join(f'?{name}=' for name in unknown)} (it takes "
+                f"{', '.join(f'?{name}=' for name in _SQLITE_OPTIONS[:-1])}; SQLite's own URI options need ?uri=true)",
+            )
+    database = sa_url.database or ""
+    if database in ("", ":memory:") or query.get("mode") == "memory":
+        return
+    parts = database.split("/")
+    for end in range(1, len(parts)):
+        folder = "/".join(parts[:end])
+        if folder in ("", ".", "..") or os.path.isdir(folder):
+            continue
+        if os.path.exists(folder):
+            what = "is a file"
+        elif parts[end - 1].lower().endswith(_DATABASE_SUFFIXES):
+            what = "is named like a database file"
+        else:
+            continue
+        rest = "/".join(parts[end:]).strip("/")
+        raise ValueError(
+            f"invalid kydb URL {url.masked!r}: {folder!r} {what}, yet the path goes on after it ({rest!r}); a "
+            f"SQLite URL's path is the database file, and a base path goes in ?base=: "
+            f"{_suggest(url, '/' + folder, '/' + rest if rest else '')}"
+        )
 
 
 def _target(sa_url: sa.URL) -> Target:
@@ -141,6 +262,13 @@ def _enforce_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 def _use_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _read_committed(dbapi_connection: Any, _record: Any) -> None:
+    # InnoDB's default, REPEATABLE READ, also locks the gaps between rows (and the cascade from an object
+    # to its index values does): writers of neighbouring keys then deadlock however they order their rows.
+    with contextlib.closing(dbapi_connection.cursor()) as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 def _timeouts(url: StoreURL, backend: str) -> dict[str, float]:
@@ -197,16 +325,33 @@ class StoreEngine:
         return watching(fileno(), self.read_timeout)
 
 
+def _create_engine(url: StoreURL, sa_url: sa.URL, **kwargs: Any) -> sa.Engine:
+    """``sa.create_engine(sa_url, **kwargs)``, its errors naming ``url`` (masked) and what to do."""
+    try:
+        return sa.create_engine(sa_url, **kwargs)
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:  # the dialect refused the URL or an option's value
+        reason = " ".join(str(exc).split())
+        raise _invalid(url, f"the {sa_url.get_driver_name()} driver refused it ({reason})") from None
+    except ImportError as exc:
+        raise _missing_driver(url, sa_url.get_driver_name(), exc) from exc
+
+
 def create_store_engine(url: StoreURL) -> StoreEngine:
     """An engine for ``url`` (its ``table``/``base`` options removed), and what it points at.
 
-    Connects to nothing.  Raises ``ValueError`` for a URL SQLAlchemy cannot
-    read (an unknown dialect or driver) and ``ImportError`` naming the
-    package to install when the driver is missing.
+    Connects to nothing.  Raises ``ValueError`` naming the (masked) URL and
+    the form expected for one that is malformed: one SQLAlchemy cannot read,
+    an unknown or asynchronous driver, a SQLite URL with a host part or an
+    option SQLite does not take, a base path after the database's name or
+    the SQLite file (see :func:`_check_sqlite`), a MySQL URL naming no
+    database.  Raises ``ImportError`` naming what to install (kydb-sql's
+    extra for its drivers) for a driver that is missing or cannot be imported.
     """
     sa_url = _sqlalchemy_url(url)
     backend = sa_url.get_backend_name()
     timeouts = _timeouts(url, backend)
+    if backend == "sqlite":
+        _check_sqlite(url, sa_url)
     kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}  # and no pre-ping: see the module's docstring
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
@@ -231,23 +376,17 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
         key = sa_url.render_as_string(hide_password=False)
         with _memory_lock:
             if key not in _memory_databases:
-                engine = sa.create_engine(sa_url, connect_args=connect_args, poolclass=StaticPool, **kwargs)
+                engine = _create_engine(url, sa_url, connect_args=connect_args, poolclass=StaticPool, **kwargs)
                 sa.event.listen(engine, "connect", _enforce_foreign_keys)
                 _memory_databases[key] = (engine, threading.RLock())
             engine, lock = _memory_databases[key]
         return StoreEngine(engine, target, lock)
-    try:
-        engine = sa.create_engine(sa_url, connect_args=connect_args, **kwargs)
-    except sa.exc.NoSuchModuleError as exc:
-        raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
-    except ImportError as exc:
-        driver = sa_url.get_driver_name()
-        extra = _EXTRA_OF_DRIVER.get(driver)
-        hint = f"pip install 'kydb-sql[{extra}]'" if extra else f"install the {driver} package"
-        raise ImportError(f"{url.masked!r} needs the {driver} driver, which failed to import ({exc}): {hint}") from exc
+    engine = _create_engine(url, sa_url, connect_args=connect_args, **kwargs)
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
         sa.event.listen(engine, "connect", _use_wal)
+    elif backend in ("mysql", "mariadb"):
+        sa.event.listen(engine, "connect", _read_committed)
     _live_engines.add(engine)
     read_timeout = timeouts.get("read_timeout")
     return StoreEngine(engine, target, contextlib.nullcontext(), read_timeout, watched=backend == "postgresql")

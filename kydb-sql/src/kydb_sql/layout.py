@@ -38,11 +38,19 @@ lists in code-point order.
 A row outside the key space (``path = 'kydb:layout'``; kydb paths all start
 with ``/``) records the layout version, so a table written by another layout,
 or by something else, is refused rather than misread.
+
+The table ``T`` derives names: ``T_idx`` for its user index table, and its
+indexes' (``T_parent_name``, ``T_recent``, ``T_created``, ``T_idx_query``),
+which PostgreSQL and SQLite keep among the schema's table names.
+:func:`check_layout` refuses a table one of whose names is taken by
+something else — another kydb table, its index table, an index — before
+creating anything, whichever of the two came first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,7 +67,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "KeyText",
     "ancestors",
-    "ensure_layout",
+    "check_layout",
     "index_table",
     "make_table",
     "range_of",
@@ -115,7 +123,7 @@ class KeyText(sa.types.TypeDecorator[str]):
 
 
 def make_table(name: str, dialect: str) -> sa.Table:
-    """The kydb table ``name`` and, in its metadata, its user index table (created by :func:`ensure_layout`).
+    """The kydb table ``name`` and, in its metadata, its user index table (created by :func:`check_layout`).
 
     ``dialect`` (an engine's ``dialect.name``) says whether the tables carry
     MySQL's options, which would import MySQL's dialect for every store.
@@ -175,41 +183,178 @@ def range_of(folder: str) -> tuple[str, str]:
     return folder, folder[:-1] + "0"
 
 
-def ensure_layout(conn: Connection, table: sa.Table, now: int) -> None:
-    """Create ``table``, its indexes and its user index table if missing, or check that it has this layout.
+# The columns of a kydb table, those that tell it from others, and those of a user index table.
+_COLUMNS = frozenset({"path", "parent", "name", "kind", "data", "mtime", "ctime"})
+_MARKS = frozenset({"path", "kind", "data"})  # every layout's, so the version row can be read
+_INDEX_COLUMNS = frozenset({"path", "index_name", "parent", "name", "value"})
 
-    The caller holds a lock on this table's creation (concurrent first
-    connects must not both create it): a transaction with an advisory lock
-    on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite, ``GET_LOCK`` on MySQL.  A
-    creation interrupted before the layout row was written (MySQL commits
-    DDL at once) is finished.  Raises :class:`TableLayoutError` for a table
-    of another layout version or one kydb did not create.
+
+@dataclass(frozen=True)
+class _Taken:
+    """A name the database's schema already uses: what for, and for an index, its table."""
+
+    what: str  # 'table', 'index', 'view', 'sequence', ...
+    table: str | None = None
+
+
+def _fold(conn: Connection) -> Callable[[str], str]:
+    """How the database compares names: SQLite ignores the case of ASCII letters; the others are exact."""
+    return str.lower if conn.dialect.name == "sqlite" else str
+
+
+def _taken(conn: Connection, names: Sequence[str]) -> dict[str, _Taken]:
+    """The names of ``names`` the current schema uses (keyed by their folded form), and what for."""
+    fold = _fold(conn)
+    dialect = conn.dialect.name
+    wanted: sa.BindParameter[list[str]] = sa.bindparam("names", [fold(n) for n in names], expanding=True)
+    found: dict[str, _Taken] = {}
+    if dialect == "postgresql":
+        kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "i": "index", "I": "index"}
+        kinds |= {"S": "sequence", "f": "foreign table", "c": "composite type"}
+        query = sa.text(
+            "SELECT c.relname, c.relkind, t.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE n.nspname = current_schema() AND c.relname IN :names"
+        ).bindparams(wanted)
+        for name, kind, owner in conn.execute(query):
+            found[fold(name)] = _Taken(kinds.get(kind, "relation"), owner)
+    elif dialect == "sqlite":
+        query = sa.text(
+            "SELECT name, type, tbl_name FROM sqlite_master "
+            "WHERE type IN ('table', 'index', 'view') AND lower(name) IN :names"
+        ).bindparams(wanted)
+        for name, kind, owner in conn.execute(query):
+            found[fold(name)] = _Taken(kind, owner if kind == "index" else None)
+    else:  # MySQL/MariaDB: index names belong to their table, only tables and views share the schema's names
+        query = sa.text(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name IN :names"
+        ).bindparams(wanted)
+        for raw_name, raw_kind in conn.execute(query):
+            kind = _text(raw_kind)
+            found[fold(_text(raw_name))] = _Taken("table" if kind == "BASE TABLE" else kind.lower())
+    return found
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _columns(conn: Connection, name: str) -> frozenset[str]:
+    """The column names of table ``name`` (one statement that reads no row)."""
+    probe = sa.select(sa.text("*")).select_from(sa.table(name)).where(sa.false())
+    return frozenset(str(column).lower() for column in conn.execute(probe).keys())  # noqa: SIM118 - no rows
+
+
+def _describe(conn: Connection, name: str, taken: _Taken) -> str:
+    """What holds the name ``name``, for a message: ``"the kydb table 'x'"``, ``"index 'x' of table 'y'"``..."""
+    if taken.what == "index":
+        return f"index {name!r} of table {taken.table!r}"
+    if taken.what != "table":
+        return f"the {taken.what} {name!r}"
+    columns = _columns(conn, name)
+    if columns == _INDEX_COLUMNS and name.endswith("_idx"):
+        return f"the table {name!r} of the user index values of the kydb table {name[:-4]!r}"
+    if columns >= _MARKS:
+        return f"the kydb table {name!r}"
+    return f"the table {name!r}, which kydb did not create"
+
+
+def _its_own(conn: Connection, table: sa.Table, derived: str, holder: _Taken) -> bool:
+    """Whether ``derived``, a name existing ``table`` derives, is held by what ``table`` made it for."""
+    side = index_table(table)
+    if derived == side.name:
+        return holder.what == "table" and _columns(conn, derived) == _INDEX_COLUMNS
+    fold = _fold(conn)
+    return holder.what == "index" and fold(holder.table or "") in (fold(table.name), fold(side.name))
+
+
+def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> bool:
+    """Check that ``table`` has this layout and its names are its own; create it if missing and ``create``.
+
+    Returns whether the table is there to use: ``False`` only when it does
+    not exist (or is an empty table whose creation was cut short) and not
+    ``create`` — an empty store, for reads; nothing is created then.
+
+    Raises :class:`TableLayoutError`, before creating anything, for a table
+    of another layout version or one kydb did not create, for a table that
+    holds another kydb table's user index values, and when a name the table
+    needs — its own, its user index table's (``<table>_idx``) or, where index
+    names share the schema's names (PostgreSQL, SQLite), its indexes' — is
+    taken by something else (another kydb table, an index of another table,
+    a view...).
+
+    With ``create``, the caller holds a lock on this table's creation
+    (concurrent first writers must not both create it): a transaction with
+    an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite,
+    ``GET_LOCK`` on MySQL.  A creation interrupted before the layout row was
+    written (MySQL commits DDL at once) is finished.
     """
     name = table.name
-    if sa.inspect(conn).has_table(name):
-        try:
-            version = conn.execute(
-                sa.select(table.c.data).where(table.c.path == _LAYOUT_PATH, table.c.kind == _KIND_LAYOUT)
-            ).scalar()
-        except sa.exc.DBAPIError as exc:  # a missing column: not one of ours
-            if exc.connection_invalidated:
-                raise
+    side = index_table(table)
+    fold = _fold(conn)
+    indexes = [] if conn.dialect.name in _MYSQL else [i.name for t in (table, side) for i in t.indexes if i.name]
+    taken = _taken(conn, [name, side.name, *indexes])
+    other = "name this store's table something else with ?table=NAME"
+
+    main = taken.get(fold(name))
+    if main is not None and main.what != "table":
+        raise TableLayoutError(
+            f"the name {name!r} is taken by {_describe(conn, name, main)}, so no kydb table can have it; {other}"
+        )
+    laid_out = False
+    if main is not None:
+        columns = _columns(conn, name)
+        if columns == _INDEX_COLUMNS:
+            owner = f" of the kydb table {name[:-4]!r}" if name.endswith("_idx") else ""
             raise TableLayoutError(
-                f"table {name!r} exists but is not a kydb table ({exc.orig}); name another one with ?table=NAME"
-            ) from None
+                f"table {name!r} holds the user index values{owner}, it cannot be a kydb table itself; {other}"
+            )
+        if not columns >= _MARKS:
+            raise TableLayoutError(
+                f"table {name!r} exists but is not a kydb table (its columns: {', '.join(sorted(columns))}); {other}"
+            )
+        version = conn.execute(
+            sa.select(table.c.data).where(table.c.path == _LAYOUT_PATH, table.c.kind == _KIND_LAYOUT)
+        ).scalar()
         if version is not None:
             found = bytes(version).decode("ascii", "replace")
             if found != str(LAYOUT_VERSION):
                 raise TableLayoutError(
                     f"table {name!r} has kydb-sql layout {found!r}, and this kydb-sql reads layout "
-                    f"{LAYOUT_VERSION}: use the kydb-sql version that wrote it, or name another table with ?table=NAME"
+                    f"{LAYOUT_VERSION}: use the kydb-sql version that wrote it, or {other}"
                 )
-            return
-        if conn.execute(sa.select(table.c.path).limit(1)).first() is not None:
+            laid_out = True
+        elif conn.execute(sa.select(table.c.path).limit(1)).first() is not None:
             raise TableLayoutError(
-                f"table {name!r} holds rows but no kydb layout row: it was not created by kydb-sql; "
-                "name another table with ?table=NAME"
+                f"table {name!r} holds rows but no kydb layout row: it was not created by kydb-sql; {other}"
             )
+
+    # The names the table derives: its user index table's and its indexes'.  Its own when the table
+    # exists (an index of it, its index table); anything else's is a collision, whichever came first.
+    for derived in [side.name, *indexes]:
+        holder = taken.get(fold(derived))
+        if holder is None or (main is not None and _its_own(conn, table, derived, holder)):
+            continue
+        purpose = "its user index values" if derived == side.name else "one of its indexes"
+        raise TableLayoutError(
+            f"kydb table {name!r} needs the name {derived!r} for {purpose}, but it is taken by "
+            f"{_describe(conn, derived, holder)}; {other}"
+        )
+
+    if laid_out:
+        if fold(side.name) in taken:
+            return True
+        if not create:
+            raise TableLayoutError(
+                f"kydb table {name!r} has lost its user index table {side.name!r}; a write to the store creates it "
+                "again (empty)"
+            )
+        side.create(conn)
+        return True
+    if not create:
+        return False
     table.metadata.create_all(conn, checkfirst=True)
     conn.execute(
         table.insert().values(
@@ -222,3 +367,4 @@ def ensure_layout(conn: Connection, table: sa.Table, now: int) -> None:
             ctime=now,
         )
     )
+    return True

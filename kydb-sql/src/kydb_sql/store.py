@@ -16,8 +16,10 @@ transaction:
 * ``delete``/``delete_many`` — one ``DELETE ... IN`` per 500 keys, in a
   transaction only when there are more than 500; the objects' index values
   go with them (``ON DELETE CASCADE``), with no statement of their own;
-* ``rm_tree`` — two range ``DELETE``s (objects, counted; then folders) in one
-  transaction, whatever the size of the tree;
+* ``rm_tree`` — a ``SELECT ... FOR UPDATE`` that locks the folder (PostgreSQL)
+  or the whole range (MySQL/MariaDB; none on SQLite), then two range
+  ``DELETE``s (objects, counted; then folders) in one transaction, whatever
+  the size of the tree;
 * ``stat`` — one ``SELECT`` of sizes and times, one of index values, per 500 keys;
 * ``query`` (``recent``, ``folder(...).by(...)``) — one indexed ``SELECT ...
   ORDER BY value, name LIMIT ?`` per page, keyset-paginated, whatever the
@@ -25,15 +27,40 @@ transaction:
 * ``mkdir`` — the same upsert as ``put``, for the folder and its ancestors;
 * ``exists``, ``is_dir``, ``rmdir`` — one statement.
 
-Upserts list rows in path order, so concurrent writers take row locks in the
-same order; a deadlock or serialization failure the database reports anyway,
-or a connection lost mid-operation (a pooled connection the server dropped,
-a restart), runs the (idempotent) operation again on a new connection: four
-tries in all.  Failing to open a connection, a server that does not answer
-within ``read_timeout``, or a lock held by another transaction for longer than
-the database waits for it (MySQL's ``innodb_lock_wait_timeout``, SQLite's busy
-timeout) raises :class:`kydb.StoreUnavailable` at once: trying again would
-only make the caller wait longer for the same answer.
+Every write takes its row locks in one order, path order, so concurrent
+writers queue for a row instead of deadlocking:
+
+* upserts list their rows in path order (a folder sorts before everything in
+  it), and the database locks an existing row even where the upsert leaves
+  it alone (a folder row);
+* ``delete_many`` deletes its keys in path order, also across statements: on
+  PostgreSQL a ``SELECT ... ORDER BY path FOR UPDATE`` inside the ``DELETE``
+  locks them first, since its plan may read rows in any order; InnoDB reads a
+  primary key ``IN`` list in key order;
+* ``rm_tree`` locks the folder's row, then everything below it in path
+  order, then deletes; a folder already gone is an empty tree.  On
+  PostgreSQL the folder's row is locked by a statement of its own, so the
+  next one, which sees the rows committed before it started, sees all there
+  is below it: a writer that adds a row below a folder locks the folder first;
+* an object's index rows are written, and deleted with it (``ON DELETE
+  CASCADE``), only by a transaction that holds the object's row;
+* transactions run at ``READ COMMITTED`` (``REPEATABLE READ``, InnoDB's
+  default, also locks the gaps between rows, the cascade to index values
+  too, and writers of neighbouring keys deadlock on those whatever the
+  order of their rows);
+* SQLite has one writer at a time (``BEGIN IMMEDIATE``).
+
+A deadlock or serialization failure the database reports anyway is rolled
+back, and the (idempotent) operation runs again after a random backoff:
+twelve tries in all; when they run out, :class:`kydb_sql.WriteConflict` (a
+:class:`kydb.StoreUnavailable`) says so.  A connection lost mid-operation (a
+pooled connection the server dropped, a restart) runs it again on a new
+connection: four tries in all.  Failing to open a connection, a server that
+does not answer within ``read_timeout``, or a lock held by another
+transaction for longer than the database waits for it (MySQL's
+``innodb_lock_wait_timeout``: ``WriteConflict``; SQLite's busy timeout:
+``StoreUnavailable``) raises at once: trying again would only make the caller
+wait longer for the same answer.
 """
 
 from __future__ import annotations
@@ -55,8 +82,8 @@ import kydb
 from kydb.url import StoreURL
 
 from .engines import create_store_engine
-from .errors import ValueTooLarge, is_read_timeout, is_retryable, translate
-from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, ensure_layout, index_table, make_table, range_of
+from .errors import TableLayoutError, ValueTooLarge, is_conflict, is_read_timeout, translate
+from .layout import KIND_FOLDER, KIND_OBJECT, KeyText, ancestors, check_layout, index_table, make_table, range_of
 from .watchdog import Watch
 
 if TYPE_CHECKING:
@@ -67,7 +94,13 @@ __all__ = ["SQLStore"]
 _T = TypeVar("_T")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _KEYS_PER_STATEMENT = 500
-_ATTEMPTS = 4  # tries of an operation in all, the first one included
+_ATTEMPTS = 4  # tries of an operation whose connection was lost, the first one included
+# Tries of an operation the database rolls back for a deadlock or serialization failure, and the backoff
+# between them: a random wait up to 5 ms doubled per try, at most 0.5 s (about 3 s in all, at worst).
+# Random, so writers that collided spread out instead of colliding again in step.
+_CONFLICT_ATTEMPTS = 12
+_CONFLICT_BACKOFF = 0.005
+_CONFLICT_BACKOFF_MAX = 0.5
 _MYSQL = ("mysql", "mariadb")
 # Room in a MySQL packet for the statement's text and one row's paths (3 x 1,025 bytes, as text).
 _MYSQL_ROW_OVERHEAD = 8 * 1024
@@ -79,10 +112,12 @@ class SQLStore(kydb.Store):
     """A kydb store in one table of a SQL database: ``sqlite:///file.db``, ``postgresql://...``, ``mysql://...``.
 
     ``?table=NAME`` (default ``kydb``) names the table, created with its
-    index on first use; ``?base=/a/b`` sets the base path; every other query
-    option goes to SQLAlchemy and the driver.  Connecting opens no
-    connection: the first operation does, and checks the table's layout.
-    ``engine`` and ``table`` are the SQLAlchemy objects, for inspection.
+    indexes by the first write; ``?base=/a/b`` sets the base path; every
+    other query option goes to SQLAlchemy and the driver.  Connecting opens
+    no connection: the first operation does, and checks the table's layout
+    and names (:func:`kydb_sql.layout.check_layout`).  Reads never create
+    anything: a missing table or SQLite file is an empty store.  ``engine``
+    and ``table`` are the SQLAlchemy objects, for inspection.
     """
 
     # The URL path names the database (or the SQLite file), not a base path.
@@ -112,7 +147,11 @@ class SQLStore(kydb.Store):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
-        self._begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
+        # READ COMMITTED whatever the server's default: each statement sees the rows committed before it
+        # (see the module docstring).  MySQL/MariaDB connections are set to it when opened.
+        self._begin = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN ISOLATION LEVEL READ COMMITTED"}.get(
+            self._dialect, "BEGIN"
+        )
 
         t = self.table
         paths: sa.BindParameter[str] = sa.bindparam("paths", expanding=True)
@@ -124,6 +163,23 @@ class SQLStore(kydb.Store):
         self._delete_paths = sa.delete(t).where(t.c.path.in_(paths))
         self._delete_path = sa.delete(t).where(t.c.path == path)
         self._delete_objects_in_range = sa.delete(t).where(in_range, t.c.kind == KIND_OBJECT)
+        # Row locks in path order, as the upserts take them: see the module docstring.  SQLite has one writer.
+        self._lock_folder: sa.Select[Any] | None = None  # rm_tree's first statement, if any
+        self._lock_range: sa.Select[Any] | None = None  # rm_tree's next statement, if any
+        if self._dialect == "postgresql":
+            # PostgreSQL deletes (and so locks) rows in whatever order its plan reads them: a subquery locks
+            # them first, sorted (FOR UPDATE locks after ORDER BY).
+            def locked(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+                return sa.select(t.c.path).where(where).order_by(t.c.path).with_for_update()
+
+            self._delete_paths = sa.delete(t).where(t.c.path.in_(locked(t.c.path.in_(paths))))
+            # rm_tree locks the folder's row first, in a statement of its own: see the module docstring.
+            self._lock_folder = sa.select(t.c.path).where(t.c.path == path).with_for_update()
+            self._delete_objects_in_range = sa.delete(t).where(t.c.path.in_(locked(in_range)), t.c.kind == KIND_OBJECT)
+        elif self._dialect in _MYSQL:
+            # InnoDB reads a primary key range, and locks its rows, in key order; a locking read sees the
+            # latest committed rows, so once it holds the folder's row it sees all there is below it.
+            self._lock_range = sa.select(sa.func.count()).select_from(t).where(in_range).with_for_update()
         self._delete_range = sa.delete(t).where(in_range)
         ix = self.index_table = index_table(t)
         self._upsert, self._upsert_index = self._make_upserts()
@@ -149,10 +205,23 @@ class SQLStore(kydb.Store):
 
     # ------------------------------------------------------------------ running statements
 
-    def _prepare(self, conn: sa.Connection) -> None:
-        """First use: create or check the table, under a lock no other process holds at the same time."""
+    def _prepare(self, conn: sa.Connection, create: bool) -> bool:
+        """First use: check the table, and create it if missing and ``create``; whether it is there now.
+
+        Creating runs under a lock no other process holds at the same time;
+        checking takes none.
+        """
+        try:
+            return self._check_or_create(conn, create)
+        except TableLayoutError as exc:
+            raise TableLayoutError(f"{self.target.where} ({self.url.masked}): {exc}") from None
+
+    def _check_or_create(self, conn: sa.Connection, create: bool) -> bool:
+        """:meth:`_prepare`, its errors not yet naming the store."""
         lock_name = f"kydb:{self.table.name}"
-        if self._dialect in _MYSQL:
+        if not create:
+            ready = check_layout(conn, self.table, False, time.time_ns())
+        elif self._dialect in _MYSQL:
             # MySQL commits DDL at once, so a transaction cannot serialise creators: a named lock does.
             if conn.execute(sa.select(sa.func.get_lock(lock_name, 60))).scalar() != 1:
                 raise kydb.StoreUnavailable(
@@ -160,38 +229,59 @@ class SQLStore(kydb.Store):
                     f"{self.table.name!r} ({self.url.masked})"
                 )
             try:
-                ensure_layout(conn, self.table, time.time_ns())
+                ready = check_layout(conn, self.table, True, time.time_ns())
             finally:
                 # Closing the connection releases the lock too: never hide the first error behind this one.
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
                     conn.execute(sa.select(sa.func.release_lock(lock_name)))
+        else:
+            with self._transaction(conn):
+                if self._dialect == "postgresql":
+                    digest = hashlib.blake2b(lock_name.encode(), digest_size=8).digest()
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+                ready = check_layout(conn, self.table, True, time.time_ns())
+        if ready and self._dialect in _MYSQL:
             self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
-            return
-        with self._transaction(conn):
-            if self._dialect == "postgresql":
-                key = int.from_bytes(hashlib.blake2b(lock_name.encode(), digest_size=8).digest(), "big", signed=True)
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            ensure_layout(conn, self.table, time.time_ns())
+        return ready
 
-    def _run(self, operation: Callable[[sa.Connection], _T]) -> _T:
-        """Run ``operation`` on a pooled connection, retrying transient failures; translate errors."""
-        attempt = 0
+    def _run(self, operation: Callable[[sa.Connection], _T], if_absent: Callable[[], _T] | None = None) -> _T:
+        """Run ``operation`` on a pooled connection, retrying transient failures; translate errors.
+
+        With ``if_absent`` the operation only reads (or deletes): while the
+        table — or the SQLite file — does not exist, it returns
+        ``if_absent()``, an empty store's answer, and creates nothing.
+        Without, the operation writes, and the first one creates them.
+        """
+        attempt = conflicts = losses = 0
         while True:
             attempt += 1
             watch: Watch | None = None
             connected = False  # failing to connect is neither retried nor a read timeout
             try:
-                if self.target.file and not self._ready:
-                    os.makedirs(os.path.dirname(self.target.file), exist_ok=True)
+                file = self.target.file
+                if file and not self._ready:
+                    if if_absent is not None and not os.path.exists(file):
+                        return if_absent()  # connecting would create the file; another process may yet
+                    if if_absent is None:
+                        os.makedirs(os.path.dirname(file), exist_ok=True)
                 with self._engine.serial, self.engine.connect() as conn, self._engine.watch(conn) as watch:
                     connected = True
                     if not self._ready:
                         with self._ready_lock:
                             if not self._ready:
-                                self._prepare(conn)
-                                self._ready = True
+                                self._ready = self._prepare(conn, create=if_absent is None)
+                        if not self._ready and if_absent is not None:
+                            return if_absent()
                     return operation(conn)
+            except (TypeError, ValueError, LookupError, AttributeError) as exc:
+                if connected:
+                    raise
+                # The driver refused the URL's options as it opened a connection (PyMySQL an unknown one,
+                # or ?charset=nonsense); the URL is at fault, not the server.
+                raise self._refused(exc) from exc
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # TimeoutError: no pooled connection came free
+                if not connected and isinstance(exc, sa.exc.ProgrammingError):  # psycopg: "invalid connection option"
+                    raise self._refused(exc) from exc
                 if (watch is not None and watch.expired) or (connected and is_read_timeout(exc)):
                     # A server that stopped answering will not answer the next try sooner: no retry.
                     raise kydb.StoreUnavailable(
@@ -199,13 +289,32 @@ class SQLStore(kydb.Store):
                         f"({self.url.masked}); the operation was abandoned and may or may not have been applied. "
                         f"{self.target.hint} Allow slower answers with ?read_timeout=SECONDS."
                     ) from exc
-                if connected and isinstance(exc, sa.exc.DBAPIError) and attempt < _ATTEMPTS and is_retryable(exc):
-                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
-                    continue
-                translated = translate(exc, self.target.where, self.url.masked, self.url.password, self.target.hint)
+                if connected and isinstance(exc, sa.exc.DBAPIError):
+                    if is_conflict(exc) and conflicts + 1 < _CONFLICT_ATTEMPTS:
+                        conflicts += 1
+                        time.sleep(random.uniform(0, min(_CONFLICT_BACKOFF_MAX, _CONFLICT_BACKOFF * 2**conflicts)))
+                        continue
+                    if exc.connection_invalidated and losses + 1 < _ATTEMPTS:
+                        losses += 1
+                        time.sleep(random.uniform(0, 0.01 * 2**losses))
+                        continue
+                translated = translate(
+                    exc, self.target.where, self.url.masked, self.url.password, self.target.hint, tries=attempt
+                )
                 if translated is exc:  # a programming error: SQLAlchemy's own exception says it best
                     raise
                 raise translated from exc
+
+    def _refused(self, exc: Exception) -> ValueError:
+        """The error for a driver that refused the URL's options as it connected."""
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        if self.url.password:
+            reason = reason.replace(self.url.password, "***")
+        return ValueError(
+            f"invalid kydb URL {self.url.masked!r}: the {self.engine.dialect.driver} driver refused its options "
+            f"({type(exc).__name__}: {reason}); every option but base, table, connect_timeout and read_timeout "
+            "goes to the driver"
+        )
 
     @contextlib.contextmanager
     def _transaction(self, conn: sa.Connection, needed: bool = True) -> Iterator[None]:
@@ -298,7 +407,7 @@ class SQLStore(kydb.Store):
         The index rows come in path order and after their objects' rows,
         which their foreign key needs.
         """
-        ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer
+        ordered = [rows[path] for path in sorted(rows)]  # one lock order for every writer: see the module docstring
 
         def write(conn: sa.Connection) -> None:
             self._check_packet(ordered)
@@ -369,7 +478,7 @@ class SQLStore(kydb.Store):
 
     @kydb.hookimpl
     def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
-        unique = list(dict.fromkeys(paths))
+        unique = sorted(set(paths))  # path order, across statements too: see the module docstring
         if not unique:
             return
 
@@ -378,23 +487,30 @@ class SQLStore(kydb.Store):
                 for start in range(0, len(unique), _KEYS_PER_STATEMENT):
                     conn.execute(self._delete_paths, {"paths": unique[start : start + _KEYS_PER_STATEMENT]})
 
-        self._run(delete)
+        self._run(delete, if_absent=lambda: None)  # nothing to delete in a store never written
 
     @kydb.hookimpl
     def kydb_rmdir(self, folder: str) -> None:
-        self._run(lambda conn: conn.execute(self._delete_path, {"path": folder}))
+        self._run(lambda conn: conn.execute(self._delete_path, {"path": folder}), if_absent=lambda: None)
 
     @kydb.hookimpl
     def kydb_delete_tree(self, folder: str) -> int:
         low, high = range_of(folder)
+        bounds = {"low": low, "high": high}
 
         def delete_tree(conn: sa.Connection) -> int:
             with self._transaction(conn):
-                deleted = conn.execute(self._delete_objects_in_range, {"low": low, "high": high}).rowcount
-                conn.execute(self._delete_range, {"low": low, "high": high})
+                # (the root has no row of its own)
+                lock_folder = self._lock_folder if folder != "/" else None
+                if lock_folder is not None and conn.execute(lock_folder, {"path": folder}).first() is None:
+                    return 0  # gone already, and with it everything below it (a folder row comes first)
+                if self._lock_range is not None and not conn.execute(self._lock_range, bounds).scalar():
+                    return 0  # nothing there, not even the folder
+                deleted = conn.execute(self._delete_objects_in_range, bounds).rowcount
+                conn.execute(self._delete_range, bounds)  # the folders
             return deleted
 
-        return self._run(delete_tree)
+        return self._run(delete_tree, if_absent=lambda: 0)
 
     # ------------------------------------------------------------------ reads
 
@@ -412,7 +528,7 @@ class SQLStore(kydb.Store):
                     found.extend(conn.execute(self._select_blobs, {"paths": chunk}))
             return {path: data if type(data) is bytes else bytes(data) for path, data in found}
 
-        return self._run(get) if unique else {}
+        return self._run(get, if_absent=dict) if unique else {}
 
     @kydb.hookimpl
     def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
@@ -431,7 +547,7 @@ class SQLStore(kydb.Store):
                 for path, size, mtime, ctime in rows
             }
 
-        return self._run(stat) if unique else {}
+        return self._run(stat, if_absent=dict) if unique else {}
 
     @kydb.hookimpl
     def kydb_query(self, request: kydb.QueryRequest) -> kydb.QueryPage:
@@ -460,13 +576,19 @@ class SQLStore(kydb.Store):
             query = query.where(position > bound if ascending else position < bound)
         order = (value.asc(), name.asc()) if ascending else (value.desc(), name.desc())
         query = query.order_by(*order).limit(limit + 1)
-        rows = self._run(lambda conn: conn.execute(query).all())
-        entries = [kydb.Entry(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
+
+        def select(conn: sa.Connection) -> list[tuple[str, int, int, int]]:
+            return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
+
+        rows: list[tuple[str, int, int, int]] = self._run(select, if_absent=list)
+        entries = [kydb.Entry(*row) for row in rows[:limit]]
         return kydb.QueryPage.of(entries, len(rows) > limit)
 
     @kydb.hookimpl
     def kydb_exists(self, path: str) -> bool:
-        return self._run(lambda conn: conn.execute(self._select_row, {"path": path}).first() is not None)
+        return self._run(
+            lambda conn: conn.execute(self._select_row, {"path": path}).first() is not None, if_absent=lambda: False
+        )
 
     @kydb.hookimpl
     def kydb_is_dir(self, folder: str) -> bool:
@@ -478,7 +600,7 @@ class SQLStore(kydb.Store):
         params: dict[str, Any] = {"folder": folder, "limit": page_size + 1}
         if cursor is not None:
             params["after"] = cursor
-        names: list[str] = self._run(lambda conn: list(conn.execute(query, params).scalars()))
+        names: list[str] = self._run(lambda conn: list(conn.execute(query, params).scalars()), if_absent=list)
         if len(names) > page_size:
             return kydb.ListPage(names[:page_size], names[page_size - 1])
         return kydb.ListPage(names, None)
