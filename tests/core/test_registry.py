@@ -161,3 +161,13 @@ def test_default_url_without_an_embedded_backend_says_what_to_install(monkeypatc
     else:
         with pytest.raises(kydb.UnknownScheme, match="pip install kydb-sql"):
             kydb.default_url()
+
+
+def test_the_install_hint_names_the_extra_a_driver_needs() -> None:
+    assert kydb.registry.install_command("postgresql") == "pip install 'kydb-sql[postgresql]'"
+    assert kydb.registry.install_command("mariadb") == "pip install 'kydb-sql[mysql]'"
+    assert kydb.registry.install_command("sqlite") == "pip install kydb-sql"
+    assert kydb.registry.install_command("nosuch") is None
+    if "postgresql" not in {b.scheme for b in kydb.backends()}:  # the core session installs no SQL backend
+        with pytest.raises(kydb.UnknownScheme, match=r"served by kydb-sql: pip install 'kydb-sql\[postgresql\]'"):
+            kydb.connect("postgresql://u@host/db")

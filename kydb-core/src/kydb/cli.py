@@ -370,8 +370,7 @@ def cmd_backends(args: argparse.Namespace) -> None:
     if missing:
         _write("\nnot installed:")
         for scheme in missing:
-            dist = registry.WELL_KNOWN_SCHEMES[scheme]
-            _write(f"{scheme:<12} pip install {dist}")
+            _write(f"{scheme:<12} {registry.install_command(scheme)}")
 
 
 class _Progress:

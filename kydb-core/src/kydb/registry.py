@@ -36,6 +36,7 @@ __all__ = [
     "backend_class",
     "backends",
     "default_url",
+    "install_command",
     "middleware_factories",
     "refresh",
     "register_backend",
@@ -45,17 +46,25 @@ __all__ = [
 SCHEME_GROUP = "kydb.schemes"
 PLUGIN_GROUP = "kydb.plugins"
 
-#: Schemes served by kydb's own distributions, for install hints.
+#: Schemes served by kydb's own distributions, and what to install for each (with the extra a driver needs).
 WELL_KNOWN_SCHEMES = {
     "memory": "kydb-memory",
     "redis": "kydb-redis",
     "rediss": "kydb-redis",
     "s3": "kydb-s3",
     "sqlite": "kydb-sql",
-    "postgresql": "kydb-sql",
-    "mysql": "kydb-sql",
-    "mariadb": "kydb-sql",
+    "postgresql": "kydb-sql[postgresql]",
+    "mysql": "kydb-sql[mysql]",
+    "mariadb": "kydb-sql[mysql]",
 }
+
+
+def install_command(scheme: str) -> str | None:
+    """``pip install ...`` for a scheme one of kydb's own distributions serves, else None."""
+    requirement = WELL_KNOWN_SCHEMES.get(scheme)
+    if requirement is None:
+        return None
+    return f"pip install '{requirement}'" if "[" in requirement else f"pip install {requirement}"
 
 PluginFactory = Callable[..., Any]
 
@@ -165,8 +174,8 @@ def backend_class(scheme: str, url: str = "") -> type[Any]:
             installed = ", ".join(_installed_schemes()) or "none"
             where = f" in {mask_url(url)!r}" if url else ""
             hint = (
-                f" The {scheme!r} scheme is served by {WELL_KNOWN_SCHEMES[scheme]}: "
-                f"pip install {WELL_KNOWN_SCHEMES[scheme]}"
+                f" The {scheme!r} scheme is served by {WELL_KNOWN_SCHEMES[scheme].split('[')[0]}: "
+                f"{install_command(scheme)}"
                 if scheme in WELL_KNOWN_SCHEMES
                 else " Is the scheme misspelled, or its backend not installed?"
             )
