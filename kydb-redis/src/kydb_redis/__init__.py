@@ -12,7 +12,7 @@ registers both schemes with kydb::
 
 from __future__ import annotations
 
-from .store import MAX_VALUE_BYTES, RedisCommandError, RedisStore
+from .store import MAX_VALUE_BYTES, POOLS, LayoutError, RedisCommandError, RedisStore
 
-__all__ = ["MAX_VALUE_BYTES", "RedisCommandError", "RedisStore"]
+__all__ = ["MAX_VALUE_BYTES", "POOLS", "LayoutError", "RedisCommandError", "RedisStore"]
 __version__ = "0.1.0"
