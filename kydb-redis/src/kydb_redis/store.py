@@ -226,7 +226,8 @@ class RedisStore(kydb.Store):
 
     capabilities = kydb.Capabilities(keeps_times=True, keeps_ctime=True, native_queries=True, conditional_writes=True)
 
-    def __init__(self, url: StoreURL) -> None:
+    def __init__(self, url: StoreURL, *, check_layout: bool = True) -> None:
+        """``check_layout=False`` skips the layout-1 check (for :mod:`kydb_redis.migrate`, which writes beside it)."""
         super().__init__(url)
         self.options: RedisOptions = parse_options(url)
         self.base_folder = url.base_path + "/"
@@ -237,7 +238,7 @@ class RedisStore(kydb.Store):
             except ValueError as exc:
                 raise ValueError(f"invalid kydb URL {url.masked!r}: base path {exc}") from None
         self._server: Server | None = None
-        self._checked = False
+        self._checked = not check_layout
         self._open_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -323,6 +324,10 @@ class RedisStore(kydb.Store):
                 "Check that the server is running and reachable"
             )
         return RedisCommandError(f"{self._where} rejected {doing}: {detail}")
+
+    def error(self, exc: BaseException, doing: str) -> Exception:
+        """The kydb error (``StoreUnavailable``, ``PermissionError``, :class:`RedisCommandError`) for a redis-py one."""
+        return self._failure(exc, doing)
 
     def _folder_key(self, folder: str) -> str:
         if self.options.cluster:
