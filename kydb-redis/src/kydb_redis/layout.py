@@ -76,6 +76,9 @@ adds the missing folders' entries to their parents, then their markers
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import threading
 import zlib
 from typing import NamedTuple
 
@@ -87,6 +90,7 @@ __all__ = [
     "MAGIC",
     "MARKER",
     "PUT",
+    "PUT_ONE",
     "QUERY",
     "RMDIR",
     "SORTABLE_WIDTH",
@@ -95,6 +99,7 @@ __all__ = [
     "from_sortable",
     "header",
     "index_hash_key",
+    "new_version",
     "object_key",
     "refuse_on_cluster",
     "sortable",
@@ -140,6 +145,30 @@ def from_sortable(text: bytes) -> int:
 def header(mtime: bytes, version: bytes) -> bytes:
     """The 40 bytes kydb stores before a blob: :data:`MAGIC`, the sortable mtime and the version."""
     return MAGIC + mtime + version
+
+
+class Versions:
+    """Fresh version tokens: 16 hex digits, a random prefix per process and a counter (no syscall per write).
+
+    A forked child, and a process whose counter wraps, draws a new prefix.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = b""
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            number = next(self._next)
+            if self._pid != os.getpid() or number >= 0xFFFFFFFF:
+                self._pid, self._prefix, self._next = os.getpid(), os.urandom(4).hex().encode(), itertools.count(1)
+                number = 0
+            return b"%s%08x" % (self._prefix, number)
+
+
+new_version = Versions()
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -260,6 +289,40 @@ for j = first + n, #ARGV, 3 do
     redis.call('ZADD', folder, 0, 'I' .. index .. ':' .. value .. ':' .. name)
   end
 end
+return 0
+"""
+)
+
+#: Write one object, no index values, no expectation: the common put, kept as lean as it can be.
+#: ``KEYS`` = the folder's key, the object's key; ``ARGV`` = the value (header + blob), and ``'m'``
+#: to add the folder's marker if missing.  Returns 0 or :data:`FOLDER_MISSING` (nothing written).
+#: The script call and at most three commands: ``SET ... GET``, then ``ZREM`` and ``ZADD`` of the
+#: mtime member (an overwrite) or ``ZSCORE`` of the marker and one ``ZADD`` (a new object).
+PUT_ONE = _script(
+    """
+local folder, key, value = KEYS[1], KEYS[2], ARGV[1]
+local old = redis.call('SET', key, value, 'GET')
+local mtime, name = string.sub(value, 5, 24), string.sub(key, #folder + 1)
+if old and string.sub(old, 1, 4) == '\0kv2' then
+  local was = string.sub(old, 5, 24)
+  if was ~= mtime then
+    redis.call('ZREM', folder, 'M' .. was .. ':' .. name)
+    redis.call('ZADD', folder, 0, 'M' .. mtime .. ':' .. name)
+  end
+  return 0
+end
+if not redis.call('ZSCORE', folder, 'D') then
+  if ARGV[2] ~= 'm' then  -- the folder is not listed in its parent yet: undo, and let the caller list it first
+    if old then redis.call('SET', key, old) else redis.call('DEL', key) end
+    return -1
+  end
+  redis.call('ZADD', folder, 0, 'D')
+end
+if old then
+  redis.call('ZREM', folder, 'L' .. name)  -- another tool's entry
+end
+redis.call('ZADD', folder, 0, 'L' .. name .. '\0' .. mtime, 0, 'C' .. mtime .. ':' .. name,
+           0, 'M' .. mtime .. ':' .. name)
 return 0
 """
 )

@@ -34,7 +34,6 @@ server and the URL with its password masked.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -63,14 +62,15 @@ from .layout import (
     MAGIC,
     MARKER,
     PUT,
+    PUT_ONE,
     QUERY,
     RMDIR,
     SORTABLE_WIDTH,
     LuaScript,
     folder_key,
     from_sortable,
-    header,
     index_hash_key,
+    new_version,
     object_key,
     refuse_on_cluster,
     sortable,
@@ -212,10 +212,6 @@ def _entry_name(member: bytes) -> str:
     return member[1:].split(b"\x00", 1)[0].decode()
 
 
-def _new_version() -> bytes:
-    return os.urandom(8).hex().encode()
-
-
 class RedisStore(kydb.Store):
     """kydb's hooks on one Redis database or cluster, through the process's shared pool for that server.
 
@@ -261,6 +257,9 @@ class RedisStore(kydb.Store):
 
     def _connected(self) -> Server:
         """The shared :class:`Server`, once this store has checked its base path holds no layout-1 store."""
+        server = self._server
+        if server is not None and self._checked:
+            return server
         server = self._acquire()
         if not self._checked:
             self._check_layout(server)
@@ -488,6 +487,9 @@ class RedisStore(kydb.Store):
                     f"for one object (Redis's 512 MiB for a string, less kydb's header); nothing was written to "
                     f"{self._where}"
                 )
+        if len(items) == 1 and not indexes and not expect:
+            self._put_one(items, mtime_ns)
+            return
         groups = _by_folder(items)
         if expect and len(groups) > 1:
             raise ValueError(
@@ -519,6 +521,33 @@ class RedisStore(kydb.Store):
             f"{REGISTER_ATTEMPTS} times it was created (a concurrent rmdir or rm_tree)"
         )
 
+    def _put_one(self, items: dict[str, bytes], mtime_ns: int) -> None:
+        """The common put: one object, no index values, no expectation: one :data:`PUT_ONE` call."""
+        ((path, blob),) = items.items()
+        cut = path.rfind("/") + 1
+        folder = path[:cut]
+        key = self._folder_key(folder)
+        keys = [key, key + path[cut:]]
+        value = b"".join((MAGIC, sortable(mtime_ns), new_version(), blob))
+        try:
+            if folder != "/" and self._call(PUT_ONE, keys, [value]) != FOLDER_MISSING:
+                return
+            for _ in range(REGISTER_ATTEMPTS):  # a new folder: list it (and those above), then mark it with the put
+                before = self._new_folders({folder}) if folder != "/" else []
+                if self._call_many(PUT_ONE, [(folder, keys, [value, b"m"], len(blob))], before)[0] != FOLDER_MISSING:
+                    return
+        except RedisError as exc:
+            raise self._failure(exc, f"writing {path!r}") from exc
+        raise RedisCommandError(f"{self._where}: writing {path!r} failed: its folder could not be created")
+
+    def _new_folders(self, folders: set[str]) -> list[tuple[Any, ...]]:
+        """List ``folders`` (and the missing ones above) in their parents; the commands that then mark them.
+
+        The markers of ``folders`` themselves are left to the put that follows
+        (its script adds them with the objects).
+        """
+        return [("ZADD", self._folder_key(f), 0, MARKER) for f in self._list_folders(folders) if f not in folders]
+
     def _raise_conflicts(self, calls: list[Call], results: list[Any], doing: str) -> None:
         for (folder, keys, _, _), result in zip(calls, results, strict=True):
             if int(result) < CONFLICT:  # CONFLICT - i: the i-th object of the call, KEYS[i + 1]
@@ -547,7 +576,7 @@ class RedisStore(kydb.Store):
                     yield folder, keys, [len(values), mtime, mark, len(checks) // 2, *checks, *values, *changes], size
                     keys, values, changes, checks, size = [key], [], [], [], 0
                 keys.append(key + split_path(path)[1])
-                values.append(header(mtime, _new_version()) + blob)
+                values.append(b"".join((MAGIC, mtime, new_version(), blob)))
                 number = len(values)
                 for name, value in indexes.get(path, {}).items():
                     changes += (number, name, b"" if value is None else sortable(value))
