@@ -341,6 +341,11 @@ class LocalCluster:
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        # replicas sync at once, and take over whenever their master fails
+                        "--repl-diskless-sync-delay",
+                        "0",
+                        "--cluster-replica-validity-factor",
+                        "0",
                     )
                 )
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
@@ -363,7 +368,7 @@ class LocalCluster:
         return redis.Redis(port=node.port, retry=Retry(NoBackoff(), 0), socket_timeout=5)
 
     def wait_until_ok(self, timeout: float = 60) -> None:
-        """Until every running node says ``cluster_state:ok`` and agrees on the slot map."""
+        """Until every running node says ``cluster_state:ok`` and every running replica is in sync."""
         deadline = time.monotonic() + timeout
         while True:
             states = []
@@ -373,7 +378,11 @@ class LocalCluster:
                 try:
                     with self.client(node) as client:
                         info = client.cluster("info")
-                        states.append((info["cluster_state"], int(info["cluster_slots_assigned"])))
+                        replication = client.info("replication")
+                        synced = replication["role"] == "master" or replication.get("master_link_status") == "up"
+                        states.append(
+                            (info["cluster_state"] if synced else "syncing", int(info["cluster_slots_assigned"]))
+                        )
                 except (redis.RedisError, OSError):
                     states.append(("down", 0))
             if states and all(state == ("ok", 16384) for state in states):

@@ -108,6 +108,12 @@ OPTIONS: dict[str, tuple[Callable[[str], Any], bool, str]] = {
         False,
         f"seconds to wait for a free pooled connection (default {DEFAULT_POOL_TIMEOUT:g})",
     ),
+    "wait_replicas": (
+        _positive,
+        False,
+        "replicas that must acknowledge every write (WAIT) before it returns (default: none)",
+    ),
+    "wait_timeout": (_seconds, False, "seconds a write waits for its replicas (default 1)"),
     "nodes": (_nodes, False, "more seed nodes of a cluster, host:port[,host:port...] (redis+cluster:// only)"),
     "ssl_cert_reqs": (_cert_reqs, True, "none, optional or required (default required)"),
     "ssl_ca_certs": (_text, True, "file of CA certificates to trust"),
@@ -131,6 +137,8 @@ class RedisOptions:
     pool_size: int = DEFAULT_POOL_SIZE
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
     nodes: tuple[tuple[str, int], ...] = ()
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
 
     @property
     def server(self) -> str:
@@ -191,6 +199,8 @@ def parse_options(url: StoreURL) -> RedisOptions:
     if "nodes" in values and not cluster:
         raise ValueError(f"invalid kydb URL {url.masked!r}: ?nodes= names cluster nodes; use redis+cluster://")
     nodes = values.pop("nodes", ())
+    wait_replicas = values.pop("wait_replicas", 0)
+    wait_timeout = values.pop("wait_timeout", 1.0)
     pool_size = values.pop("pool_size", DEFAULT_POOL_SIZE)
     pool_timeout = values.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
     db = values.pop("db", 0)
@@ -209,4 +219,17 @@ def parse_options(url: StoreURL) -> RedisOptions:
     }
     if cluster:
         del connection["db"]
-    return RedisOptions(url.host, port, db, tls, retries, connection, cluster, pool_size, pool_timeout, nodes)
+    return RedisOptions(
+        url.host,
+        port,
+        db,
+        tls,
+        retries,
+        connection,
+        cluster,
+        pool_size,
+        pool_timeout,
+        nodes,
+        wait_replicas,
+        wait_timeout,
+    )

@@ -33,8 +33,10 @@ server and the URL with its password masked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -42,11 +44,14 @@ import redis
 from redis.backoff import EqualJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
     NoPermissionError,
     NoScriptError,
     RedisClusterException,
     RedisError,
+    TryAgainError,
 )
 from redis.retry import Retry
 
@@ -78,7 +83,15 @@ from .layout import (
 )
 from .options import RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, RedisOptions, parse_options
 
-__all__ = ["MAX_VALUE_BYTES", "POOLS", "LayoutError", "PoolExhausted", "RedisCommandError", "RedisStore"]
+__all__ = [
+    "MAX_VALUE_BYTES",
+    "POOLS",
+    "LayoutError",
+    "NotReplicated",
+    "PoolExhausted",
+    "RedisCommandError",
+    "RedisStore",
+]
 
 #: Redis's limit on one string (and one request argument, ``proto-max-bulk-len``), less kydb's header.
 MAX_VALUE_BYTES = 512 * 1024 * 1024 - HEADER_BYTES
@@ -113,6 +126,10 @@ class LayoutError(RedisCommandError):
 
     The message names the command that moves it into the current layout.
     """
+
+
+class NotReplicated(RedisCommandError):
+    """A write reached the master, but fewer replicas than ``?wait_replicas=`` acknowledged it in time."""
 
 
 class PoolExhausted(RedisError):
@@ -338,6 +355,8 @@ class RedisStore(kydb.Store):
     def _call(self, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` once: one round trip (``EVAL`` the first time, then ``EVALSHA``; ``EVAL`` after NOSCRIPT)."""
         server = self._connected()
+        if self.options.wait_replicas and script is not QUERY:
+            return self._pipeline(script, [("", list(keys), list(args), 0)], ())[0]
         if script.sha in server.loaded:
             try:
                 return _execute(server.client, "EVALSHA", script.sha, len(keys), *keys, *args)
@@ -368,22 +387,99 @@ class RedisStore(kydb.Store):
 
     def _pipeline(self, script: LuaScript, group: list[Call], before: Sequence[Sequence[Any]]) -> list[Any]:
         server = self._connected()
-        if len(group) == 1 and not before:
+        wait = self.options.wait_replicas
+        if len(group) == 1 and not before and not wait:
             _, keys, args, _ = group[0]
             return [self._call(script, keys, args)]
+        if wait and self.options.cluster:  # each call on its master's connection, then WAIT there
+            self._send(before)
+            return [self._script_on_node(script, keys, args) for _, keys, args, _ in group]
         for command in ("EVALSHA", "EVAL") if script.sha in server.loaded else ("EVAL",):
             pipe = server.client.pipeline(transaction=False)
             for command_args in before:
                 _execute(pipe, *command_args)
             for _, keys, argv, _ in group:
                 _execute(pipe, command, script.sha if command == "EVALSHA" else script.body, len(keys), *keys, *argv)
+            if wait:
+                _execute(pipe, "WAIT", wait, int(self.options.wait_timeout * 1000))
             try:
-                replies = pipe.execute()
+                replies = list(pipe.execute())
             except NoScriptError:  # every call and command is idempotent: send them again with EVAL
                 continue
             server.loaded.add(script.sha)
-            return list(replies[len(before) :])
+            if wait:
+                self._check_replicas(replies.pop())
+            return replies[len(before) :]
         raise AssertionError("unreachable: the EVAL pipeline returned or raised")
+
+    def _send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Plain commands in one pipelined round trip (one per master of a cluster); their replies.
+
+        With ``?wait_replicas=N`` the writes among them return only once N
+        replicas acknowledged them (``WAIT`` on the same connection).
+        """
+        if not commands:
+            return []
+        wait = self.options.wait_replicas
+        if wait and self.options.cluster:
+            return [self._on_node(command[1], [command])[0] for command in commands]
+        pipe = self._client().pipeline(transaction=False)
+        for command in commands:
+            _execute(pipe, *command)
+        if wait:
+            _execute(pipe, "WAIT", wait, int(self.options.wait_timeout * 1000))
+        replies = list(pipe.execute())
+        if wait:
+            self._check_replicas(replies.pop())
+        return replies
+
+    def _script_on_node(self, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        server = self._connected()
+        if script.sha in server.loaded:
+            try:
+                return self._on_node(keys[0], [("EVALSHA", script.sha, len(keys), *keys, *args)])[0]
+            except NoScriptError:
+                pass
+        result = self._on_node(keys[0], [("EVAL", script.body, len(keys), *keys, *args)])[0]
+        server.loaded.add(script.sha)
+        return result
+
+    def _on_node(self, key: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Commands of ``key``'s hash slot, then ``WAIT``, on one connection to the slot's master (a cluster).
+
+        The cluster client cannot send ``WAIT`` on the connection that wrote,
+        so this asks the master's own client, and after a redirection, a
+        ``TRYAGAIN`` or a lost connection (a failover) reads the slot map
+        again and retries, ``?retries=`` times with backoff.
+        """
+        client = self._client()
+        backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE)
+        for attempt in range(self.options.retries + 1):
+            try:
+                pipe = client.get_redis_connection(client.get_node_from_key(key)).pipeline(transaction=False)
+                for command in commands:
+                    _execute(pipe, *command)
+                _execute(pipe, "WAIT", self.options.wait_replicas, int(self.options.wait_timeout * 1000))
+                replies = list(pipe.execute())
+            except (redis.ConnectionError, redis.TimeoutError, AskError, TryAgainError, ClusterDownError) as exc:
+                if attempt == self.options.retries:
+                    raise
+                time.sleep(backoff.compute(attempt + 1))
+                with contextlib.suppress(RedisError, RedisClusterException):
+                    client.nodes_manager.initialize()
+                last = exc
+                continue
+            self._check_replicas(replies.pop())
+            return replies
+        raise last  # pragma: no cover - the loop returns or raises
+
+    def _check_replicas(self, acknowledged: int) -> None:
+        if int(acknowledged) < self.options.wait_replicas:
+            raise NotReplicated(
+                f"{self._where}: the write was applied on the master but acknowledged by {acknowledged} of the "
+                f"{self.options.wait_replicas} replicas ?wait_replicas= asks for within "
+                f"{self.options.wait_timeout:g} s: it is lost if the master fails before they catch up"
+            )
 
     def _conflict(self, path: str, doing: str) -> kydb.Conflict:
         return kydb.Conflict(
@@ -604,13 +700,13 @@ class RedisStore(kydb.Store):
                 below.add(folder)
                 folder = split_path(folder)[0]
         ordered = sorted(below, key=lambda f: (f.count("/"), f))
-        pipe = self._client().pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if self.base_folder != "/":
-            _execute(pipe, "ZSCORE", self._folder_key(self.base_folder), MARKER)
+            commands.append(("ZSCORE", self._folder_key(self.base_folder), MARKER))
         for folder in ordered:
             parent, name = split_path(folder)
-            _execute(pipe, "ZADD", self._folder_key(parent), 0, "L" + name)
-        replies = pipe.execute()
+            commands.append(("ZADD", self._folder_key(parent), 0, "L" + name))
+        replies = self._send(commands)
         if self.base_folder != "/" and replies[0] is None:
             self._create_base()
         return ordered
@@ -624,19 +720,10 @@ class RedisStore(kydb.Store):
             folder = split_path(folder)[0]
         chain.reverse()
         try:
-            pipe = self._client().pipeline(transaction=False)
-            for folder in chain:
-                _execute(pipe, "ZSCORE", self._folder_key(folder), MARKER)
-            missing = [folder for folder, marker in zip(chain, pipe.execute(), strict=True) if marker is None]
-            for command in ("entries", "markers"):
-                pipe = self._client().pipeline(transaction=False)
-                for folder in missing:
-                    parent, name = split_path(folder)
-                    if command == "entries":
-                        _execute(pipe, "ZADD", self._folder_key(parent), 0, "L" + name)
-                    else:
-                        _execute(pipe, "ZADD", self._folder_key(folder), 0, MARKER)
-                pipe.execute()
+            markers = self._send([("ZSCORE", self._folder_key(folder), MARKER) for folder in chain])
+            missing = [folder for folder, marker in zip(chain, markers, strict=True) if marker is None]
+            self._send([("ZADD", self._folder_key(split_path(f)[0]), 0, "L" + split_path(f)[1]) for f in missing])
+            self._send([("ZADD", self._folder_key(folder), 0, MARKER) for folder in missing])
         except (AuthenticationError, NoPermissionError) as exc:
             raise PermissionError(
                 f"{self._where}: the base folder {self.base_folder!r} does not exist, and this user may not create "
@@ -789,10 +876,7 @@ class RedisStore(kydb.Store):
         """Two round trips: the entries of the missing folders in their parents, then their markers."""
         try:
             markers = self._list_folders({folder})
-            pipe = self._client().pipeline(transaction=False)
-            for created in markers:
-                _execute(pipe, "ZADD", self._folder_key(created), 0, MARKER)
-            pipe.execute()
+            self._send([("ZADD", self._folder_key(created), 0, MARKER) for created in markers])
         except RedisError as exc:
             raise self._failure(exc, f"creating folder {folder!r}") from exc
 
@@ -818,20 +902,12 @@ class RedisStore(kydb.Store):
             gone = [folder for folder, result in zip(level, removed, strict=True) if int(result) == 1]
             if not gone:
                 continue
-            pipe = self._client().pipeline(transaction=False)
-            for folder in gone:
-                parent, name = split_path(folder)
-                _execute(pipe, "ZREM", self._folder_key(parent), "L" + name)
-            for folder in gone:
-                _execute(pipe, "ZSCORE", self._folder_key(folder), MARKER)
-            replies = pipe.execute()[len(gone) :]
-            back = [folder for folder, marker in zip(gone, replies, strict=True) if marker is not None]
-            if back:  # created again since its set was removed: list it again
-                pipe = self._client().pipeline(transaction=False)
-                for folder in back:
-                    parent, name = split_path(folder)
-                    _execute(pipe, "ZADD", self._folder_key(parent), 0, "L" + name)
-                pipe.execute()
+            entries = [(self._folder_key(split_path(f)[0]), "L" + split_path(f)[1]) for f in gone]
+            replies = self._send(
+                [("ZREM", *entry) for entry in entries] + [("ZSCORE", self._folder_key(f), MARKER) for f in gone]
+            )
+            back = [entry for entry, marker in zip(entries, replies[len(gone) :], strict=True) if marker is not None]
+            self._send([("ZADD", key, 0, member) for key, member in back])  # created again since: list it again
 
     @kydb.hookimpl
     def kydb_is_dir(self, folder: str) -> bool:
