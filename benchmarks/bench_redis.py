@@ -216,9 +216,11 @@ def puts(db: kydb.BaseDB, raw: Any, servers: Servers, raw_keys: set[str], label:
     print(f"\n{label}: puts of {len(blob)} pickled bytes, overwriting {n} objects of one folder")
     print(f"{'':<16} {'kydb/s':>9} {'SET/s':>9} {'ratio':>6} {'target':>7}  {'bytes only/s':>12}   "
           f"{'kydb CPU/put':>12} {'SET CPU/put':>11} {'ratio':>6} {'target':>7}")  # fmt: skip
+    full_keys: list[str] = []
     for depth in (4, 8):
         keys = [f"{folder_at(depth)}/k{i}" for i in range(n)]
         full = [raw_base + k for k in keys]
+        full_keys += full
         raw_keys.update(full)
         db.set_many(dict.fromkeys(keys, PAYLOAD))  # the folder and its objects exist: every put overwrites
 
@@ -239,7 +241,18 @@ def puts(db: kydb.BaseDB, raw: Any, servers: Servers, raw_keys: set[str], label:
             f" {verdict(ratio, PUT_TARGET):<6} {bytes_rate:>9,.0f}   {kydb_cpu:>9.1f} us {raw_cpu:>8.1f} us"
             f" {cpu_ratio:>5.2f}x {CPU_TARGET:>6.2f}x {verdict(cpu_ratio, CPU_TARGET, False)}"
         )
-    print("commands per put (INFO commandstats: the script call and the commands it runs) and round trips:")
+    if not isinstance(raw, redis.RedisCluster):
+        sha = raw.script_load("return 0")
+        key = full_keys[0]
+        empty_cpu, set_cpu = cpu_per_call(
+            servers, 5, 4000, lambda i: raw.evalsha(sha, 1, key), lambda i: raw.set(key, blob)
+        )
+        print(
+            f"the floor of any one-script put: EVALSHA of an empty script costs {empty_cpu:.1f} us of server CPU, "
+            f"SET {set_cpu:.1f} us: {empty_cpu / set_cpu:.2f}x"
+        )
+    print("commands per put (INFO commandstats: the script call and the commands it runs) and requests")
+    print("(round trips; on a cluster a pipeline counts one request per master it reaches):")
     for depth in (4, 8):
         folder = f"/new{depth}{folder_at(depth - 1)}"
         db.mkdir(folder)
@@ -247,10 +260,10 @@ def puts(db: kydb.BaseDB, raw: Any, servers: Servers, raw_keys: set[str], label:
         for what in ("new object in an existing folder", "overwrite"):
             trips, commands = per_call(servers, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
             total = sum(commands.values())
-            print(f"  depth {depth}, {what:<33}: {total:g} commands ({shown(commands)}), {trips:g} round trip(s)")
+            print(f"  depth {depth}, {what:<33}: {total:g} commands ({shown(commands)}), {trips:g} request(s)")
     keys = [f"/chain{i}/a/b/c/obj" for i in range(50)]
     trips, commands = per_call(servers, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
-    print(f"  a first put into a new chain of 4 folders: {trips:g} round trips, {sum(commands.values()):g} commands")
+    print(f"  a first put into a new chain of 4 folders: {trips:g} requests, {sum(commands.values()):g} commands")
 
 
 def reads(db: kydb.BaseDB, raw: redis.Redis, raw_keys: set[str]) -> None:

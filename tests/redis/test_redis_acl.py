@@ -108,3 +108,6 @@ def test_nothing_outside_the_base_path_was_written(tenant: Tenant) -> None:
     """After the walkthrough and the conformance suite: every key outside /tenant-a is as the administrator left it."""
     assert tenant.outside() == tenant.before
     assert any(key.startswith(b"/tenant-a/") for key in tenant.admin.scan_iter(count=1000))
+    root = kydb.connect(tenant.server.url)  # the administrator's DB at the root still lists the tenant
+    assert root.ls("/") == ["tenant-a/"] and root.is_dir("/tenant-a")
+    root.close()

@@ -89,9 +89,9 @@ def deep_key(depth: int, leaf: str = "obj") -> str:
 # ---------------------------------------------------------------------- URLs and registration
 
 
-def test_both_schemes_are_registered_by_kydb_redis() -> None:
+def test_every_scheme_is_registered_by_kydb_redis() -> None:
     served = {info.scheme: info for info in kydb.backends()}
-    for scheme in ("redis", "rediss"):
+    for scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         assert served[scheme].target == "kydb_redis:RedisStore"
         assert served[scheme].distribution == "kydb-redis"
 
