@@ -1,4 +1,4 @@
-"""A cluster master killed mid-write: what was acknowledged and what was lost, with and without ``WAIT``.
+"""A master killed mid-write: what was acknowledged and what was lost, with and without ``WAIT``.
 
 A local cluster of three masters with a replica each; a writer puts objects
 into 20 folders while the master holding the folder it writes is killed
@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 import kydb
-from kydb.testing import unique_name
+import kydb_redis
+from kydb.testing import count_calls, unique_name
 from kydb.testing.faults import FaultScenario
 from kydb_redis.layout import object_key
 
@@ -147,3 +149,35 @@ def test_a_master_killed_mid_write_with_wait(
     assert set(writer.acknowledged) <= listed
     db.rm_tree("/")
     db.close()
+
+
+def test_wait_replicas_on_a_single_server(private_redis: Callable[..., PrivateRedis]) -> None:
+    master = private_redis()
+    plain = kydb.connect(f"{master.url}/alone")
+    plain["/k"] = 0
+    alone = kydb.connect(f"{master.url}/alone?wait_replicas=1&wait_timeout=0.2")
+    assert alone["/k"] == 0
+    with pytest.raises(kydb_redis.NotReplicated, match=r"acknowledged by 0 of the 1 replicas") as info:
+        alone["/k"] = 1  # no replica: applied on the master, but not acknowledged
+    assert not isinstance(info.value, KeyError)
+    with count_calls(alone) as calls:
+        assert alone.read("/k", reload=True) == 1
+        assert alone["/k"] == 1
+    assert calls["kydb_get"] == 1  # nothing was cached by the write that raised
+    replica = private_redis("--replicaof", "127.0.0.1", str(master.port))
+    deadline = time.monotonic() + 30
+    while redis.Redis(port=replica.port).info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.05)
+    db = kydb.connect(f"{master.url}/replicated?wait_replicas=1")
+    db.set_many({f"/f/k{i}": i for i in range(100)})
+    db["/g/one"] = "one"
+    db.mkdir("/h/i")
+    db.delete("/f/k0")
+    on_replica = kydb.connect(f"redis://127.0.0.1:{replica.port}/replicated")
+    assert on_replica.get_many([f"/f/k{i}" for i in range(100)], reload=True) == {f"/f/k{i}": i for i in range(1, 100)}
+    assert on_replica.read("/g/one", reload=True) == "one" and on_replica.is_dir(
+        "/h/i"
+    )  # there when the write returned
+    for closing in (plain, alone, db, on_replica):
+        closing.close()

@@ -437,9 +437,9 @@ def test_a_first_put_into_a_new_folder_chain_lists_the_folders_first(
     db["/load-the-script"] = 0
     with server_commands(raw) as commands, round_trips() as sent:
         db[deep_key(depth)] = "deep"
-    # the put finds no folder and writes nothing; the new folders' entries; their markers with the put again
-    assert sent == [3]
-    assert commands["evalsha"] == 2 and commands["set"] == 2 and commands["del"] == 1
+    # the put finds no folder and writes nothing; one script lists and marks the new folders, the put follows
+    assert sent == [2]
+    assert commands["evalsha"] == 2 and commands["eval"] == 1 and commands["set"] == 2 and commands["del"] == 1
     assert commands["zadd"] == 2 * (depth - 1) + 1  # an entry and a marker per new folder, the object's members
     path = db.base_path + deep_key(depth)
     folder = path.rsplit("/", 1)[0] + "/"
@@ -468,7 +468,7 @@ def test_reads_and_listings_are_one_round_trip_each(quiet: tuple[Any, redis.Redi
         assert dict(commands) == expected, what
     with round_trips() as sent:
         db.mkdir(folder + "/new/deeper")
-    assert sent == [2]  # the new folders' entries, then their markers
+    assert sent == [1]  # one script lists and marks the new folders
     with server_commands(raw) as commands, round_trips() as sent:
         got = db.get_many([deep_key(4, f"k{i:04d}") for i in range(1000)], reload=True)
     assert got == {deep_key(4, f"k{i:04d}"): i for i in range(1000)}
@@ -524,7 +524,7 @@ def test_batches_are_pipelined(quiet: tuple[Any, redis.Redis]) -> None:
     assert len(db.ls("/batch/f0")) == len([k for k in list(values)[2500:] if k.startswith("/batch/f0/")])
     with round_trips() as sent:
         db.set_many({f"/batch/new{i % 3}/k{i}": i for i in range(300)})
-    assert sent == [3]  # into three new folders: tried, folders listed, markers written with the objects
+    assert sent == [2]  # into three new folders: tried, then the folders made and the objects written
 
 
 def test_rm_tree_of_10000_objects_takes_a_few_requests(quiet: tuple[Any, redis.Redis]) -> None:

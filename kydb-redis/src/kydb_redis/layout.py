@@ -69,8 +69,11 @@ put of an existing object runs ``SET ... GET`` and, when its mtime moves,
 ``ZSCORE`` of the folder's marker and one ``ZADD`` of its listing entry and
 both time members — the script call plus at most three commands either way.
 A put into a folder that does not exist yet fails without writing; kydb then
-adds the missing folders' entries to their parents, then their markers
-(two pipelined round trips whatever the depth), and sends the put again.
+adds the missing folders' entries to their parents and their markers, top
+down, and sends the put again: on a single server one :data:`REGISTER` call
+followed by the put in one round trip; on a cluster, whose folders lie in
+several slots, the entries (pipelined to every master), then the markers
+with the put.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ __all__ = [
     "PUT",
     "PUT_ONE",
     "QUERY",
+    "REGISTER",
     "RMDIR",
     "SORTABLE_WIDTH",
     "LuaScript",
@@ -371,6 +375,24 @@ for i = 2, #KEYS do
   redis.call('ZREM', folder, unpack(gone))
 end
 return deleted
+"""
+)
+
+#: List and mark new folders, top down, on a single server (never on a cluster: the folders are in several slots).
+#: ``KEYS[1]`` = the base folder's key; then, per folder, its parent's key and its own.  ``ARGV[1]`` =
+#: ``'root'`` when the base folder is the root (always there), else ``''``; then each folder's entry
+#: (``L`` + name + ``/``).  Writes nothing and returns 0 when the base folder has no marker (the caller
+#: creates it first, with the folders above it); returns 1 otherwise.
+REGISTER = _script(
+    """
+if ARGV[1] ~= 'root' and not redis.call('ZSCORE', KEYS[1], 'D') then
+  return 0
+end
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[2 * i - 2], 0, ARGV[i])
+  redis.call('ZADD', KEYS[2 * i - 1], 0, 'D')
+end
+return 1
 """
 )
 

@@ -4,8 +4,9 @@ Cost per call, in round trips to the server:
 
 * put into an existing folder: 1 (one ``EVALSHA``: ``SET ... GET`` and at
   most two more commands inside), whatever its depth; a put into a folder
-  that does not exist yet: that call, then one round trip listing the new
-  folders in their parents and one writing their markers with the put;
+  that does not exist yet: that call, then one round trip making the
+  folders and putting again (on a cluster two: the folders' entries, then
+  their markers with the put);
 * get (one ``GET``: blob, time and version together), ``read_versioned``,
   exists, is_dir, one page of ``ls``, ``stat`` of a batch: 1;
 * one page of a folder query (``recent``, ``folder(...).by(...)``): 1 (one
@@ -37,7 +38,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -69,6 +70,7 @@ from .layout import (
     PUT,
     PUT_ONE,
     QUERY,
+    REGISTER,
     RMDIR,
     SORTABLE_WIDTH,
     LuaScript,
@@ -366,11 +368,17 @@ class RedisStore(kydb.Store):
         server.loaded.add(script.sha)
         return result
 
-    def _call_many(self, script: LuaScript, calls: Iterable[Call], before: Sequence[Sequence[Any]] = ()) -> list[Any]:
+    def _call_many(
+        self,
+        script: LuaScript,
+        calls: Iterable[Call],
+        before: Sequence[Sequence[Any]] = (),
+        before_replies: list[Any] | None = None,
+    ) -> list[Any]:
         """Run ``script`` once per call, up to :data:`PIPELINE_CALLS` calls per round trip.
 
         ``before`` are commands sent ahead of the first call in the same
-        round trip (their replies are dropped).
+        round trip; their replies go to ``before_replies``, when given.
         """
         results: list[Any] = []
         group: list[Call] = []
@@ -379,20 +387,28 @@ class RedisStore(kydb.Store):
             group.append(call)
             size += call[3]
             if len(group) >= PIPELINE_CALLS or size >= PIPELINE_BYTES:
-                results += self._pipeline(script, group, before)
+                results += self._pipeline(script, group, before, before_replies)
                 group, size, before = [], 0, ()
         if group or before:
-            results += self._pipeline(script, group, before)
+            results += self._pipeline(script, group, before, before_replies)
         return results
 
-    def _pipeline(self, script: LuaScript, group: list[Call], before: Sequence[Sequence[Any]]) -> list[Any]:
+    def _pipeline(
+        self,
+        script: LuaScript,
+        group: list[Call],
+        before: Sequence[Sequence[Any]],
+        before_replies: list[Any] | None = None,
+    ) -> list[Any]:
         server = self._connected()
         wait = self.options.wait_replicas
         if len(group) == 1 and not before and not wait:
             _, keys, args, _ = group[0]
             return [self._call(script, keys, args)]
         if wait and self.options.cluster:  # each call on its master's connection, then WAIT there
-            self._send(before)
+            replies = self._send(before)
+            if before_replies is not None:
+                before_replies += replies
             return [self._script_on_node(script, keys, args) for _, keys, args, _ in group]
         for command in ("EVALSHA", "EVAL") if script.sha in server.loaded else ("EVAL",):
             pipe = server.client.pipeline(transaction=False)
@@ -409,6 +425,8 @@ class RedisStore(kydb.Store):
             server.loaded.add(script.sha)
             if wait:
                 self._check_replicas(replies.pop())
+            if before_replies is not None:
+                before_replies += replies[: len(before)]
             return replies[len(before) :]
         raise AssertionError("unreachable: the EVAL pipeline returned or raised")
 
@@ -602,14 +620,8 @@ class RedisStore(kydb.Store):
                     return
                 if attempt == REGISTER_ATTEMPTS:
                     break
-                # The folders are new: list them in their parents, then write their markers with the objects.
-                folders = {folder for folder, *_ in retry}
-                markers = self._list_folders(folders)
-                calls = [
-                    (folder, keys, [args[0], args[1], b"m", *args[3:]], size) for folder, keys, args, size in retry
-                ]
-                before = [("ZADD", self._folder_key(folder), 0, MARKER) for folder in markers if folder not in folders]
-                results = self._call_many(PUT, calls, before)
+                calls = retry
+                results = self._into_new_folders(PUT, calls, lambda args: [args[0], args[1], b"m", *args[3:]])
         except RedisError as exc:
             raise self._failure(exc, f"writing {_describe(list(items))}") from exc
         raise RedisCommandError(
@@ -626,23 +638,63 @@ class RedisStore(kydb.Store):
         keys = [key, key + path[cut:]]
         value = b"".join((MAGIC, sortable(mtime_ns), new_version(), blob))
         try:
-            if folder != "/" and self._call(PUT_ONE, keys, [value]) != FOLDER_MISSING:
+            if folder == "/":  # the root always exists
+                self._call(PUT_ONE, keys, [value, b"m"])
                 return
-            for _ in range(REGISTER_ATTEMPTS):  # a new folder: list it (and those above), then mark it with the put
-                before = self._new_folders({folder}) if folder != "/" else []
-                if self._call_many(PUT_ONE, [(folder, keys, [value, b"m"], len(blob))], before)[0] != FOLDER_MISSING:
+            if self._call(PUT_ONE, keys, [value]) != FOLDER_MISSING:
+                return
+            for _ in range(REGISTER_ATTEMPTS):  # a new folder: list it (and those above), mark it, put again
+                call = (folder, keys, [value], len(blob))
+                if self._into_new_folders(PUT_ONE, [call], lambda args: [*args, b"m"])[0] != FOLDER_MISSING:
                     return
         except RedisError as exc:
             raise self._failure(exc, f"writing {path!r}") from exc
         raise RedisCommandError(f"{self._where}: writing {path!r} failed: its folder could not be created")
 
-    def _new_folders(self, folders: set[str]) -> list[tuple[Any, ...]]:
-        """List ``folders`` (and the missing ones above) in their parents; the commands that then mark them.
+    def _into_new_folders(
+        self, script: LuaScript, calls: list[Call], marking: Callable[[list[Any]], list[Any]]
+    ) -> list[Any]:
+        """Create the folders of the put ``calls`` (which found them missing), then run the calls again.
 
-        The markers of ``folders`` themselves are left to the put that follows
-        (its script adds them with the objects).
+        On a single server, one round trip: a :data:`REGISTER` call lists and
+        marks every missing folder atomically, top down, and the puts follow
+        on the same connection.  If the base folder is missing, it writes
+        nothing and the puts find their folders unmarked: the base folder
+        (and those above it) is created, and the caller tries again.  On a
+        cluster, whose folders lie in several slots, two round trips: the
+        entries in the parents (:meth:`_list_folders`), then the markers with
+        the puts, whose ``marking`` of their arguments makes them mark their
+        own folders.
         """
-        return [("ZADD", self._folder_key(f), 0, MARKER) for f in self._list_folders(folders) if f not in folders]
+        folders = {folder for folder, *_ in calls}
+        if not self.options.cluster:
+            registered: list[Any] = []
+            results = self._call_many(script, calls, [self._register_command(folders)], registered)
+            if not int(registered[0]):
+                self._create_base()
+            return results
+        markers = [("ZADD", self._folder_key(f), 0, MARKER) for f in self._list_folders(folders) if f not in folders]
+        return self._call_many(script, [(f, keys, marking(args), size) for f, keys, args, size in calls], markers)
+
+    def _below_base(self, folders: set[str]) -> list[str]:
+        """``folders`` and every folder between them and the base folder, top down."""
+        below: set[str] = set()
+        for start in folders:
+            folder = start
+            while folder not in (self.base_folder, "/"):
+                below.add(folder)
+                folder = split_path(folder)[0]
+        return sorted(below, key=lambda f: (f.count("/"), f))
+
+    def _register_command(self, folders: set[str]) -> tuple[Any, ...]:
+        """The :data:`REGISTER` call listing and marking ``folders`` and those above (one ``EVAL``: it is rare)."""
+        keys: list[Any] = [self._folder_key(self.base_folder)]
+        args: list[Any] = [b"root" if self.base_folder == "/" else b""]
+        for folder in self._below_base(folders):
+            parent, name = split_path(folder)
+            keys += (self._folder_key(parent), self._folder_key(folder))
+            args.append("L" + name)
+        return ("EVAL", REGISTER.body, len(keys), *keys, *args)
 
     def _raise_conflicts(self, calls: list[Call], results: list[Any], doing: str) -> None:
         for (folder, keys, _, _), result in zip(calls, results, strict=True):
@@ -693,13 +745,7 @@ class RedisStore(kydb.Store):
         the returned folders (after their entries, so an existing folder is
         always listed).
         """
-        below: set[str] = set()
-        for start in folders:
-            folder = start
-            while folder not in (self.base_folder, "/"):
-                below.add(folder)
-                folder = split_path(folder)[0]
-        ordered = sorted(below, key=lambda f: (f.count("/"), f))
+        ordered = self._below_base(folders)
         commands: list[tuple[Any, ...]] = []
         if self.base_folder != "/":
             commands.append(("ZSCORE", self._folder_key(self.base_folder), MARKER))
@@ -873,8 +919,13 @@ class RedisStore(kydb.Store):
 
     @kydb.hookimpl
     def kydb_mkdir(self, folder: str) -> None:
-        """Two round trips: the entries of the missing folders in their parents, then their markers."""
+        """One round trip on a single server (a :data:`REGISTER` call); two on a cluster: entries, then markers."""
         try:
+            if not self.options.cluster:
+                if not int(self._send([self._register_command({folder})])[0]):
+                    self._create_base()
+                    self._send([self._register_command({folder})])
+                return
             markers = self._list_folders({folder})
             self._send([("ZADD", self._folder_key(created), 0, MARKER) for created in markers])
         except RedisError as exc:
