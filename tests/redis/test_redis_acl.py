@@ -45,12 +45,16 @@ class Tenant:
 @pytest.fixture(scope="module")
 def tenant(redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
     server = PrivateRedis(redis_server_binary, tmp_path_factory.mktemp("acl-redis"))
-    found = Tenant(server)
-    admin = kydb.connect(server.url)  # the administrator, connected at the root
-    admin.mkdir("/tenant-a")
-    admin.close()
-    found.admin.execute_command("ACL", "SETUSER", "tenant", *TENANT_ACL)
-    found.before = found.outside()
+    try:
+        found = Tenant(server)
+        admin = kydb.connect(server.url)  # the administrator, connected at the root
+        admin.mkdir("/tenant-a")
+        admin.close()
+        found.admin.execute_command("ACL", "SETUSER", "tenant", *TENANT_ACL)
+        found.before = found.outside()
+    except BaseException:
+        server.stop()
+        raise
     yield found
     found.admin.close()
     server.stop()
