@@ -78,6 +78,7 @@ with the put.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -184,6 +185,7 @@ def split_path(path: str) -> tuple[str, str]:
     return path[:cut], path[cut:]
 
 
+@functools.lru_cache(maxsize=4096)  # a put's hot path: folders are written again and again
 def folder_key(folder: str) -> str:
     """The sorted set of ``folder`` (a path ending with ``/``): the folder's path, then its hash tag."""
     return f"{folder}{{{zlib.crc32(folder.encode()) & 0xFFFF:04x}}}"
