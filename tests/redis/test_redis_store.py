@@ -742,9 +742,9 @@ def test_rediss_talks_tls(
     plain.close()
 
 
-def test_walkthrough_runs_on_redis(redis_url: str, check_walkthrough: Callable[[str], None]) -> None:
-    url = with_base(redis_url, unique_name("walkthrough"))
+def test_walkthrough_runs_on_redis(redis_url: str, test_root: str, check_walkthrough: Callable[[str], None]) -> None:
+    url = with_base(redis_url, f"{test_root}/{unique_name('walkthrough')}")
     check_walkthrough(url)
     db = kydb.connect(url)
     assert db.ls("/") == []
-    db.rm_tree("/")  # the base folder's own entry
+    db.rm_tree("/")
