@@ -154,3 +154,23 @@ def test_writes_during_resharding_are_all_kept(local_cluster: LocalCluster, clus
     assert keys_under(cluster_raw, db.base_path + "/") == [folder_key(db.base_path + "/").encode()]
     db.close()
     assert isinstance(cluster_raw, redis.RedisCluster)
+
+
+def test_an_exhausted_pool_on_a_cluster_says_so(local_cluster: LocalCluster) -> None:
+    db = kydb.connect(with_base(local_cluster.url, unique_name("exhausted")) + "?pool_size=1&pool_timeout=0.3")
+    try:
+        db["/f/k"] = 1
+        client = db.store.client
+        node = client.get_node_from_key(object_key(db.base_path + "/f/k"))
+        pool = client.get_redis_connection(node).connection_pool
+        held = pool.get_connection()  # another thread's long command on that master
+        try:
+            with pytest.raises(kydb.StoreUnavailable, match=r"pool is exhausted.*\?pool_size=") as info:
+                db.read("/f/k", reload=True)
+            assert not isinstance(info.value, KeyError)
+        finally:
+            pool.release(held)
+        assert db.read("/f/k", reload=True) == 1
+    finally:
+        db.rm_tree("/")
+        db.close()
