@@ -397,10 +397,20 @@ class LocalCluster:
 
 
 @pytest.fixture(scope="session")
-def local_cluster(redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def redis_cli_binary(redis_server_binary: str, skip_or_fail_missing_service: Callable[[str, str], None]) -> str:
+    """``redis-cli``, which creates local clusters (with ``redis-server``)."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        skip_or_fail_missing_service("redis-cli", "no redis-cli binary on PATH to create a local Redis Cluster")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    redis_server_binary: str, redis_cli_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
     """A Redis Cluster of three masters on free loopback ports, for the whole run."""
-    if shutil.which("redis-cli") is None:
-        pytest.fail("redis-cli is needed to create the local Redis Cluster")
     cluster = LocalCluster(redis_server_binary, tmp_path_factory.mktemp("redis-cluster"))
     yield cluster
     cluster.stop()

@@ -31,7 +31,9 @@ from .conftest import LocalCluster, PrivateRedis, with_base
 
 
 @pytest.fixture(scope="module")
-def replicated_cluster(redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def replicated_cluster(
+    redis_server_binary: str, redis_cli_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
     cluster = LocalCluster(redis_server_binary, tmp_path_factory.mktemp("redis-replicated"), masters=3, replicas=1)
     yield cluster
     cluster.stop()
