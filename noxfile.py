@@ -49,7 +49,7 @@ def sql(session: nox.Session) -> None:
 
 @nox.session
 def redis(session: nox.Session) -> None:
-    """kydb-redis installed alone, its tests against the Redis at KYDB_TEST_REDIS_URL (fakeredis if none answers)."""
+    """kydb-redis installed alone: its tests on the Redis at KYDB_TEST_REDIS_URL and on a local Redis Cluster."""
     session.install(CORE, REDIS, "fakeredis[lua]", *TEST_TOOLS)
     session.run(*PYTEST, "tests/redis", *session.posargs)
 
@@ -104,7 +104,7 @@ def bench_sql(session: nox.Session) -> None:
 
 @nox.session(name="bench-redis")
 def bench_redis(session: nox.Session) -> None:
-    """kydb on Redis vs bare redis-py; recent on 100 vs 100,000 objects (private redis-server, or a URL after --)."""
+    """kydb on Redis vs bare redis-py: puts/s and CPU per put, one server and a cluster; connects; recent by size."""
     session.install("./kydb-core", REDIS)
     session.run("python", "benchmarks/bench_redis.py", *session.posargs)
 

@@ -7,7 +7,11 @@ fakeredis (over TCP, so child processes reach it too) and says so in the
 summary; with ``KYDB_REQUIRE_SERVICES`` set that is a failure instead.
 
 Tests that kill a server or count its commands start their own
-``redis-server`` on a free loopback port (:class:`PrivateRedis`).
+``redis-server`` on a free loopback port (:class:`PrivateRedis`); the
+cluster tests start a local Redis Cluster of three masters
+(:class:`LocalCluster`, session-scoped).  Every base path the tests use on
+the shared server lies below one folder of this run (:func:`test_root`),
+removed at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import kydb
+from kydb.testing import unique_name
 from kydb.url import parse_store_url
+from kydb_redis.layout import HEADER_BYTES, MAGIC, MARKER, folder_key, object_key, split_path
 from kydb_redis.options import parse_options
 
 REDIS_URL = os.environ.get("KYDB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -44,16 +50,57 @@ def with_base(url: str, base: str) -> str:
     return parse_store_url(url).with_base(f"/{base.strip('/')}")
 
 
-def raw_client(url: str) -> redis.Redis:
-    """A plain redis-py client for the server and database of a kydb Redis URL, without retries."""
+def raw_client(url: str) -> Any:
+    """A plain redis-py client (a cluster client for redis+cluster://) for a kydb Redis URL, without retries."""
     options = parse_options(parse_store_url(url))
+    if options.cluster:
+        settings = {k: v for k, v in options.connection.items() if k not in ("host", "port")}
+        return redis.RedisCluster(host=options.host, port=options.port, **settings)
     return redis.Redis(**options.connection, ssl=options.tls, retry=Retry(NoBackoff(), 0))
 
 
-def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
-    """Every key kydb keeps for paths starting with ``prefix``: objects, folders, metadata and indexes."""
-    patterns = (prefix, f"meta:{prefix}", f"index:*:{prefix}")
-    return sorted(key for pattern in patterns for key in client.scan_iter(match=pattern + "*", count=1000))
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def keys_under(client: Any, prefix: str) -> list[bytes]:
+    """Every key starting with ``prefix``: in layout 2, every key kydb keeps for paths below it."""
+    if isinstance(client, redis.RedisCluster):
+        found = client.scan_iter(match=glob_escape(prefix) + "*", count=1000, target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        found = client.scan_iter(match=glob_escape(prefix) + "*", count=1000)
+    return sorted(found)
+
+
+def raw_object(client: Any, path: str) -> bytes | None:
+    """The blob kydb stored at the absolute ``path`` (its header stripped), or None."""
+    value = client.get(object_key(path))
+    if value is not None and value.startswith(MAGIC):
+        return bytes(value[HEADER_BYTES:])
+    return value
+
+
+def plant(client: Any, path: str, blob: bytes) -> None:
+    """Write ``blob`` at ``path`` as another tool would: a plain string, listed, its folders made."""
+    client.set(object_key(path), blob)
+    folder, name = split_path(path)
+    client.zadd(folder_key(folder), {"L" + name: 0})
+    while folder != "/":
+        parent, child = split_path(folder)
+        client.zadd(folder_key(parent), {"L" + child: 0})
+        client.zadd(folder_key(folder), {MARKER: 0})
+        folder = parent
+
+
+def remove_tree(client: Any, base: str) -> None:
+    """Remove every key below the folder ``base`` (``/name``) and its entry in the root, behind kydb's back."""
+    keys = keys_under(client, base + "/")
+    for start in range(0, len(keys), 500):
+        for key in keys[start : start + 500]:
+            client.unlink(key)
+    parent, name = split_path(base + "/")
+    client.zrem(folder_key(parent), "L" + name)
 
 
 def _unreachable(url: str) -> str | None:
@@ -92,6 +139,16 @@ def redis_url(require_services: bool, skip_or_fail_missing_service: Callable[[st
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def test_root(redis_url: str) -> Iterator[str]:
+    """A folder of this run on the shared server (``/kydb-tests-...``): tests' base paths lie below it."""
+    root = "/" + unique_name("kydb-tests")
+    yield root
+    client = raw_client(redis_url)
+    remove_tree(client, root)
+    client.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for note in _fallback_notes:
         terminalreporter.write_sep("!", note, yellow=True)
@@ -100,11 +157,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # ---------------------------------------------------------------------- private servers
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A loopback port below ``below`` nothing listens on (at the time of asking)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
 
 
 class PrivateRedis:
@@ -119,7 +179,8 @@ class PrivateRedis:
     def __init__(self, binary: str, directory: Path, *extra: str, persistent: bool = False) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = free_port()
+        # a cluster node's bus listens 10,000 ports higher
+        self.port = free_port(below=55536 if "--cluster-enabled" in extra else 65536)
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         self.args = [
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
@@ -251,3 +312,105 @@ def server_commands(client: redis.Redis) -> Iterator[Counter[str]]:
     delta.subtract(before)
     for name in [n for n, calls in delta.items() if calls == 0]:
         del delta[name]
+
+
+# ---------------------------------------------------------------------- a local Redis Cluster
+
+
+class LocalCluster:
+    """A Redis Cluster of ``masters`` masters (and ``replicas`` replicas each) on free loopback ports.
+
+    Each node is a :class:`PrivateRedis` in a directory of its own; ``redis-cli
+    --cluster create`` assigns the slots.  :attr:`url` is the
+    ``redis+cluster://`` URL (no base path) of the first node.
+    """
+
+    def __init__(self, binary: str, directory: Path, masters: int = 3, replicas: int = 0) -> None:
+        self.nodes: list[PrivateRedis] = []
+        try:
+            for i in range(masters * (1 + replicas)):
+                node_dir = directory / f"node-{i}"
+                node_dir.mkdir()
+                self.nodes.append(
+                    PrivateRedis(
+                        binary,
+                        node_dir,
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        # replicas sync at once, and take over whenever their master fails
+                        "--repl-diskless-sync-delay",
+                        "0",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    )
+                )
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    cli = shutil.which("redis-cli") or "redis-cli"
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def client(self, node: PrivateRedis) -> redis.Redis:
+        return redis.Redis(port=node.port, retry=Retry(NoBackoff(), 0), socket_timeout=5)
+
+    def wait_until_ok(self, timeout: float = 60) -> None:
+        """Until every running node says ``cluster_state:ok`` and every running replica is in sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if node.process is None or node.process.poll() is not None:
+                    continue
+                try:
+                    with self.client(node) as client:
+                        info = client.cluster("info")
+                        replication = client.info("replication")
+                        synced = replication["role"] == "master" or replication.get("master_link_status") == "up"
+                        states.append(
+                            (info["cluster_state"] if synced else "syncing", int(info["cluster_slots_assigned"]))
+                        )
+                except (redis.RedisError, OSError):
+                    states.append(("down", 0))
+            if states and all(state == ("ok", 16384) for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local Redis Cluster did not settle: {states}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cli_binary(redis_server_binary: str, skip_or_fail_missing_service: Callable[[str, str], None]) -> str:
+    """``redis-cli``, which creates local clusters (with ``redis-server``)."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        skip_or_fail_missing_service("redis-cli", "no redis-cli binary on PATH to create a local Redis Cluster")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    redis_server_binary: str, redis_cli_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """A Redis Cluster of three masters on free loopback ports, for the whole run."""
+    cluster = LocalCluster(redis_server_binary, tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

@@ -1,43 +1,44 @@
-"""kydb-redis against the whole conformance suite, on the real server (or fakeredis, see conftest)."""
+"""kydb-redis against the whole conformance suite: on the real server (or fakeredis, see conftest) and on a cluster."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-import redis
 
 import kydb
 from kydb.testing import StoreConformance, unique_name
 
-from .conftest import raw_client, with_base
+from .conftest import LocalCluster, plant, raw_client, raw_object, with_base
 
-_clients: dict[str, redis.Redis] = {}
+_clients: dict[str, Any] = {}
 
 
-def _raw(db: kydb.DB) -> redis.Redis:
+def _raw(db: kydb.DB) -> Any:
     url = db.store_url.with_base("")  # one client per server and database, whatever the base path
     if url not in _clients:
         _clients[url] = raw_client(url)
     return _clients[url]
 
 
-class TestRedisStore(StoreConformance):
-    @pytest.fixture
-    def new_url(self, redis_url: str) -> Callable[[], str]:
-        return lambda: with_base(redis_url, unique_name("redis"))
-
+class RawAccess:
     def raw_get(self, db: kydb.DB, path: str) -> bytes | None:
-        # The documented layout: an object is the Redis string named by its full path.
-        value = _raw(db).get(path)
-        assert value is None or isinstance(value, bytes)
-        return value
+        # The documented layout: an object is a string (a 40-byte header, then the blob) in its folder's slot.
+        return raw_object(_raw(db), path)
 
     def raw_put(self, db: kydb.DB, path: str, blob: bytes) -> None:
-        # The string, plus the entries that list it: each folder is a sorted set of child names.
-        client = _raw(db)
-        client.set(path, blob)
-        parts = path.strip("/").split("/")
-        for depth, name in enumerate(parts):
-            folder = "/" + "".join(p + "/" for p in parts[:depth])
-            client.zadd(folder, {name if depth == len(parts) - 1 else name + "/": 0})
+        # As another tool writes: the plain blob, listed in its folder, the folders made.
+        plant(_raw(db), path, blob)
+
+
+class TestRedisStore(RawAccess, StoreConformance):
+    @pytest.fixture
+    def new_url(self, redis_url: str, test_root: str) -> Callable[[], str]:
+        return lambda: with_base(redis_url, f"{test_root}/{unique_name('redis')}")
+
+
+class TestRedisCluster(RawAccess, StoreConformance):
+    @pytest.fixture
+    def new_url(self, local_cluster: LocalCluster) -> Callable[[], str]:
+        return lambda: with_base(local_cluster.url, unique_name("cluster"))

@@ -28,8 +28,9 @@ import redis
 import kydb
 from kydb.testing import count_calls, unique_name
 from kydb.testing.faults import FaultScenario, TCPProxy
+from kydb_redis.layout import folder_key
 
-from .conftest import PrivateRedis, keys_under, raw_client
+from .conftest import PrivateRedis, keys_under, raw_client, remove_tree
 
 BIG = 256 * 1024  # bytes of a value big enough that a cut after CUT_BIG bytes lands inside its request or reply
 CUT_BIG = 64 * 1024
@@ -66,7 +67,8 @@ def fill(db: Any) -> dict[str, Any]:
 
 def clean_up(db: Any, raw: redis.Redis) -> None:
     db.rm_tree("/")
-    assert keys_under(raw, db.base_path) == []
+    assert keys_under(raw, db.base_path + "/") == [folder_key(db.base_path + "/").encode()]  # the base folder stays
+    remove_tree(raw, db.base_path)
     db.close()
 
 

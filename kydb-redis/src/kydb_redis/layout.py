@@ -1,73 +1,112 @@
-"""How a kydb store is laid out in Redis, and the Lua scripts that keep it consistent.
+"""How a kydb store is laid out in Redis (layout 2), and the Lua scripts that keep it consistent.
 
-The layout mirrors kydb's paths (base path included), so ``redis-cli`` reads
-it directly:
+Every key lives under the path it serves, so a user whose ACL allows only
+``~/tenant-a*`` can use a store whose base path is ``/tenant-a``, and every
+key of one folder carries the same hash tag, so the folder is one Redis
+Cluster hash slot.  For a folder ``F`` (a path ending with ``/``, such as
+``/tenant-a/x/``) let ``T`` be ``{hhhh}``: four hex digits of the CRC-32 of
+``F``'s UTF-8 bytes, in braces.  Then:
 
-* **An object** ``/books/MYBOOK`` is the Redis string ``/books/MYBOOK``
-  holding the blob.  Object paths never end with ``/``.
-* **A folder** ``/books/`` is a sorted set at key ``/books/`` whose members
-  are its children's names — ``MYBOOK`` for an object, ``sub/`` for a
-  subfolder — all with score 0, so Redis orders them by their UTF-8 bytes,
-  which is code-point order: exactly the order ``ls`` promises.  The root is
-  the sorted set ``/``.  Folder keys always end with ``/``, so they never
-  collide with objects; an object and a folder may share a name (``a`` and
-  ``a/`` are different members).  ``ls`` is one ``ZRANGEBYLEX ... LIMIT``
-  per page (O(log n + page)); ``is_dir`` is one ``ZSCORE`` in the parent.
-* **An empty folder** made by ``mkdir`` is just its entry in its parent: Redis
-  deletes a sorted set with its last member, so "the folder's key does not
-  exist" means "the folder is empty".
+=============================  ==================  ==================================================
+key                            type                what
+=============================  ==================  ==================================================
+``F`` + ``T``                  sorted set          the folder: its listing, its indexes, its marker
+``F`` + ``T`` + name           string              an object: a 40-byte header, then the blob
+``F`` + ``T`` + name + ``\\0i``  hash                the object's user index values (only if it has some)
+=============================  ==================  ==================================================
 
-Keys that do not start with ``/`` are never kydb paths; times and indexes
-live there:
+So ``/tenant-a/x/y`` is the string ``/tenant-a/x/{8c1e}y``, listed in the
+sorted set ``/tenant-a/x/{8c1e}``.  Object names are non-empty and hold no
+``/`` and no control character, so the three forms never collide: a
+folder's key ends with ``}``, only index hashes hold ``\\0``, and the last
+``/`` of any key ends its folder.
 
-* **An object's metadata** is the hash ``meta:/books/MYBOOK``: field
-  ``mtime`` (modification time), ``ctime`` (creation time) and one field per
-  user index the object has, each holding the value in its *sortable form*.
-* **An ordered index** of the objects directly in a folder is the sorted set
-  ``index:<name>:/books/`` (``index:mtime:/books/``, ``index:ctime:/books/``,
-  ``index:class_date:/books/``), every score 0, whose members are
-  ``<sortable value>:<object name>``.  Index names match
-  ``[A-Za-z][A-Za-z0-9_]*``, so the first ``:`` ends the name.
+**Hash tags.**  Redis Cluster hashes only what lies between a key's first
+``{`` and the first ``}`` after it.  When ``F`` holds no ``{``, that is
+``hhhh``.  When it does, the tag starts inside ``F`` and ends at the first
+``}`` after it — inside ``F`` or at the end of ``T`` — which is the same for
+every key of the folder, because they all start with ``F`` + ``T``.  The one
+exception is a folder whose first ``{`` is directly followed by ``}``
+(``/a{}b/``): Redis then hashes whole keys, so on a cluster such a path is
+refused with a ``ValueError`` (a single server takes it).
 
-The sortable form of a value (a signed 64-bit integer: nanoseconds since the
-epoch, or a user index value) is the 20 decimal digits of ``value + 2**63``.
-Fixed width and non-negative, it orders as text exactly as the integers
-order, and it is text all the way: Lua numbers are doubles, which cannot
-hold nanosecond times (above 2**53) exactly, so the scripts never convert a
-value to a number.  Members of one index then sort by ``(value, name)`` —
-the order queries promise, ties by name — and a query page is one
-``ZRANGEBYLEX``/``ZREVRANGEBYLEX ... LIMIT`` whose bounds are the sortable
-values and whose cursor is the last member returned (O(log n + page),
-whatever the folder's size).  A sorted set of one folder disappears with its
-last member, like a folder's listing.
+**The folder's sorted set** has every score 0, so Redis orders its members
+by their bytes, and it holds, each kind under its own first letter:
 
-Every change goes through one Lua script call, which Redis runs atomically:
-a put sets the object, its times and indexes and lists it (and any ancestor
-not listed yet) in one command and one round trip whatever the depth; a
-delete unlinks the object and removes its folder entry, metadata and index
-members together.  The scripts keep two invariants: a non-empty folder is
-listed in its parent, and an object's index members are exactly the values
-in its metadata hash.  They receive object and folder paths in ``KEYS`` and
-derive every other key (folders above, metadata, indexes) from the paths,
-which keeps a put's request as small as a ``SET``; so they need a single
-Redis node (one database), not a Redis Cluster, whose hash slots would split
-a path from its folders and indexes.
+* ``D`` — the marker: the folder exists (made by ``mkdir`` or by a put below
+  it).  It is only ever added after the folder's entry in its parent, and a
+  put adds an object only to a folder that has it, so a listed object's
+  folder is always listed.  Deleting objects leaves folders (and markers)
+  in place; ``rmdir`` and ``rm_tree`` remove them.
+* ``L`` + name + ``/`` — a subfolder; ``L`` + name + ``\\0`` + ctime — an
+  object and its creation time.  ``\\0`` sorts before every character a name
+  may hold, so members order exactly as names do: ``ls`` is one
+  ``ZRANGEBYLEX [L (M LIMIT`` per page.  (An object some other tool wrote
+  may be listed as plain ``L`` + name.)
+* ``M`` + mtime + ``:`` + name and ``C`` + ctime + ``:`` + name — the
+  modification- and creation-time indexes;  ``I`` + index name + ``:`` +
+  value + ``:`` + name — a user index (index names match
+  ``[A-Za-z][A-Za-z0-9_]*``, so the first ``:`` ends the name).
+
+Values are in their *sortable form*: the 20 decimal digits of
+``value + 2**63``, which order as text exactly as the signed 64-bit integers
+do and never pass through a Lua number or a score (doubles, which cannot
+hold nanosecond times exactly).  A query page is one ``ZRANGEBYLEX`` over
+one kind's members, bounded by sortable values and resumed after the last
+member returned.
+
+**The object header** is ``\\0kv2`` + mtime (20 digits) + version (16 hex
+digits), before the blob: a plain ``GET`` returns blob, time and version
+together (one command for a cold read and for a versioned read), and a put
+learns the time it replaces from ``SET ... GET``.  The version is a random
+token chosen for each write.  A value without the header was written by
+another tool: it reads as its bytes, has no times, and its version is
+``raw:`` + the SHA-1 of its bytes.
+
+**Costs.**  Every write is one script call touching one folder's slot.  A
+put of an existing object runs ``SET ... GET`` and, when its mtime moves,
+``ZREM``/``ZADD`` of its mtime member; a new object ``SET ... GET``, a
+``ZSCORE`` of the folder's marker and one ``ZADD`` of its listing entry and
+both time members — the script call plus at most three commands either way.
+A put into a folder that does not exist yet fails without writing; kydb then
+adds the missing folders' entries to their parents and their markers, top
+down, and sends the put again: on a single server one :data:`REGISTER` call
+followed by the put in one round trip; on a cluster, whose folders lie in
+several slots, the entries (pipelined to every master), then the markers
+with the put.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
+import os
+import threading
+import zlib
 from typing import NamedTuple
 
 __all__ = [
+    "CONFLICT",
     "DELETE",
+    "FOLDER_MISSING",
+    "HEADER_BYTES",
+    "MAGIC",
+    "MARKER",
     "PUT",
+    "PUT_ONE",
     "QUERY",
+    "REGISTER",
+    "RMDIR",
     "SORTABLE_WIDTH",
     "LuaScript",
+    "folder_key",
     "from_sortable",
-    "index_key",
-    "meta_key",
+    "header",
+    "index_hash_key",
+    "new_version",
+    "object_key",
+    "refuse_on_cluster",
     "sortable",
     "split_path",
 ]
@@ -84,130 +123,13 @@ def _script(body: str) -> LuaScript:
     return LuaScript(body, hashlib.sha1(body.encode()).hexdigest())
 
 
-# In the scripts, string.match(path, '^(.*/)([^/]+/?)$') is the folder holding
-# a path and the path's name there: '/a/b/c' -> '/a/b/', 'c'; the folder
-# '/a/b/' -> '/a/', 'b/'; nil for the root.  (Written out each time: a Lua
-# helper function would be created again on every call.)
-
-#: Write objects with their times and index values, create folders.
-#: ``ARGV[1]`` = n, ``ARGV[2]`` = the write's time (sortable form);
-#: ``KEYS[1..n]`` are object paths and ``ARGV[3..n+2]`` their blobs; further
-#: ``KEYS`` are folder paths to create (``mkdir`` is a call with n = 0).  Then
-#: ``ARGV`` holds triples ``(i, index name, sortable value or '' to clear)``
-#: for the object at ``KEYS[i]``.
-#:
-#: An object's mtime becomes the write's time, and so does its ctime when it
-#: has no metadata yet (it is new); each index member moves from the old
-#: value (read from the metadata hash) to the new one.  Each new object or
-#: folder is then added to its folder, that folder to its parent and so on up
-#: to the root, stopping at the first entry that was already there: a folder
-#: with an entry in it is non-empty, and a non-empty folder is always listed
-#: in its parent (every script keeps that true), so everything above is
-#: listed too.  An object that has metadata already is listed already (only
-#: the delete script removes either, both at once), so an overwrite runs one
-#: ``SET``, one ``HGET``, one ``HSET``, one ``ZREM`` and one ``ZADD`` whatever
-#: the depth.  Returns n.
-PUT = _script(
-    """
-local n = tonumber(ARGV[1])
-local mtime = ARGV[2]
-for i = 1, #KEYS do
-  local path = KEYS[i]
-  local folder, name = string.match(path, '^(.*/)([^/]+/?)$')
-  if i <= n then
-    redis.call('SET', path, ARGV[i + 2])
-    local meta = 'meta:' .. path
-    local old = redis.call('HGET', meta, 'mtime')
-    local by_mtime = 'index:mtime:' .. folder
-    if old then
-      redis.call('ZREM', by_mtime, old .. ':' .. name)  -- before the ZADD: old may equal mtime
-      redis.call('HSET', meta, 'mtime', mtime)
-      folder = nil  -- an object with metadata is listed in its folder already
-    else
-      redis.call('HSET', meta, 'mtime', mtime, 'ctime', mtime)
-      redis.call('ZADD', 'index:ctime:' .. folder, 0, mtime .. ':' .. name)
-    end
-    redis.call('ZADD', by_mtime, 0, mtime .. ':' .. name)
-  end
-  while folder and redis.call('ZADD', folder, 0, name) == 1 do
-    folder, name = string.match(folder, '^(.*/)([^/]+/?)$')
-  end
-end
-for j = n + 3, #ARGV, 3 do
-  local path, index, value = KEYS[tonumber(ARGV[j])], ARGV[j + 1], ARGV[j + 2]
-  local folder, name = string.match(path, '^(.*/)([^/]+/?)$')
-  local meta, ordered = 'meta:' .. path, 'index:' .. index .. ':' .. folder
-  local old = redis.call('HGET', meta, index)
-  if old then
-    redis.call('ZREM', ordered, old .. ':' .. name)
-  end
-  if value == '' then
-    redis.call('HDEL', meta, index)
-  else
-    redis.call('HSET', meta, index, value)
-    redis.call('ZADD', ordered, 0, value .. ':' .. name)
-  end
-end
-return n
-"""
-)
-
-#: Delete objects, then remove empty folders.  ``ARGV[1]`` = n:
-#: ``KEYS[1..n]`` are object paths, unlinked with their folder entries, their
-#: metadata hashes and their members in every index; further ``KEYS`` are
-#: folder paths, deepest first, whose entries in their parents go only if the
-#: folder is empty (its key does not exist), so a folder a concurrent writer
-#: has just filled stays listed.  Returns the number of objects that existed.
-DELETE = _script(
-    """
-local n = tonumber(ARGV[1])
-local deleted = 0
-for i = 1, #KEYS do
-  local path = KEYS[i]
-  local folder, name = string.match(path, '^(.*/)([^/]+/?)$')
-  if i <= n then
-    deleted = deleted + redis.call('UNLINK', path)
-    local meta = 'meta:' .. path
-    local fields = redis.call('HGETALL', meta)
-    for j = 1, #fields, 2 do
-      redis.call('ZREM', 'index:' .. fields[j] .. ':' .. folder, fields[j + 1] .. ':' .. name)
-    end
-    if #fields > 0 then
-      redis.call('DEL', meta)
-    end
-  end
-  if i <= n or redis.call('EXISTS', path) == 0 then
-    redis.call('ZREM', folder, name)
-  end
-end
-return deleted
-"""
-)
-
-#: One page of a folder query.  ``KEYS[1]`` is the index's sorted set;
-#: ``ARGV`` = the two lex bounds in the order the range command takes them,
-#: the page size, ``'desc'`` for newest/largest first (else ascending), and
-#: the folder.  Fetches one member more than the page, so the caller knows
-#: whether another page follows.  Returns a flat list: per member, the member
-#: and the object's mtime and ctime from its metadata (sortable form); the
-#: extra member comes without times.
-QUERY = _script(
-    """
-local limit = tonumber(ARGV[3])
-local range = ARGV[4] == 'desc' and 'ZREVRANGEBYLEX' or 'ZRANGEBYLEX'
-local members = redis.call(range, KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, limit + 1)
-local out = {}
-for i, member in ipairs(members) do
-  out[#out + 1] = member
-  if i <= limit then
-    local times = redis.call('HMGET', 'meta:' .. ARGV[5] .. string.sub(member, 22), 'mtime', 'ctime')
-    out[#out + 1] = times[1]
-    out[#out + 1] = times[2]
-  end
-end
-return out
-"""
-)
+MAGIC = b"\x00kv2"
+HEADER_BYTES = 40  # MAGIC, 20 digits of mtime, 16 hex digits of version
+MARKER = "D"
+#: What the put script returns when the folder has no marker (nothing was written).
+FOLDER_MISSING = -1
+#: A put/delete script returns ``CONFLICT - i`` when the i-th object's version is not the expected one.
+CONFLICT = -1000
 
 _OFFSET = 2**63
 SORTABLE_WIDTH = 20
@@ -225,14 +147,33 @@ def from_sortable(text: bytes) -> int:
     return int(text) - _OFFSET
 
 
-def meta_key(path: str) -> str:
-    """The hash holding an object's times and index values."""
-    return "meta:" + path
+def header(mtime: bytes, version: bytes) -> bytes:
+    """The 40 bytes kydb stores before a blob: :data:`MAGIC`, the sortable mtime and the version."""
+    return MAGIC + mtime + version
 
 
-def index_key(index: str, folder: str) -> str:
-    """The sorted set ordering the objects directly in ``folder`` by ``index``."""
-    return f"index:{index}:{folder}"
+class Versions:
+    """Fresh version tokens: 16 hex digits, a random prefix per process and a counter (no syscall per write).
+
+    A forked child, and a process whose counter wraps, draws a new prefix.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = b""
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            number = next(self._next)
+            if self._pid != os.getpid() or number >= 0xFFFFFFFF:
+                self._pid, self._prefix, self._next = os.getpid(), os.urandom(4).hex().encode(), itertools.count(1)
+                number = 0
+            return b"%s%08x" % (self._prefix, number)
+
+
+new_version = Versions()
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -242,3 +183,266 @@ def split_path(path: str) -> tuple[str, str]:
     """
     cut = path.rfind("/", 0, len(path) - 1) + 1
     return path[:cut], path[cut:]
+
+
+@functools.lru_cache(maxsize=4096)  # a put's hot path: folders are written again and again
+def folder_key(folder: str) -> str:
+    """The sorted set of ``folder`` (a path ending with ``/``): the folder's path, then its hash tag."""
+    return f"{folder}{{{zlib.crc32(folder.encode()) & 0xFFFF:04x}}}"
+
+
+def object_key(path: str) -> str:
+    """The string holding the object at ``path``: its folder's key, then its name."""
+    folder, name = split_path(path)
+    return folder_key(folder) + name
+
+
+def index_hash_key(path: str) -> str:
+    """The hash of the user index values of the object at ``path``."""
+    return object_key(path) + "\x00i"
+
+
+def refuse_on_cluster(folder: str) -> None:
+    """Raise ``ValueError`` if Redis Cluster would spread ``folder``'s keys over several hash slots."""
+    brace = folder.find("{")
+    if brace >= 0 and folder[brace + 1 : brace + 2] == "}":
+        raise ValueError(
+            f"{folder!r} cannot be stored on a Redis Cluster: its first '{{' is followed directly by '}}', so "
+            "Redis hashes each of its keys whole and one folder would span several hash slots. Rename it, or use "
+            "a single Redis server"
+        )
+
+
+# The scripts receive the folder's key as KEYS[1] and its objects' keys after it, so a
+# name is string.sub(key, #KEYS[1] + 1); they touch no key outside the folder's slot.
+_VERSION_OF = """
+local function version_of(key)
+  local head = redis.call('GETRANGE', key, 0, 39)
+  if string.sub(head, 1, 4) == '\\0kv2' then
+    return string.sub(head, 25, 40)
+  end
+  if head == '' and redis.call('EXISTS', key) == 0 then
+    return false
+  end
+  return 'raw:' .. redis.sha1hex(redis.call('GET', key))
+end
+"""
+
+#: Write objects of one folder with their times, versions and index values.
+#: ``KEYS[1]`` = the folder's key, ``KEYS[2..n+1]`` the objects' keys.
+#: ``ARGV`` = n, the write's mtime (sortable), ``'m'`` to add the folder's
+#: marker if missing (else ``''``), e = the number of expectations, then e
+#: pairs (object number i, version or ``''`` for "absent"), then the n values
+#: (header + blob), then triples (i, index name, sortable value or ``''`` to
+#: clear).  Returns 0, :data:`FOLDER_MISSING` (nothing written) or
+#: ``CONFLICT - i`` (nothing written).
+PUT = _script(
+    _VERSION_OF
+    + """
+local n, mtime, mark, e = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local folder = KEYS[1]
+local cut = #folder + 1
+local first = 5 + 2 * e
+for j = 5, first - 1, 2 do
+  local i, want = tonumber(ARGV[j]), ARGV[j + 1]
+  local have = version_of(KEYS[i + 1])
+  local mine = string.sub(ARGV[first + i - 1], 25, 40)  -- a retried call finds its own write
+  if have ~= mine and ((want == '' and have) or (want ~= '' and have ~= want)) then
+    return -1000 - i
+  end
+end
+local listed = false
+for i = 1, n do
+  local key = KEYS[i + 1]
+  local name = string.sub(key, cut)
+  local old = redis.call('SET', key, ARGV[first + i - 1], 'GET')
+  if old and string.sub(old, 1, 4) == '\\0kv2' then
+    local was = string.sub(old, 5, 24)
+    if was ~= mtime then
+      redis.call('ZREM', folder, 'M' .. was .. ':' .. name)
+      redis.call('ZADD', folder, 0, 'M' .. mtime .. ':' .. name)
+    end
+  else
+    if not listed then
+      if not redis.call('ZSCORE', folder, 'D') then
+        if mark == 'm' then
+          redis.call('ZADD', folder, 0, 'D')
+        else  -- the folder is not listed in its parent yet: undo, and let the caller list it first
+          if old then redis.call('SET', key, old) else redis.call('DEL', key) end
+          return -1
+        end
+      end
+      listed = true
+    end
+    if old then
+      redis.call('ZREM', folder, 'L' .. name)  -- another tool's entry
+    end
+    redis.call('ZADD', folder, 0, 'L' .. name .. '\\0' .. mtime, 0, 'C' .. mtime .. ':' .. name,
+               0, 'M' .. mtime .. ':' .. name)
+  end
+end
+for j = first + n, #ARGV, 3 do
+  local key, index, value = KEYS[tonumber(ARGV[j]) + 1], ARGV[j + 1], ARGV[j + 2]
+  local name, meta = string.sub(key, cut), key .. '\\0i'
+  local old = redis.call('HGET', meta, index)
+  if old then
+    redis.call('ZREM', folder, 'I' .. index .. ':' .. old .. ':' .. name)
+  end
+  if value == '' then
+    redis.call('HDEL', meta, index)
+  else
+    redis.call('HSET', meta, index, value)
+    redis.call('ZADD', folder, 0, 'I' .. index .. ':' .. value .. ':' .. name)
+  end
+end
+return 0
+"""
+)
+
+#: Write one object, no index values, no expectation: the common put, kept as lean as it can be.
+#: ``KEYS`` = the folder's key, the object's key; ``ARGV`` = the value (header + blob), and ``'m'``
+#: to add the folder's marker if missing.  Returns 0 or :data:`FOLDER_MISSING` (nothing written).
+#: The script call and at most three commands: ``SET ... GET``, then ``ZREM`` and ``ZADD`` of the
+#: mtime member (an overwrite) or ``ZSCORE`` of the marker and one ``ZADD`` (a new object).
+PUT_ONE = _script(
+    """
+local folder, key, value = KEYS[1], KEYS[2], ARGV[1]
+local old = redis.call('SET', key, value, 'GET')
+local mtime, name = string.sub(value, 5, 24), string.sub(key, #folder + 1)
+if old and string.sub(old, 1, 4) == '\0kv2' then
+  local was = string.sub(old, 5, 24)
+  if was ~= mtime then
+    redis.call('ZREM', folder, 'M' .. was .. ':' .. name)
+    redis.call('ZADD', folder, 0, 'M' .. mtime .. ':' .. name)
+  end
+  return 0
+end
+if not redis.call('ZSCORE', folder, 'D') then
+  if ARGV[2] ~= 'm' then  -- the folder is not listed in its parent yet: undo, and let the caller list it first
+    if old then redis.call('SET', key, old) else redis.call('DEL', key) end
+    return -1
+  end
+  redis.call('ZADD', folder, 0, 'D')
+end
+if old then
+  redis.call('ZREM', folder, 'L' .. name)  -- another tool's entry
+end
+redis.call('ZADD', folder, 0, 'L' .. name .. '\0' .. mtime, 0, 'C' .. mtime .. ':' .. name,
+           0, 'M' .. mtime .. ':' .. name)
+return 0
+"""
+)
+
+#: Delete objects of one folder with their listing entries, index members and
+#: index hashes.  ``KEYS`` as for :data:`PUT`; ``ARGV`` = e, then e pairs
+#: (i, version).  Returns the number of objects that existed, or
+#: ``CONFLICT - i`` (nothing deleted).
+DELETE = _script(
+    _VERSION_OF
+    + """
+local e = tonumber(ARGV[1])
+local folder = KEYS[1]
+local cut = #folder + 1
+for j = 2, 1 + 2 * e, 2 do
+  local i = tonumber(ARGV[j])
+  if version_of(KEYS[i + 1]) ~= ARGV[j + 1] then
+    return -1000 - i
+  end
+end
+local deleted = 0
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local name = string.sub(key, cut)
+  local head = redis.call('GETRANGE', key, 0, 39)
+  local gone = {'L' .. name}
+  if redis.call('UNLINK', key) == 1 then
+    deleted = deleted + 1
+    local entry = redis.call('ZRANGEBYLEX', folder, '[L' .. name .. '\\0', '(L' .. name .. '\\1', 'LIMIT', 0, 1)[1]
+    if entry then
+      gone[#gone + 1] = entry
+      gone[#gone + 1] = 'C' .. string.sub(entry, #name + 3) .. ':' .. name
+    end
+    if string.sub(head, 1, 4) == '\\0kv2' then
+      gone[#gone + 1] = 'M' .. string.sub(head, 5, 24) .. ':' .. name
+    end
+    local meta = key .. '\\0i'
+    local fields = redis.call('HGETALL', meta)
+    for f = 1, #fields, 2 do
+      gone[#gone + 1] = 'I' .. fields[f] .. ':' .. fields[f + 1] .. ':' .. name
+    end
+    if #fields > 0 then
+      redis.call('DEL', meta)
+    end
+  end
+  redis.call('ZREM', folder, unpack(gone))
+end
+return deleted
+"""
+)
+
+#: List and mark new folders, top down, on a single server (never on a cluster: the folders are in several slots).
+#: ``KEYS[1]`` = the base folder's key; then, per folder, its parent's key and its own.  ``ARGV[1]`` =
+#: ``'root'`` when the base folder is the root (always there), else ``''``; then each folder's entry
+#: (``L`` + name + ``/``).  Writes nothing and returns 0 when the base folder has no marker (the caller
+#: creates it first, with the folders above it); returns 1 otherwise.
+REGISTER = _script(
+    """
+if ARGV[1] ~= 'root' and not redis.call('ZSCORE', KEYS[1], 'D') then
+  return 0
+end
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[2 * i - 2], 0, ARGV[i])
+  redis.call('ZADD', KEYS[2 * i - 1], 0, 'D')
+end
+return 1
+"""
+)
+
+#: Remove a folder's sorted set if it lists nothing (only its marker and indexes of nothing are left).
+#: ``KEYS[1]`` = the folder's key.  Returns 1 if it is gone (or was), 0 if something is listed in it.
+RMDIR = _script(
+    """
+if redis.call('ZLEXCOUNT', KEYS[1], '[L', '(M') > 0 then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+#: One page of a folder query.  ``KEYS[1]`` = the folder's key; ``ARGV`` = the two lex bounds
+#: in the order the range command takes them, the page size, ``'desc'`` or ``'asc'``, and the
+#: members' prefix (``M``, ``C`` or ``I<name>:``).  Fetches one member more than the page, so
+#: the caller knows whether another page follows.  Returns a flat list: per member, the member
+#: and the object's mtime and ctime (sortable, or false); the extra member comes alone.
+QUERY = _script(
+    """
+local folder, limit, prefix = KEYS[1], tonumber(ARGV[3]), ARGV[5]
+local range = ARGV[4] == 'desc' and 'ZREVRANGEBYLEX' or 'ZRANGEBYLEX'
+local members = redis.call(range, folder, ARGV[1], ARGV[2], 'LIMIT', 0, limit + 1)
+local out = {}
+local skip = #prefix + 22
+for i, member in ipairs(members) do
+  out[#out + 1] = member
+  if i <= limit then
+    local name, value = string.sub(member, skip), string.sub(member, #prefix + 1, #prefix + 20)
+    local mtime, ctime = false, false
+    if prefix == 'M' then
+      mtime = value
+    else
+      local head = redis.call('GETRANGE', folder .. name, 0, 23)
+      if string.sub(head, 1, 4) == '\\0kv2' then mtime = string.sub(head, 5, 24) end
+    end
+    if prefix == 'C' then
+      ctime = value
+    else
+      local entry = redis.call('ZRANGEBYLEX', folder, '[L' .. name .. '\\0', '(L' .. name .. '\\1', 'LIMIT', 0, 1)[1]
+      if entry then ctime = string.sub(entry, #name + 3) end
+    end
+    out[#out + 1] = mtime
+    out[#out + 1] = ctime
+  end
+end
+return out
+"""
+)
