@@ -55,6 +55,11 @@ WELL_KNOWN_SCHEMES = {
     "postgresql": "kydb-sql",
     "mysql": "kydb-sql",
     "mariadb": "kydb-sql",
+    "file": "kydb-files",
+    "files": "kydb-files",
+    "fsspec": "kydb-fsspec",
+    "http": "kydb-fsspec",
+    "https": "kydb-fsspec",
 }
 
 PluginFactory = Callable[..., Any]
