@@ -241,3 +241,11 @@ def test_the_conformance_helper_finds_objects_where_the_layout_says(store: tuple
     db["/h/a/b"] = 2
     assert object_file(db, "/h/a") == root / "h" / ".kydb-same-name" / "a"
     assert object_file(db, "/h/a/b") == root / "h" / "a" / "b"
+
+
+def test_a_conditional_write_that_conflicts_leaves_no_folder(store: tuple[kydb.DB, Path]) -> None:
+    db, root = store
+    db["/kept"] = 1
+    with pytest.raises(kydb.Conflict):
+        db.set("/new/deeper/k", 1, if_version="a version it never had")
+    assert db.ls("/") == ["kept"] and not (root / "new").exists()

@@ -79,6 +79,7 @@ __all__ = [
     "entry_name",
     "file_version",
     "folder_entries",
+    "holds_object",
     "is_long",
     "is_temp",
     "kydb_name",
@@ -136,6 +137,18 @@ def component_of(entry: str) -> str | None:
     except UnicodeEncodeError:
         return None
     return entry
+
+
+def holds_object(relative: str) -> bool:
+    """Whether the file at ``relative`` (``/``-separated, below a folder's directory) is an object.
+
+    It is when every entry on its way names a folder, and its own entry an
+    object — directly, or in a ``.kydb-same-name`` directory.
+    """
+    entries = relative.split("/")
+    if len(entries) > 1 and entries[-2] == SAME_NAME_DIR:
+        del entries[-2]
+    return all(component_of(entry) is not None or is_long(entry) for entry in entries)
 
 
 def is_long(entry: str) -> bool:

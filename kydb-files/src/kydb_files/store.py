@@ -365,21 +365,25 @@ class FileStore(kydb.Store):
                 os.mkdir(directory)
             _fsync_dir(os.path.dirname(directory))
 
-    def _ensure_folder(self, folder: str) -> str:
-        """The folder's directory, made (with its ancestors) if missing; returns its path."""
+    def _ensure_folder(self, folder: str, made: list[str]) -> str:
+        """The folder's directory, made (with its ancestors) if missing; returns its path.
+
+        The folders it makes are appended to ``made``.
+        """
         d = self._dir(folder)
         if _is_dir(d):
             return d
-        current = self.root
+        current, walked = self.root, "/"
         for part in folder.strip("/").split("/"):
             if part:
                 entry = layout.entry_name(part)
-                if not _is_dir(os.path.join(current, entry)):
-                    self._make_subfolder(current, entry, part)
+                walked += part + "/"
+                if not _is_dir(os.path.join(current, entry)) and self._make_subfolder(current, entry, part):
+                    made.append(walked)
                 current = os.path.join(current, entry)
         return current
 
-    def _make_subfolder(self, parent: str, entry: str, name: str) -> None:
+    def _make_subfolder(self, parent: str, entry: str, name: str) -> bool:
         """Make the folder ``name`` in ``parent``, moving an object of that name beside it (under the parent's lock)."""
         with folder_lock(parent):
             path = os.path.join(parent, entry)
@@ -388,7 +392,7 @@ class FileStore(kydb.Store):
             except FileNotFoundError:
                 found = None
             if found is not None and stat.S_ISDIR(found.st_mode):
-                return
+                return False
             touched = {parent}
             if found is not None:  # an object of that name: it moves to .kydb-same-name, where readers look next
                 same = os.path.join(parent, SAME_NAME_DIR)
@@ -404,6 +408,7 @@ class FileStore(kydb.Store):
                 os.mkdir(path)
             for directory in touched:
                 _fsync_dir(directory)
+        return True
 
     @staticmethod
     def _replace_file(d: str, target: str, data: bytes) -> None:
@@ -529,10 +534,29 @@ class FileStore(kydb.Store):
     ) -> None:
         by_dir: dict[str, list[tuple[str, str]]] = {}
         folders: dict[str, str] = {}
+        made: list[str] = []  # folders this write made: a conflict takes them away again
+        try:
+            self._put_in(items, mtime_ns, indexes, expect, by_dir, folders, made)
+        except kydb.Conflict:
+            for folder in reversed(made):
+                with contextlib.suppress(kydb.KydbError, OSError):
+                    self.kydb_rmdir(folder)  # only if still empty: a concurrent writer may have used it
+            raise
+
+    def _put_in(
+        self,
+        items: dict[str, bytes],
+        mtime_ns: int,
+        indexes: Mapping[str, Mapping[str, int | None]],
+        expect: Mapping[str, str | None],
+        by_dir: dict[str, list[tuple[str, str]]],
+        folders: dict[str, str],
+        made: list[str],
+    ) -> None:
         for path in items:
             folder = folder_of(path)
             if folder not in folders:
-                folders[folder] = self._ensure_folder(folder)
+                folders[folder] = self._ensure_folder(folder, made)
             by_dir.setdefault(folders[folder], []).append((path, layout.object_entries(path)[1]))
         with contextlib.ExitStack() as held:
             for d in sorted(by_dir):  # one order for everyone: no deadlocks
@@ -668,7 +692,7 @@ class FileStore(kydb.Store):
             self._ready_to_write()
             for attempt in range(_ATTEMPTS):
                 try:
-                    self._ensure_folder(folder)
+                    self._ensure_folder(folder, [])
                     return
                 except FolderVanished:
                     if attempt == _ATTEMPTS - 1:
