@@ -43,7 +43,7 @@ def test_a_killed_writer_leaves_old_or_new_whole_and_no_visible_temporary_files(
     old = 0  # the value stored before the writer runs
     leftovers_seen = 0
     rng = random.Random(20260905)
-    for _ in range(KILLS):
+    for kill in range(KILLS):
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER.format(size=SIZE), url, str(started)],
             stdout=subprocess.PIPE,
@@ -54,6 +54,10 @@ def test_a_killed_writer_leaves_old_or_new_whole_and_no_visible_temporary_files(
         deadline = time.monotonic() + rng.uniform(0.05, 0.6)
         while time.monotonic() < deadline:  # read while it writes: never a torn value
             whole(reader.read("/big", reload=True))
+        if kill % 2:  # every other kill waits for a put's temporary file: killed halfway through writing it
+            while not any(name.startswith(".kydb-tmp-") for name in os.listdir(folder)):
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.02))
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         began += [int(line) for line in writer.stdout.read().split()]
@@ -68,5 +72,5 @@ def test_a_killed_writer_leaves_old_or_new_whole_and_no_visible_temporary_files(
         leftovers_seen += any(name.startswith(".kydb-tmp-") for name in os.listdir(folder))
         assert reader.ls("/") == ["big"]  # the listing also sweeps what the killed writer left
         assert not any(name.startswith(".kydb-tmp-") for name in os.listdir(folder))
-    # Most kills land mid-put (a put takes longer than the rest of the loop): the test saw real leftovers.
+    # The kills that waited for a temporary file caught a put in the middle of writing it.
     assert leftovers_seen >= KILLS // 2, f"only {leftovers_seen} of {KILLS} kills interrupted a put"

@@ -128,14 +128,16 @@ def component_of(entry: str) -> str | None:
     ``.kydb-name``).  Names that are not valid UTF-8 (undecodable bytes,
     which Python gives as lone surrogates) cannot be kydb names: ``None``.
     """
-    if entry.startswith(RESERVED_PREFIX):
-        return None
-    if _STUFFED.match(entry):
-        entry = entry[1:]
-    try:
-        entry.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
+    if entry.startswith("."):
+        if entry.startswith(RESERVED_PREFIX):
+            return None
+        if _STUFFED.match(entry):
+            entry = entry[1:]
+    if not entry.isascii():
+        try:
+            entry.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     return entry
 
 

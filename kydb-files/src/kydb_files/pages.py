@@ -29,6 +29,7 @@ class _Snapshot:
     key: str
     names: list[str]
     signature: Hashable
+    settled: bool  # the signature will show any change made after the snapshot was read
 
 
 class ListingPages:
@@ -51,12 +52,17 @@ class ListingPages:
         read: Callable[[], Iterable[str]],
         signature: Callable[[], Hashable] | None = None,
         present: Callable[[str], bool] | None = None,
+        settled: Callable[[Hashable], bool] | None = None,
     ) -> kydb.ListPage:
         """One page of the listing of ``key`` (a folder): the sorted names after the cursor's.
 
         ``read()`` returns the folder's names (``name`` or ``name/``, any
         order, duplicates allowed); ``signature()`` something that changes
-        when the folder does; ``present(name)`` whether a name still exists.
+        when the folder does; ``present(name)`` whether a name still exists,
+        asked of the names of a snapshot read for an earlier page unless
+        ``settled(signature)`` said, when it was read, that the signature
+        would show every later change (a directory's time can stay the same
+        for changes within one tick of a coarse clock).
         """
         token: str | None = None
         after: str | None = None
@@ -77,14 +83,16 @@ class ListingPages:
             reused = snapshot is not None
         if snapshot is None:
             mark = signature() if signature is not None else None  # before reading: a change while reading shows
-            snapshot = _Snapshot(key, sorted(set(read())), mark)
+            snapshot = _Snapshot(key, sorted(set(read())), mark, settled is not None and settled(mark))
         names = snapshot.names
         position = bisect_right(names, after) if after is not None else 0
         page: list[str] = []
         while position < len(names) and len(page) < page_size:
             name = names[position]
             position += 1
-            if (include_dirs or not name.endswith("/")) and (not reused or present is None or present(name)):
+            if (include_dirs or not name.endswith("/")) and (
+                not reused or snapshot.settled or present is None or present(name)
+            ):
                 page.append(name)
         more = any(include_dirs or not names[i].endswith("/") for i in range(position, len(names)))
         with self._lock:

@@ -37,9 +37,10 @@ import random
 import shutil
 import stat
 import threading
+import time
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import NamedTuple, cast
 
 import kydb
 from kydb.keys import folder_of
@@ -56,8 +57,14 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
 #: How often a write looks for what interrupted writes left in its folder (a scan of the folder).
 SWEEP_CHANCE = 1 / 64
+#: How long a directory must have been unchanged for its time to show every later change.
+_SETTLED_NS = 1_000_000_000
 #: How many times a write starts again when its folder is removed under it (by a concurrent rm_tree).
 _ATTEMPTS = 5
+
+
+#: What a listing snapshot checks: (inode, mtime, ctime) of a folder's directory and of its .kydb-same-name.
+_Signature = tuple[tuple[int, int, int] | None, ...]
 
 
 class UnsupportedFilesystem(kydb.KydbError, OSError):
@@ -672,12 +679,22 @@ class FileStore(kydb.Store):
                 self._sweep_if_idle(d)
             return names
 
-        def signature() -> tuple[int, int, int] | None:
-            try:
-                found = os.stat(d)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            return found.st_ino, found.st_mtime_ns, found.st_ctime_ns
+        def signature() -> _Signature:
+            # The directory and the one beside-folder objects live in: either changes with every write there.
+            found: list[tuple[int, int, int] | None] = []
+            for directory in (d, os.path.join(d, SAME_NAME_DIR)):
+                try:
+                    at = os.stat(directory)
+                except (FileNotFoundError, NotADirectoryError):
+                    found.append(None)
+                else:
+                    found.append((at.st_ino, at.st_mtime_ns, at.st_ctime_ns))
+            return tuple(found)
+
+        def settled(mark: Hashable) -> bool:
+            # Unchanged for a second: any later change gets a later time, even from a coarse clock.
+            stamps = [stamp for seen in cast(_Signature, mark) if seen for stamp in seen[1:]]
+            return bool(stamps) and time.time_ns() - max(stamps) > _SETTLED_NS
 
         def present(name: str) -> bool:
             if name.endswith("/"):
@@ -685,7 +702,7 @@ class FileStore(kydb.Store):
             return self._stat_object(d, layout.entry_name(name)) is not None
 
         with self._errors(f"listing {folder}"):
-            return self._pages.page(d, cursor, page_size, include_dirs, read, signature, present)
+            return self._pages.page(d, cursor, page_size, include_dirs, read, signature, present, settled)
 
     def kydb_mkdir(self, folder: str) -> None:
         with self._errors(f"making folder {folder}"):
