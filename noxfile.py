@@ -75,12 +75,12 @@ def files(session: nox.Session) -> None:
 def fsspec(session: nox.Session) -> None:
     """kydb-fsspec alone (+ kydb-files, its layout): memory and file filesystems, read-only HTTP; then SQLite -> HTTP.
 
-    The last step adds kydb-sql for tests/integration/test_files_http.py: kydb cp -r from SQLite to a directory,
-    read back over HTTP from python -m http.server.
+    The last step adds kydb-sql and kydb-memory for tests/integration/test_files_http.py: kydb cp -r from SQLite
+    to a directory, read back over HTTP from python -m http.server, and a memory:// store in front of it.
     """
     session.install(CORE, FILES, FSSPEC, *TEST_TOOLS)
     session.run(*PYTEST, "tests/fsspec", *session.posargs)
-    session.install("./kydb-sql")
+    session.install("./kydb-sql", MEMORY)
     session.run(*PYTEST, "tests/integration/test_files_http.py", *session.posargs)
 
 

@@ -1,6 +1,6 @@
 """Publish a store: ``kydb cp -r`` from SQLite into a directory, then read it over HTTP — the same objects.
 
-Needs kydb-sql, kydb-files and kydb-fsspec installed; ``nox -s fsspec`` runs it.
+Needs kydb-sql, kydb-memory, kydb-files and kydb-fsspec installed; ``nox -s fsspec`` runs it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import pytest
 import kydb
 from kydb.testing.objects import OBJDB_CONFIG
 
-MISSING = [name for name in ("kydb_sql", "kydb_files", "kydb_fsspec") if importlib.util.find_spec(name) is None]
+MISSING = [
+    name for name in ("kydb_sql", "kydb_memory", "kydb_files", "kydb_fsspec") if importlib.util.find_spec(name) is None
+]
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"{', '.join(MISSING)} not installed here; nox -s fsspec runs this test"
 )
@@ -94,3 +96,11 @@ def test_copied_from_sqlite_to_a_directory_and_read_over_http(tmp_path: Path, pu
         [sys.executable, "-m", "kydb", "-u", f"{server}/", "ls", "/"], capture_output=True, text=True, check=True
     )
     assert listed.stdout.splitlines() == source.ls("/")
+    # A writable view over the published tree: writes go to the memory store in front.
+    view = kydb.connect(f"memory://{tmp_path.name};{server}/")
+    view["/books/B1"] = "changed in front"
+    view["/books/new"] = "only in front"
+    assert view.read("/books/B1", reload=True) == "changed in front"
+    assert view.read("/books/B2", reload=True) == source.read("/books/B2", reload=True)
+    assert view.ls("/books") == sorted([*source.ls("/books"), "new"])
+    assert reader.read("/books/B1", reload=True) == source.read("/books/B1", reload=True)

@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple, NoReturn, TypeVar
 
 import kydb
 from kydb.pools import SharedPools
@@ -44,6 +44,7 @@ _ATTEMPTS = 3
 _ABSENT = frozenset({301, 302, 303, 307, 308, 404, 410})  # a redirect: a directory (or nothing) at that name
 _RETRY = frozenset({408, 425, 429, 500, 502, 503, 504})
 _OPTIONS = frozenset({"timeout", "pool_size", "pool_timeout"})
+_T = TypeVar("_T")
 
 
 class _Answer(NamedTuple):
@@ -245,35 +246,38 @@ class HTTPStore(kydb.Store):
 
     # ------------------------------------------------------------------ reading
 
-    def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
-        def one(path: str) -> tuple[str, bytes | None]:
-            answer = self._object(path)
-            return path, None if answer is None else answer.body
-
+    def _each(self, paths: Sequence[str], one: Callable[[str], _T | None]) -> dict[str, _T]:
+        """``{path: one(path)}`` for the paths where it is not ``None``: up to ``pool_size`` requests at once."""
         if len(paths) == 1:
-            results: Iterable[tuple[str, bytes | None]] = [one(paths[0])]
+            results: Iterable[_T | None] = [one(paths[0])]
         else:
             with ThreadPoolExecutor(min(len(paths), self._pool.size)) as workers:
                 results = list(workers.map(one, paths))
-        return {path: blob for path, blob in results if blob is not None}
+        return {path: result for path, result in zip(paths, results, strict=True) if result is not None}
+
+    def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
+        def one(path: str) -> bytes | None:
+            answer = self._object(path)
+            return None if answer is None else answer.body
+
+        return self._each(paths, one)
 
     def kydb_exists(self, path: str) -> bool:
         return self._object(path, "HEAD") is not None
 
     def kydb_stat(self, paths: Sequence[str]) -> Mapping[str, kydb.ObjectInfo]:
-        found: dict[str, kydb.ObjectInfo] = {}
-        for path in paths:
+        def one(path: str) -> kydb.ObjectInfo | None:
             answer = self._object(path, "HEAD")
             if answer is None:
-                continue
+                return None
             size = int(answer.headers.get("Content-Length") or 0)
             meta = self._meta(*self._locate(path), f"reading the metadata of {path}")
             if meta is not None and meta.describes(size):
-                found[path] = kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes))
-            else:
-                stamp = _http_time(answer.headers.get("Last-Modified"))
-                found[path] = kydb.ObjectInfo(size, stamp, stamp)
-        return found
+                return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes))
+            stamp = _http_time(answer.headers.get("Last-Modified"))
+            return kydb.ObjectInfo(size, stamp, stamp)
+
+        return self._each(paths, one)
 
     # ------------------------------------------------------------------ folders
 
