@@ -40,14 +40,19 @@ N = 200
 STORE_SIZE = 10_000
 
 
-def per_op(run: Callable[[], None], count: int, repeat: int = 5) -> float:
-    """Seconds per operation: the best of ``repeat`` runs of ``run``, which does ``count`` operations."""
-    best = float("inf")
+def per_op(*runs: Callable[[], None], count: int, repeat: int = 5) -> list[float]:
+    """Seconds per operation of each run (each does ``count`` operations): the best of ``repeat``.
+
+    The runs take turns, so a disk that is busier for a while (other
+    processes' fsyncs) slows each of them alike.
+    """
+    best = [float("inf")] * len(runs)
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best / count
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return [seconds / count for seconds in best]
 
 
 def plain_put(directory: Path, names: list[str], value: object, durable: bool) -> None:
@@ -108,12 +113,18 @@ def main() -> None:
                 db[f"/over/{name}"] = value
 
         put_over()
-        new_s = per_op(put_new, N)
-        over_s = per_op(put_over, N)
-        durable_s = per_op(lambda value=value: plain_put(plain, names, value, durable=True), N)
-        fast_s = per_op(lambda value=value: plain_put(plain, names, value, durable=False), N)
-        get_s = per_op(lambda: [db.read(f"/over/{name}", reload=True) for name in names] and None, N)
-        plain_get_s = per_op(lambda: plain_get(plain, names), N)
+        new_s, over_s, durable_s, fast_s = per_op(
+            put_new,
+            put_over,
+            lambda value=value: plain_put(plain, names, value, durable=True),
+            lambda value=value: plain_put(plain, names, value, durable=False),
+            count=N,
+        )
+        get_s, plain_get_s = per_op(
+            lambda: [db.read(f"/over/{name}", reload=True) for name in names] and None,
+            lambda: plain_get(plain, names),
+            count=N,
+        )
         print(f"-- {label} ({len(db.get_blobs(['/over/k0000'])['/over/k0000']):,} bytes stored)")
         row("put (new object)", new_s, durable_s, "write + fsync + os.replace + fsync(dir)")
         row("put (new object)", new_s, fast_s, "write + os.replace, no fsync")
@@ -127,14 +138,21 @@ def main() -> None:
         db.set_many({f"/bulk/f{i // 100:03d}/o{i:05d}": i for i in range(start, start + batch)})
     db.set_many({f"/target/o{i}": i for i in range(10)})
     target = work / "store" / "target"
-    ls_s = per_op(lambda: [db.ls("/target") for _ in range(1000)] and None, 1000)
-    listdir_s = per_op(lambda: [sorted(os.listdir(target)) for _ in range(1000)] and None, 1000)
+    ls_s, listdir_s = per_op(
+        lambda: [db.ls("/target") for _ in range(1000)] and None,
+        lambda: [sorted(os.listdir(target)) for _ in range(1000)] and None,
+        count=1000,
+    )
     row("ls of 10 in 10,000", ls_s, listdir_s, "sorted(os.listdir())")
     big = work / "store" / "big"
     for start in range(0, STORE_SIZE, batch):
         db.set_many({f"/big/o{i:05d}": i for i in range(start, start + batch)})
-    ls_big_s = per_op(lambda: [db.ls("/big") for _ in range(20)] and None, 20)
-    listdir_big_s = per_op(lambda: [sorted(os.listdir(big)) for _ in range(20)] and None, 20)
+    time.sleep(1.1)  # a folder left alone for a second, as most are when listed
+    ls_big_s, listdir_big_s = per_op(
+        lambda: [db.ls("/big") for _ in range(20)] and None,
+        lambda: [sorted(os.listdir(big)) for _ in range(20)] and None,
+        count=20,
+    )
     row("ls of a folder of 10,000", ls_big_s, listdir_big_s, "sorted(os.listdir())")
 
     server, url = serve(work / "store")
@@ -142,14 +160,15 @@ def main() -> None:
         reader = kydb.connect(f"{url}/")
         for label, value in PAYLOADS.items():
             db.set_many({f"/http/{name}": value for name in names})
-            http_s = per_op(lambda: [reader.read(f"/http/{name}", reload=True) for name in names] and None, N)
 
             def fetch() -> None:
                 for name in names:
                     with urllib.request.urlopen(f"{url}/http/{name}") as answer:
                         pickle.loads(answer.read()[7:])  # the pickle after kydb's 7-byte header
 
-            urllib_s = per_op(fetch, N)
+            http_s, urllib_s = per_op(
+                lambda: [reader.read(f"/http/{name}", reload=True) for name in names] and None, fetch, count=N
+            )
             print(f"-- HTTP, {label}")
             row("cold get over http://", http_s, urllib_s, "urllib.request.urlopen().read() + pickle.loads")
         reader.close()
