@@ -249,3 +249,28 @@ def test_a_conditional_write_that_conflicts_leaves_no_folder(store: tuple[kydb.D
     with pytest.raises(kydb.Conflict):
         db.set("/new/deeper/k", 1, if_version="a version it never had")
     assert db.ls("/") == ["kept"] and not (root / "new").exists()
+
+
+def test_a_write_cut_off_between_its_metadata_and_its_file_leaves_the_old_object_whole(
+    store: tuple[kydb.DB, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = store
+    db.set("/m/k", "old", index={"rank": 1})
+    db["/m/k"] = "old"  # overwritten once: its creation time and index values live in its metadata
+    before = db.stat("/m/k")
+    real = os.replace
+
+    def dies_before_the_file_lands(source: str, target: str) -> None:
+        if target.endswith("/m/k"):
+            raise KeyboardInterrupt  # the writer goes away after its metadata file landed
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", dies_before_the_file_lands)
+    with pytest.raises(KeyboardInterrupt):
+        db.set("/m/k", "new", index={"rank": 2})
+    monkeypatch.undo()
+    assert db.read("/m/k", reload=True) == "old"
+    assert db.stat("/m/k") == before  # its times, index values and version: the old object's, whole
+    db.set("/m/k", "next", if_version=before.version)
+    after = db.stat("/m/k")
+    assert after.indexes == {"rank": 1} and after.ctime_ns == before.ctime_ns

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +109,41 @@ def test_folders_made_in_memory_are_folders_of_the_memory_filesystem() -> None:
     )
     db.rm_tree("/")
     assert not fs.exists(f"/{name}/store/books")
+
+
+@pytest.mark.parametrize("protocol", ["memory", "file"])
+def test_a_write_cut_off_between_its_metadata_and_its_file_leaves_the_old_object_whole(
+    tmp_path: Path, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = unique_name("cut") if protocol == "memory" else f"{tmp_path}/{unique_name('cut')}"
+    db = kydb.connect(f"fsspec+{protocol}://{root}")
+    db.set("/m/k", "old", index={"rank": 1})
+    db["/m/k"] = "old"
+    before = db.stat("/m/k")
+    store: Any = db.store
+    if protocol == "memory":
+        real_pipe = store.fs.pipe_file
+
+        def dies_before_the_file_lands(path: str, value: bytes, **kwargs: Any) -> None:
+            if path.endswith("/m/k"):
+                raise KeyboardInterrupt  # the writer goes away after its metadata file landed
+            real_pipe(path, value, **kwargs)
+
+        monkeypatch.setattr(store.fs, "pipe_file", dies_before_the_file_lands)
+    else:
+        real_replace = os.replace
+
+        def dies_before_the_rename(source: str, target: str) -> None:
+            if target.endswith("/m/k"):
+                raise KeyboardInterrupt
+            real_replace(source, target)
+
+        monkeypatch.setattr(os, "replace", dies_before_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        db.set("/m/k", "new", index={"rank": 2})
+    monkeypatch.undo()
+    assert db.read("/m/k", reload=True) == "old"
+    assert db.stat("/m/k") == before
+    db.set("/m/k", "next", if_version=before.version)
+    assert db.stat("/m/k").indexes == {"rank": 1}
+    db.rm_tree("/")

@@ -62,7 +62,9 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import kydb
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -76,6 +78,7 @@ __all__ = [
     "TEMP_PREFIX",
     "Meta",
     "component_of",
+    "describe",
     "entry_name",
     "file_version",
     "folder_entries",
@@ -206,7 +209,10 @@ class Meta:
     ``write_id`` is the object's version; ``size`` and ``ino`` identify the
     blob file the metadata was written for (``ino`` is ``None`` where the
     writer cannot know it); ``name`` is the object's real name when its entry
-    is a long-name hash.
+    is a long-name hash.  ``previous`` is the metadata it replaces (without
+    its own ``previous``): a metadata file lands before its object's file,
+    so until the file lands — for good, if its writer dies in between — the
+    object is still the previous one, and :meth:`for_file` finds what it had.
     """
 
     write_id: str
@@ -216,8 +222,13 @@ class Meta:
     indexes: Mapping[str, int] = field(default_factory=dict)
     ino: int | None = None
     name: str | None = None
+    previous: Meta | None = None
 
     def to_bytes(self) -> bytes:
+        return json.dumps(self.as_record(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def as_record(self) -> dict[str, object]:
+        """The JSON object a metadata file holds."""
         record: dict[str, object] = {
             "kydb": LAYOUT_VERSION,
             "id": self.write_id,
@@ -230,7 +241,9 @@ class Meta:
             record["ino"] = self.ino
         if self.name is not None:
             record["name"] = self.name
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if self.previous is not None:
+            record["previous"] = self.previous.as_record()
+        return record
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Meta | None:
@@ -239,27 +252,69 @@ class Meta:
             record = json.loads(data)
             if not isinstance(record, dict) or record.get("kydb") != LAYOUT_VERSION:
                 return None
-            indexes = record.get("index", {})
-            ino = record.get("ino")
-            name = record.get("name")
-            meta = cls(
-                write_id=str(record["id"]),
-                size=_int(record["size"]),
-                mtime_ns=_int(record["mtime"]),
-                ctime_ns=_int(record["ctime"]),
-                indexes={str(k): _int(v) for k, v in indexes.items()},
-                ino=None if ino is None else _int(ino),
-                name=None if name is None else str(name),
-            )
+            return cls._from_record(record)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        return meta
+
+    @classmethod
+    def _from_record(cls, record: dict[str, object]) -> Meta:
+        indexes = record.get("index", {})
+        if not isinstance(indexes, dict):
+            raise TypeError("index values are not a mapping")
+        ino, name, previous = record.get("ino"), record.get("name"), record.get("previous")
+        return cls(
+            write_id=str(record["id"]),
+            size=_int(record["size"]),
+            mtime_ns=_int(record["mtime"]),
+            ctime_ns=_int(record["ctime"]),
+            indexes={str(k): _int(v) for k, v in indexes.items()},
+            ino=None if ino is None else _int(ino),
+            name=None if name is None else str(name),
+            previous=cls._from_record(previous) if isinstance(previous, dict) else None,
+        )
+
+    def after(self) -> Meta:
+        """This metadata as the ``previous`` of the next write's (it keeps no ``previous`` of its own)."""
+        return replace(self, previous=None)
+
+    def for_file(self, size: int, ino: int | None = None) -> Meta | None:
+        """The metadata of the object file found (``size`` bytes, inode ``ino``): this, or the ``previous``.
+
+        ``None`` if neither was written for that file (a copy, a file another
+        tool replaced, or a write whose metadata landed long ago for a file
+        that did not).
+        """
+        if self.describes(size, ino):
+            return self
+        if self.previous is not None and self.previous.describes(size, ino):
+            return self.previous
+        return None
 
     def describes(self, size: int, ino: int | None = None) -> bool:
         """Whether this metadata was written for a file of ``size`` bytes (and inode ``ino``, when both know it)."""
         if self.size != size:
             return False
         return self.ino is None or ino is None or self.ino == ino
+
+
+def describe(meta: Meta | None, size: int, mtime_ns: int | None, ino: int | None = None) -> kydb.ObjectInfo:
+    """What every store of this layout reports for an object file of ``size`` bytes and its metadata file.
+
+    ``mtime_ns`` and ``ino`` are the file's, where the store can know them.
+    The metadata written for this file (or, while a write is landing, for
+    the file before it) gives the times, index values and version.  A copy
+    that kept the file's time (``cp -a``, ``rsync -a``: another inode) keeps
+    them too, with a version naming the new inode.  Otherwise the file says
+    what it can: its time is both times, no index values, and a version made
+    of its identity.
+    """
+    if meta is not None:
+        own = meta.for_file(size, ino)
+        if own is not None:
+            return kydb.ObjectInfo(size, own.mtime_ns, own.ctime_ns, dict(own.indexes), own.write_id)
+        if ino is not None and meta.size == size and meta.mtime_ns == mtime_ns:
+            return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes), f"{meta.write_id}.{ino:x}")
+    return kydb.ObjectInfo(size, mtime_ns, mtime_ns, {}, file_version(size, mtime_ns or 0, ino))
 
 
 def _int(value: object) -> int:

@@ -72,9 +72,9 @@ class UnsupportedFilesystem(kydb.KydbError, OSError):
 
 
 class _Current(NamedTuple):
-    """An object as a writer finds it, holding its folder's lock."""
+    """An object as a writer finds it, holding its folder's lock: its own metadata (if any), what it reports."""
 
-    meta: Meta | None
+    own: Meta | None
     info: kydb.ObjectInfo | None
 
 
@@ -253,16 +253,7 @@ class FileStore(kydb.Store):
     @staticmethod
     def _describe(meta: Meta | None, found: os.stat_result) -> kydb.ObjectInfo:
         """What the store reports for an object's file ``found`` and its metadata (one rule, readers and writers)."""
-        size = found.st_size
-        if meta is not None:
-            if meta.describes(size, found.st_ino):
-                return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes), meta.write_id)
-            if meta.size == size and meta.mtime_ns == found.st_mtime_ns:
-                # The tree was copied with its times (cp -a, rsync -a): another inode, the same object.
-                version = f"{meta.write_id}.{found.st_ino:x}"
-                return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes), version)
-        mtime = found.st_mtime_ns
-        return kydb.ObjectInfo(size, mtime, mtime, {}, layout.file_version(size, mtime, found.st_ino))
+        return layout.describe(meta, found.st_size, found.st_mtime_ns, found.st_ino)
 
     def _examine(self, d: str, entry: str, want_blob: bool) -> tuple[bytes | None, kydb.ObjectInfo] | None:
         """The object's blob (when wanted) and what it reports, consistent with each other; ``None`` if absent.
@@ -289,7 +280,7 @@ class FileStore(kydb.Store):
                         return None
                     found = at
                 meta = self._read_meta(d, entry)
-                if locked or meta is None or meta.describes(found.st_size, found.st_ino):
+                if locked or meta is None or meta.for_file(found.st_size, found.st_ino) is not None:
                     return blob, self._describe(meta, found)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -299,7 +290,8 @@ class FileStore(kydb.Store):
         if found is None:
             return _Current(None, None)
         meta = self._read_meta(d, entry)
-        return _Current(meta, self._describe(meta, found))
+        own = None if meta is None else meta.for_file(found.st_size, found.st_ino)
+        return _Current(own, self._describe(meta, found))
 
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
         found: dict[str, bytes] = {}
@@ -488,6 +480,7 @@ class FileStore(kydb.Store):
                     values,
                     written.st_ino,
                     path.rpartition("/")[2] if long_name else None,
+                    current.own.after() if current.own is not None else None,
                 )
                 os.makedirs(meta_dir, exist_ok=True)
                 self._replace_file(meta_dir, meta_path, meta.to_bytes())

@@ -272,10 +272,8 @@ class HTTPStore(kydb.Store):
                 return None
             size = int(answer.headers.get("Content-Length") or 0)
             meta = self._meta(*self._locate(path), f"reading the metadata of {path}")
-            if meta is not None and meta.describes(size):
-                return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes))
             stamp = _http_time(answer.headers.get("Last-Modified"))
-            return kydb.ObjectInfo(size, stamp, stamp)
+            return layout.describe(meta, size, stamp)._replace(version=None)  # no versions: nothing to write
 
         return self._each(paths, one)
 

@@ -159,6 +159,7 @@ class FsspecStore(kydb.Store):
         self.root: str = str(root).rstrip("/")
         self._local = protocol in _LOCAL
         self._memory = protocol == "memory"
+        self._versions = self.capabilities_for(url).conditional_writes  # a store without them reports none
         self._pages = ListingPages()
 
     # ------------------------------------------------------------------ places and locks
@@ -255,23 +256,22 @@ class FsspecStore(kydb.Store):
 
     def _describe(self, meta: Meta | None, size: int, info: Mapping[str, Any]) -> kydb.ObjectInfo:
         """What the store reports for an object of ``size`` bytes, its file's ``info`` and its metadata."""
-        ino = self._ino(info)
-        if meta is not None and meta.describes(size, ino):
-            return kydb.ObjectInfo(size, meta.mtime_ns, meta.ctime_ns, dict(meta.indexes), meta.write_id)
         mtime = _file_mtime(info)
         if self._local:  # the exact time, as kydb-files reports it (fsspec gives float seconds)
             with contextlib.suppress(OSError):
                 mtime = os.stat(info["name"]).st_mtime_ns
-        identity = layout.file_version(size, mtime or 0, ino)
-        etag = info.get("ETag") or info.get("etag") or info.get("generation")
-        return kydb.ObjectInfo(size, mtime, mtime, {}, f"{identity}.{etag}" if etag else identity)
+        described = layout.describe(meta, size, mtime, self._ino(info))
+        return described if self._versions else described._replace(version=None)
 
     def _current(self, d: str, entry: str) -> tuple[_Found | None, Meta | None, kydb.ObjectInfo | None]:
+        """Where the object is, its own metadata (if any) and what it reports."""
         found = self._find(d, entry)
         if found is None:
             return None, None, None
         meta = self._read_meta(d, entry)
-        return found, meta, self._describe(meta, int(found.info.get("size", 0)), found.info)
+        size = int(found.info.get("size", 0))
+        own = None if meta is None else meta.for_file(size, self._ino(found.info))
+        return found, own, self._describe(meta, size, found.info)
 
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
         found: dict[str, bytes] = {}
@@ -468,7 +468,7 @@ class FsspecStore(kydb.Store):
                 _check_version(path, wanted, None if info is None else info.version)
             for d, entries in by_dir.items():
                 for path, entry in entries:
-                    found, _, info = current[path]
+                    found, own, info = current[path]
                     values = {} if info is None else dict(info.indexes)
                     for name, value in indexes.get(path, {}).items():
                         if value is None:
@@ -476,7 +476,8 @@ class FsspecStore(kydb.Store):
                         else:
                             values[name] = value
                     ctime = mtime_ns if info is None or info.ctime_ns is None else info.ctime_ns
-                    self._write_object(d, entry, path, items[path], mtime_ns, ctime, values, found)
+                    previous = None if own is None else own.after()
+                    self._write_object(d, entry, path, items[path], mtime_ns, ctime, values, found, previous)
 
     def _write_object(
         self,
@@ -488,6 +489,7 @@ class FsspecStore(kydb.Store):
         ctime_ns: int,
         values: Mapping[str, int],
         found: _Found | None,
+        previous: Meta | None,
     ) -> None:
         """Metadata first, then the object's file (beside a folder of its name, if there is one)."""
         primary, beside = f"{d}/{entry}", f"{d}/{SAME_NAME_DIR}/{entry}"
@@ -499,7 +501,7 @@ class FsspecStore(kydb.Store):
             self.fs.pipe_file(temp, blob)
             try:
                 ino = self._ino(self.fs.info(temp))
-                meta = Meta(layout.new_write_id(), len(blob), mtime_ns, ctime_ns, values, ino, name)
+                meta = Meta(layout.new_write_id(), len(blob), mtime_ns, ctime_ns, values, ino, name, previous)
                 self.fs.makedirs(f"{d}/{META_DIR}", exist_ok=True)
                 self._write_file(meta_path, meta.to_bytes())
                 if target == beside:
@@ -510,9 +512,18 @@ class FsspecStore(kydb.Store):
                     self.fs.rm_file(temp)
                 raise
         else:
-            meta = Meta(layout.new_write_id(), len(blob), mtime_ns, ctime_ns, values, None, name)
+            meta = Meta(layout.new_write_id(), len(blob), mtime_ns, ctime_ns, values, None, name, previous)
             self.fs.pipe_file(meta_path, meta.to_bytes())
-            self.fs.pipe_file(target, blob)
+            try:
+                self.fs.pipe_file(target, blob)
+            except BaseException:
+                # Without inodes, metadata is matched to its file by size alone: put the old one back.
+                with contextlib.suppress(Exception):
+                    if previous is None:
+                        self.fs.rm_file(meta_path)
+                    else:
+                        self.fs.pipe_file(meta_path, previous.to_bytes())
+                raise
         if found is not None and found.path != target:  # it was beside a folder that has since gone
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(found.path)
