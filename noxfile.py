@@ -2,7 +2,7 @@
 
     python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox   # the default sessions: every test
     .venv/bin/nox -s demo                               # the walkthrough, in a folder of its own of kydb-demo.db
-    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-cli   # side-by-side measurements
+    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-cli bench-files   # side-by-side measurements
 
 Each distribution's session installs that distribution alone (non-editable,
 plus kydb-core and the test tools) and runs its tests, which proves that
@@ -17,7 +17,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "sql", "redis", "s3", "integration"]
+nox.options.sessions = ["lint", "core", "sql", "redis", "s3", "files", "fsspec", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
@@ -25,10 +25,13 @@ MEMORY = "./kydb-memory"
 SQL = "./kydb-sql[postgresql,mysql]"
 REDIS = "./kydb-redis"
 S3 = "./kydb-s3"
+FILES = "./kydb-files"
+FSSPEC = "./kydb-fsspec"
 MOTO = "moto[server]"
 #: Every distribution in the repository (its directory and distribution name) and the package it installs.
 DISTRIBUTIONS = {"kydb-core": "kydb", "kydb-memory": "kydb_memory", "kydb-sql": "kydb_sql", "kydb-redis": "kydb_redis",
-                 "kydb-s3": "kydb_s3", "examples/third_party_backend": "kydb_dirstore"}
+                 "kydb-s3": "kydb_s3", "kydb-files": "kydb_files", "kydb-fsspec": "kydb_fsspec",
+                 "examples/third_party_backend": "kydb_dirstore"}
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
 
@@ -62,9 +65,23 @@ def s3(session: nox.Session) -> None:
 
 
 @nox.session
+def files(session: nox.Session) -> None:
+    """kydb-files installed alone: the conformance suite, the model check, writers SIGKILLed mid-put."""
+    session.install(CORE, FILES, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/files", *session.posargs)
+
+
+@nox.session
+def fsspec(session: nox.Session) -> None:
+    """kydb-fsspec alone (+ kydb-files, its layout): fsspec's memory and file filesystems, read-only HTTP."""
+    session.install(CORE, FILES, FSSPEC, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/fsspec", *session.posargs)
+
+
+@nox.session
 def integration(session: nox.Session) -> None:
     """Everything installed: examples, cross-backend unions and cache DBs, the command line between stores."""
-    session.install(CORE, MEMORY, SQL, REDIS, S3, MOTO, *TEST_TOOLS)
+    session.install(CORE, MEMORY, SQL, REDIS, S3, FILES, FSSPEC, MOTO, *TEST_TOOLS)
     session.run(*PYTEST, "tests/integration", *session.posargs)
 
 
@@ -121,6 +138,13 @@ def bench_memory(session: nox.Session) -> None:
     """Peak memory for one 300 MB value put and read back, per backend, as a multiple of its size."""
     session.install("./kydb-core", MEMORY, SQL, REDIS, S3, MOTO)
     session.run("python", "benchmarks/bench_memory.py", *session.posargs)
+
+
+@nox.session(name="bench-files")
+def bench_files(session: nox.Session) -> None:
+    """kydb-files next to open().write() + os.replace() and open().read(); cold gets over HTTP next to urllib."""
+    session.install("./kydb-core", FILES, FSSPEC)
+    session.run("python", "benchmarks/bench_files.py", *session.posargs)
 
 
 @nox.session(name="bench-cli")

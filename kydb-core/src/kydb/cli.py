@@ -363,14 +363,15 @@ def cmd_stat(args: argparse.Namespace) -> None:
 
 def cmd_backends(args: argparse.Namespace) -> None:
     installed = registry.backends()
-    _write(f"{'scheme':<12} {'distribution':<22} {'version':<10} class")
-    for info in installed:
-        _write(f"{info.scheme:<12} {info.distribution:<22} {info.version:<10} {info.target}")
     missing = sorted(set(registry.WELL_KNOWN_SCHEMES) - {info.scheme for info in installed})
+    width = max([12, *(len(info.scheme) + 1 for info in installed), *(len(scheme) + 1 for scheme in missing)])
+    _write(f"{'scheme':<{width}} {'distribution':<22} {'version':<10} class")
+    for info in installed:
+        _write(f"{info.scheme:<{width}} {info.distribution:<22} {info.version:<10} {info.target}")
     if missing:
         _write("\nnot installed:")
         for scheme in missing:
-            _write(f"{scheme:<12} {registry.install_command(scheme)}")
+            _write(f"{scheme:<{width}} {registry.install_command(scheme)}")
 
 
 class _Progress:

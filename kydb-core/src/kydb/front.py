@@ -22,7 +22,15 @@ from typing import Any, NamedTuple, TypeVar
 from . import envelope, opened
 from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, remember_stored, resolve_class
-from .errors import ConditionalWritesNotSupported, Conflict, DbObjException, FolderNotEmpty, InvalidKey, NotFound
+from .errors import (
+    ConditionalWritesNotSupported,
+    Conflict,
+    DbObjException,
+    FolderNotEmpty,
+    InvalidKey,
+    NotFound,
+    ReadOnlyStore,
+)
 from .hookspecs import Entry, ObjectInfo, VersionedBlob
 from .keys import canonical_key, normalize_folder, normalize_key
 from .query import FolderQuery, check_index_values
@@ -258,6 +266,8 @@ class BaseDB(abc.ABC):
             return default
 
     def _require_versions(self, what: str) -> None:
+        if not self.capabilities.writable:
+            raise ReadOnlyStore(f"{what}: {self.url} is read-only: write to another store (a union puts one in front)")
         if not self.capabilities.conditional_writes:
             raise ConditionalWritesNotSupported(
                 f"{what}: {self.url} keeps no object versions, so it cannot write conditionally; nothing was "

@@ -56,6 +56,11 @@ WELL_KNOWN_SCHEMES = {
     "postgresql": "kydb-sql[postgresql]",
     "mysql": "kydb-sql[mysql]",
     "mariadb": "kydb-sql[mysql]",
+    "file": "kydb-files",
+    "files": "kydb-files",
+    "fsspec": "kydb-fsspec",
+    "http": "kydb-fsspec",
+    "https": "kydb-fsspec",
 }
 
 
@@ -65,6 +70,7 @@ def install_command(scheme: str) -> str | None:
     if requirement is None:
         return None
     return f"pip install '{requirement}'" if "[" in requirement else f"pip install {requirement}"
+
 
 PluginFactory = Callable[..., Any]
 

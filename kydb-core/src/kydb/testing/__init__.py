@@ -10,7 +10,7 @@ See ``docs/backends.md`` for a backend author's walk through it.
 
 from __future__ import annotations
 
-from .conformance import StoreConformance, unique_name
+from .conformance import ReadOnlyConformance, StoreConformance, unique_name
 from .plugins import CallCounter, FailOn, count_calls, failing
 
-__all__ = ["CallCounter", "FailOn", "StoreConformance", "count_calls", "failing", "unique_name"]
+__all__ = ["CallCounter", "FailOn", "ReadOnlyConformance", "StoreConformance", "count_calls", "failing", "unique_name"]

@@ -24,6 +24,10 @@ What the suite expects of optional behaviour follows the capabilities the
 store class declares (:class:`kydb.Capabilities`): a capability it lacks is
 tested for its clear refusal, one it declares is tested for real.  One
 module per area of the contract; each test class can also be used alone.
+
+A read-only store (``writable=False``) cannot be written by the suite: it
+subclasses :class:`ReadOnlyConformance` (module ``readonly``) instead, which
+plants data through a writable twin and reads it back through the store.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .fixtures import StoreFixtures, unique_name
 from .folders import FolderTests
 from .keys import KeyTests
 from .queries import QueryTests
+from .readonly import ReadOnlyConformance
 from .trust import TrustTests
 from .values import ObjectTests
 
@@ -56,6 +61,7 @@ __all__ = [
     "KeyTests",
     "ObjectTests",
     "QueryTests",
+    "ReadOnlyConformance",
     "StoreConformance",
     "StoreFixtures",
     "TrustTests",
