@@ -57,7 +57,7 @@ def test_the_layout_is_a_tree_a_person_can_browse(store: tuple[kydb.DB, Path]) -
     assert db.get_blobs(["/books/B1"])["/books/B1"] == (root / "books" / "B1").read_bytes()
     # a file carries kydb's modification time, so ls -l shows it
     assert (root / "books" / "MYBOOK").stat().st_mtime_ns == db.stat("/books/MYBOOK").mtime_ns
-    assert db.ls("/") == [".configs/", long_name, "a", "a/", "books/", "curves/", "empty/"]
+    assert db.ls("/", system=True) == [".configs/", long_name, "a", "a/", "books/", "curves/", "empty/"]
 
 
 def test_metadata_files_only_where_the_file_cannot_say_it(store: tuple[kydb.DB, Path]) -> None:
@@ -136,7 +136,7 @@ def test_names_like_kydbs_own_entries_are_ordinary_system_objects(store: tuple[k
     db.set("/s/plain", 2, index={"n": 1})
     stored = "." + name  # one more dot: kydb's own entries stay its own
     assert (root / "s" / stored).is_dir() and (root / "s" / ".kydb-same-name" / stored).is_file()
-    assert db.ls("/s") == sorted([name, name + "/", "plain"])
+    assert db.ls("/s", system=True) == sorted([name, name + "/", "plain"])
     assert db.read(f"/s/{name}", reload=True, system_obj=True) == name
     assert db.stat("/s/plain").indexes == {"n": 1}
     assert db.rm_tree("/s") == 3

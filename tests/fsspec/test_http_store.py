@@ -236,7 +236,7 @@ def test_names_hidden_by_the_layout_are_found_over_http(http_server: Any, tmp_pa
     writer[f"/{long_name}"] = "long object"
     writer[f"/{long_name}/x"] = "long folder"
     writer.set("/.kydb-meta", "a system object named like the layout's own", system_obj=True)
-    assert reader.ls("/") == sorted([".kydb-meta", "a", "a/", long_name, long_name + "/"])
+    assert reader.ls("/", system=True) == sorted([".kydb-meta", "a", "a/", long_name, long_name + "/"])
     assert reader.read("/.kydb-meta", reload=True, system_obj=True) == "a system object named like the layout's own"
     assert reader.read("/a", reload=True) == "object" and reader.read(f"/{long_name}", reload=True) == "long object"
     writer.rm_tree("/")
