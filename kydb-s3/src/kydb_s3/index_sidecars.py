@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import kydb
-from kydb.keys import MAX_PATH_BYTES, folder_of
+from kydb.keys import MAX_PATH_BYTES, folder_of, split_path
 
 from .requests import S3_BATCH, BucketRequests
 
@@ -74,8 +74,8 @@ def sidecar_key(key: str) -> str:
     It is 12 bytes longer than ``key``: a key within 12 bytes of S3's
     1,024-byte limit can have no sidecar (see :func:`fitting_sidecar_key`).
     """
-    folder, _, name = key.rpartition("/")
-    return sidecar_prefix(f"{folder}/" if folder else "") + name
+    folder, name = split_path("/" + key)
+    return sidecar_prefix(folder[1:]) + name
 
 
 def fitting_sidecar_key(key: str) -> str | None:
@@ -90,8 +90,8 @@ def fitting_sidecar_key(key: str) -> str | None:
 
 def owner_key(sidecar: str) -> str:
     """The key of the object whose index values the sidecar ``sidecar`` holds (the inverse of :func:`sidecar_key`)."""
-    folder, _, name = sidecar.rpartition("/")
-    return folder[: -len(INDEX_FOLDER)] + name
+    index_folder, name = split_path("/" + sidecar)
+    return folder_of(index_folder)[1:] + name
 
 
 def in_index_folder(path: str) -> bool:
@@ -244,13 +244,11 @@ class IndexSidecars:
         """
         by_folder: dict[str, list[str]] = {}
         for path in paths:
-            by_folder.setdefault(folder_of(path), []).append(path)
+            folder, name = split_path(path)
+            by_folder.setdefault(folder, []).append(name)
         wanted: list[str] = []
-        for folder, group in by_folder.items():
-            if len(group) == 1:
-                wanted += group
-                continue
-            names = self._maybe_indexed(folder, sorted(path[len(folder) :] for path in group))
-            wanted += [folder + name for name in names]
+        for folder, names in by_folder.items():
+            maybe = names if len(names) == 1 else self._maybe_indexed(folder, sorted(names))
+            wanted += [folder + name for name in maybe]
         found = self._requests.connection.each(self.values_of, wanted)
         return {path: values for path, values in zip(wanted, found, strict=True) if values}
