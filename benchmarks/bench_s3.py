@@ -25,6 +25,11 @@ compare like with like):
   objects by kydb's stored mtime without kydb).  Target: 4x faster or
   better, as for ``get_many`` (both run 16 requests at a time).  And the
   requests of a scan by a user index, and of puts with index values.
+* one client per configuration: connecting 1,000 base paths (one boto3
+  client between them) against making 50 boto3 clients, one per store, as a
+  store with a client of its own would; and connect + first put on a base
+  path with 1,000 others of its configuration open against the first of a
+  configuration (which makes the client).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ LATENCY = 0.020
 TREE = 2000
 SCANNED = 500
 INDEXED_EVERY = 5
+BASE_PATHS = 1000
+SEPARATE_CLIENTS = 50
 
 # moto and the latency proxy in their own process, so neither competes with the client for the GIL.
 SERVER = f"""
@@ -240,6 +247,57 @@ def query_scans(endpoint: str, slow_endpoint: str, bucket: str) -> None:
         opened.close()
 
 
+def shared_clients(endpoint: str, bucket: str) -> None:
+    run = unique_name("bench-share")
+
+    def options(config: int) -> str:  # read timeouts nothing else in this run uses: configurations of their own
+        return f"?endpoint_url={endpoint}&read_timeout={40 + config}"
+
+    def connect_and_put(url: str) -> tuple[float, Any]:
+        start = time.perf_counter()
+        db: Any = kydb.connect(url)
+        db["/k"] = 1
+        return time.perf_counter() - start, db
+
+    # The first base path of a configuration makes its client; five configurations, the median.
+    firsts = [connect_and_put(f"s3://{bucket}/{run}/first{config}{options(config)}") for config in range(1, 6)]
+    start = time.perf_counter()
+    dbs: list[Any] = [kydb.connect(f"s3://{bucket}/{run}/n{i}{options(0)}") for i in range(BASE_PATHS)]
+    connecting = time.perf_counter() - start
+    assert len({id(db.store.client) for db in dbs}) == 1  # what the measurement is about
+    # The next base paths of that configuration, with 1,000 open: they share its client.
+    nths = [connect_and_put(f"s3://{bucket}/{run}/next{i}{options(0)}") for i in range(5)]
+    session = boto3.session.Session()
+    session.client("s3", endpoint_url=endpoint).close()  # the session's models loaded, as kydb's are
+    start = time.perf_counter()
+    separate = [session.client("s3", endpoint_url=endpoint) for _ in range(SEPARATE_CLIENTS)]
+    making = time.perf_counter() - start
+    for client in separate:
+        client.close()
+    first_time = statistics.median(t for t, _ in firsts)
+    nth_time = statistics.median(t for t, _ in nths)
+    print(f"\none client per configuration: {BASE_PATHS:,} base paths on one endpoint")
+    print(
+        f"  kydb.connect of {BASE_PATHS:,} base paths (1 client)   {connecting:8.3f} s  "
+        f"({connecting / BASE_PATHS * 1e3:.2f} ms each)"
+    )
+    print(
+        f"  {SEPARATE_CLIENTS} boto3 clients, one per store          {making:8.3f} s  "
+        f"({making / SEPARATE_CLIENTS * 1e3:.2f} ms each)"
+    )
+    print(
+        f"  {BASE_PATHS:,} connects take {connecting / making:.2f}x the time of {SEPARATE_CLIENTS} separate clients "
+        f"({making / SEPARATE_CLIENTS / (connecting / BASE_PATHS):.1f}x less per store)"
+    )
+    print(f"  connect + first put, a configuration's first base path (makes the client)  {fmt(first_time)}")
+    print(f"  connect + first put, base path {BASE_PATHS + 1:,} of one (shares its client)       {fmt(nth_time)}")
+    print(f"  base path {BASE_PATHS + 1:,} costs {nth_time / first_time:.2f}x the first (medians of 5)")
+    for _, db in [*firsts, *nths]:
+        db.rm_tree("/")
+    for db in [*(db for _, db in [*firsts, *nths]), *dbs]:
+        db.close()
+
+
 def main() -> None:
     # Dummy credentials: everything below talks to the local server only.
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
@@ -262,6 +320,7 @@ def main() -> None:
         get_many_with_latency(slow_endpoint, bucket)
         rm_tree_requests(endpoint, bucket)
         query_scans(endpoint, slow_endpoint, bucket)
+        shared_clients(endpoint, bucket)
         db.rm_tree("/")
         for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):

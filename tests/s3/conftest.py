@@ -3,14 +3,24 @@
 Each test session gets its own server and bucket; each test its own base
 path (or bucket).  Credentials are dummies and the user's AWS config is
 hidden, so nothing here can reach real AWS.
+
+S3 checks a write's condition (``If-Match``, ``If-None-Match``) and writes
+in one atomic step.  moto checks, then writes, with nothing between them to
+stop another request's write: under load, two ``PutObject`` with the same
+``If-Match`` both succeed, and an ``update`` is lost.  The server here runs
+moto's application with its writes (``PUT``, ``POST``, ``DELETE``) one at a
+time, bodies read beforehand, so that its conditional writes are atomic as
+on S3; reads still run concurrently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,19 +51,45 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch.undo()
 
 
+class AtomicWrites:
+    """A WSGI application around ``app`` that runs its writes one at a time (see the module docstring)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] not in ("PUT", "POST", "DELETE"):
+            return self.app(environ, start_response)
+        # The body first, outside the lock: a client that stalls mid-upload must not hold up other writes.
+        length, stream = environ.get("CONTENT_LENGTH"), environ["wsgi.input"]
+        if length:
+            body = stream.read(int(length))
+        elif environ.get("wsgi.input_terminated"):  # chunked: the server ends the stream after the last chunk
+            body = stream.read()
+        else:  # no body (reading the socket would wait for the client to hang up)
+            body = b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(aws_env: Path, skip_or_fail_missing_service: Callable[[str, str], None]) -> Iterator[str]:
-    """The URL of a moto S3 server (server mode, threaded) listening on 127.0.0.1."""
+    """The URL of a moto S3 server (server mode, threaded, writes atomic) listening on 127.0.0.1."""
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
     except ImportError as exc:
         skip_or_fail_missing_service("moto's S3 server", f"moto[server] is not installed: {exc}")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    app = AtomicWrites(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    serving.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    serving.join()
 
 
 @pytest.fixture(scope="session")

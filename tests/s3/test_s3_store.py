@@ -7,6 +7,7 @@ and outages are in test_s3_faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from kydb import envelope, transfer
 from kydb.testing import unique_name
 from kydb_s3 import CONCURRENCY, MTIME_METADATA, AccessDenied, BucketNotFound
 from kydb_s3.index_sidecars import encode_index_values
-from kydb_s3.store import SCANS_KEPT
+from kydb_s3.scans import SCANS_KEPT
 from kydb_s3.testing import LoopbackProxy
 
 
@@ -46,6 +48,28 @@ def put_raw(s3: Any, bucket: str, bodies: Mapping[str, bytes]) -> None:
         list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), bodies.items()))
 
 
+@contextlib.contextmanager
+def client_event(db: Any, event: str, handler: Callable[..., Any]) -> Iterator[None]:
+    """``handler`` registered for botocore ``event`` on the (shared) client of ``db`` while the block runs."""
+    events = db.store.client.meta.events
+    events.register(event, handler)
+    try:
+        yield
+    finally:
+        events.unregister(event, handler)
+
+
+def once(action: Callable[[], Any]) -> Callable[..., None]:
+    """A botocore event handler that runs ``action`` the first time it is called only."""
+    pending = [action]
+
+    def handler(**_: Any) -> None:
+        if pending:
+            pending.pop()()
+
+    return handler
+
+
 # ---------------------------------------------------------------------- URLs
 
 
@@ -62,8 +86,8 @@ def put_raw(s3: Any, bucket: str, bodies: Mapping[str, bytes]) -> None:
         ("s3://bucket?endpoint_url=http://s3cr3t-value@host:9000", "must not hold credentials"),
         ("s3://bu*cket", "not a valid bucket name"),
         ("s3://bucket/a/../b", "bad base path"),
-        ("s3://bucket?read_timeout=0", "read_timeout must be a positive number of seconds"),
-        ("s3://bucket?connect_timeout=soon", "connect_timeout must be a positive number of seconds"),
+        ("s3://bucket?read_timeout=0", "?read_timeout= takes a positive number of seconds"),
+        ("s3://bucket?connect_timeout=soon", "?connect_timeout= takes a positive number of seconds"),
     ],
 )
 def test_bad_urls_raise_value_error_naming_the_problem(url: str, message: str) -> None:
@@ -209,14 +233,44 @@ def test_reads_a_bucket_whose_folders_are_only_prefixes(connect_s3: Callable[...
     assert db.ls("/") == ["console-folder/"]
 
 
-def test_folders_implied_by_objects_go_with_the_last_object(connect_s3: Callable[..., Any]) -> None:
+def test_a_folder_emptied_by_a_delete_gets_its_marker_before_the_delete(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
+) -> None:
+    db = connect_s3(proxy.url)
+    base = db.base_path[1:]
+    db.set_many({"/implied/a": 1, "/implied/b": 2})
+    proxy.clear()
+    db.delete("/implied/a")
+    # Does it exist; the folder's first key (not its marker); its marker; the delete.
+    assert proxy.operations() == {"HeadObject": 1, "ListObjectsV2": 1, "PutObject": 1, "DeleteObjects": 1}
+    assert keys_under(s3, bucket, base) == [f"{base}/implied/", f"{base}/implied/b"]
+    proxy.clear()
+    db.delete("/implied/b")
+    assert proxy.operations() == {"HeadObject": 1, "ListObjectsV2": 1, "DeleteObjects": 1}  # the marker is there
+    assert db.ls("/") == ["implied/"] and db.ls("/implied") == [] and db.is_dir("/implied")
+    proxy.clear()
+    db.delete_many(["/nowhere/x", "/implied/absent"])  # absent keys make no folder
+    assert proxy.operations() == {"ListObjectsV2": 2, "DeleteObjects": 1}
+    assert keys_under(s3, bucket, base) == [f"{base}/implied/"]
+    db["/p/q/x"] = 1
+    db.rm_tree("/p/q")  # the folder above stays, as it does on every store
+    db["/r/s/x"] = 1
+    db.delete("/r/s/x")
+    db.rmdir("/r/s")
+    assert db.ls("/") == ["implied/", "p/", "r/"] and db.ls("/p") == db.ls("/r") == []
+
+
+def test_two_clients_deleting_a_folders_last_objects_at_once_leave_the_folder(
+    connect_s3: Callable[..., Any], s3: Any, bucket: str
+) -> None:
     db = connect_s3()
-    db["/implied/only"] = 1
-    db.mkdir("/made")
-    db["/made/x"] = 1
-    db.delete("/implied/only")
-    db.delete("/made/x")
-    assert db.ls("/") == ["made/"]
+    base = db.base_path[1:]
+    db.set_many({"/f/a": 1, "/f/b": 2})
+    # Another client deletes the folder's other object between kydb's look at the folder and its delete.
+    other_client = once(lambda: s3.delete_object(Bucket=bucket, Key=f"{base}/f/b"))
+    with client_event(db, "before-call.s3.DeleteObjects", other_client):
+        db.delete("/f/a")
+    assert db.ls("/") == ["f/"] and db.ls("/f") == []
 
 
 # ---------------------------------------------------------------------- request counts
@@ -270,8 +324,10 @@ def test_rm_tree_and_delete_many_use_batch_deletes(
     assert keys_under(s3, bucket, f"{base}/tree") == []
     proxy.clear()
     db.delete_many(f"/many/o{i}" for i in range(1200))
-    assert proxy.operations() == {"DeleteObjects": 3}  # 500 keys a request, each with its index sidecar
-    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept"]  # mkdir's marker for the base stays
+    # The folder's first key and its new marker, then 500 keys a request, each with its index sidecar.
+    assert proxy.operations() == {"ListObjectsV2": 1, "PutObject": 1, "DeleteObjects": 3}
+    # mkdir's marker for the base stays, and the emptied folder with its marker.
+    assert keys_under(s3, bucket, base) == [f"{base}/", f"{base}/kept", f"{base}/many/"]
 
 
 def test_get_many_is_concurrent_and_bounded(connect_s3: Callable[..., Any], moto_endpoint: str) -> None:
@@ -335,9 +391,9 @@ def test_index_values_live_in_a_sidecar_that_plain_puts_leave_alone(
         assert proxy.operations() == requests
     assert db.stat("/books/B1").indexes == {"classDate": 20260905, "rank": -3}
     proxy.clear()
-    db.delete("/books/B1")  # the object and its sidecar in one DeleteObjects
-    assert proxy.operations() == {"HeadObject": 1, "DeleteObjects": 1}
-    assert keys_under(s3, bucket, base) == []
+    db.delete("/books/B1")  # the object and its sidecar in one DeleteObjects (after its folder's new marker)
+    assert proxy.operations() == {"HeadObject": 1, "ListObjectsV2": 1, "PutObject": 1, "DeleteObjects": 1}
+    assert keys_under(s3, bucket, base) == [f"{base}/books/"]
     db["/books/B1"] = "a new object by the old name"
     assert db.stat("/books/B1").indexes == {}
 
@@ -525,8 +581,9 @@ def test_a_sidecar_a_delete_failed_to_remove_is_asked_for_again(
         db.store.client.meta.events.register("after-call.s3.DeleteObjects", lift_the_denial)
         counting.clear()
         db.delete("/f/a")
-        assert counting.operations() == {"HeadObject": 1, "DeleteObjects": 2}  # the second for the sidecar alone
-        assert keys_under(s3, locked, "base/f/") == ["base/f/.kydb-index/b", "base/f/b"]
+        # The folder's marker first (it had none), then the delete; the second for the sidecar alone.
+        assert counting.operations() == {"HeadObject": 1, "ListObjectsV2": 1, "PutObject": 1, "DeleteObjects": 2}
+        assert keys_under(s3, locked, "base/f/") == ["base/f/", "base/f/.kydb-index/b", "base/f/b"]
         db["/f/a"] = "a new object by the old name"
         assert db.stat("/f/a").indexes == {}
         # A sidecar S3 keeps failing to delete is named, with what it means.
@@ -537,10 +594,10 @@ def test_a_sidecar_a_delete_failed_to_remove_is_asked_for_again(
                 db.delete_many(["/f/b"])
         finally:
             s3.delete_bucket_policy(Bucket=locked)
-        assert counting.operations() == {"DeleteObjects": 2}
+        assert counting.operations() == {"ListObjectsV2": 1, "DeleteObjects": 2}
         message = str(info.value)
         assert "'base/f/.kydb-index/b'" in message and "gives its index values to the next object" in message
-        assert keys_under(s3, locked, "base/f/") == ["base/f/.kydb-index/b", "base/f/a"]
+        assert keys_under(s3, locked, "base/f/") == ["base/f/", "base/f/.kydb-index/b", "base/f/a"]
         db.rm_tree("/f")
         assert keys_under(s3, locked, "base/") == []
 
@@ -609,11 +666,15 @@ def test_a_corrupt_sidecar_is_corrupt_value_naming_it(connect_s3: Callable[..., 
             attempt()
 
 
-def query_pages(db: Any, folder: str, index: str, limit: int) -> Iterator[list[tuple[str, int]]]:
+def query_pages(
+    db: Any, folder: str, index: str, limit: int, until: int | None = None
+) -> Iterator[list[tuple[str, int]]]:
     """The pages of a scanning folder query, straight from the store's hook, as ``(name, value)`` pairs."""
     cursor = None
     while True:
-        request = kydb.QueryRequest(db.base_path + folder, index, limit=limit, cursor=cursor, allow_scan=True)
+        request = kydb.QueryRequest(
+            db.base_path + folder, index, until=until, limit=limit, cursor=cursor, allow_scan=True
+        )
         page = db.plugins.hook.kydb_query(request=request)
         yield [(e.key, e.index_value) for e in page.entries]
         if page.cursor is None:
@@ -649,15 +710,43 @@ def test_scans_list_once_and_read_each_candidate_once_per_query(
     assert proxy.operations() == {"HeadObject": 30, "ListObjectsV2": 1, "GetObject": 10}
 
 
-def test_queries_outnumbering_the_kept_scans_still_page_completely(connect_s3: Callable[..., Any]) -> None:
-    db = connect_s3()
+def test_queries_outnumbering_the_kept_scans_still_page_completely(
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+) -> None:
+    db = connect_s3(proxy.url)
     for i in range(5):
         db.set(f"/q/o{i}", i, index={"n": -i})
-    queries = [query_pages(db, "/q/", "n", limit=2) for _ in range(SCANS_KEPT + 2)]
-    results = [next(query) for query in queries]  # every scan made, the oldest ones pushed out of the cache
+    # Queries that differ (in their bound), so each has a scan of its own: the oldest are pushed out.
+    queries = [query_pages(db, "/q/", "n", limit=2, until=i) for i in range(SCANS_KEPT + 2)]
+    proxy.clear()
+    results = [next(query) for query in queries]
+    assert proxy.operations()["ListObjectsV2"] == SCANS_KEPT + 2
+    proxy.clear()
     for result, query in zip(results, queries, strict=True):
         result += [pair for page in query for pair in page]
     assert results == [[(f"o{i}", -i) for i in range(4, -1, -1)]] * len(queries)
+    # The two scans pushed out are made again, and the first of them, kept again, pushes out the oldest.
+    assert proxy.operations()["ListObjectsV2"] == 3
+
+
+def test_query_cursors_are_the_index_value_and_name_and_resume_anywhere(
+    pair: Callable[..., tuple[Any, Any]], proxy: LoopbackProxy
+) -> None:
+    direct, db = pair(proxy.url)
+    for i in range(5):
+        direct.set(f"/q/o{i}", i, index={"n": i})
+    request = kydb.QueryRequest(direct.base_path + "/q/", "n", limit=2, allow_scan=True)
+    first = direct.plugins.hook.kydb_query(request=request)
+    assert [e.key for e in first.entries] == ["o0", "o1"]
+    assert json.loads(first.cursor) == [1, "o1"]  # what every kydb store's cursor is, nothing more
+    proxy.clear()  # another store, which kept no scan, resumes from it: it scans again
+    second = db.plugins.hook.kydb_query(request=replace(request, cursor=first.cursor))
+    assert [e.key for e in second.entries] == ["o2", "o3"] and json.loads(second.cursor) == [3, "o3"]
+    assert proxy.operations() == {"ListObjectsV2": 1, "GetObject": 5, "HeadObject": 2}
+    proxy.clear()  # its own kept scan serves the next page: only the mtime of the entry returned
+    third = db.plugins.hook.kydb_query(request=replace(request, cursor=second.cursor))
+    assert [e.key for e in third.entries] == ["o4"] and third.cursor is None
+    assert proxy.operations() == {"HeadObject": 1}
 
 
 # ---------------------------------------------------------------------- large values
@@ -749,7 +838,11 @@ def test_access_denied_is_a_permission_error_never_a_missing_key(
 
 
 def test_partial_batch_delete_raises_naming_the_keys(
-    connect_s3: Callable[..., Any], new_bucket: Callable[[], str], moto_endpoint: str, s3: Any
+    connect_s3: Callable[..., Any],
+    new_bucket: Callable[[], str],
+    moto_endpoint: str,
+    s3: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     locked = new_bucket()
     db = connect_s3(moto_endpoint, in_bucket=locked, base="base")
@@ -763,4 +856,7 @@ def test_partial_batch_delete_raises_naming_the_keys(
     message = str(info.value)
     assert "failed for 2 of 4 key(s)" in message and "'base/secret/a'" in message and "'base/secret/b'" in message
     assert "'base/open/c'" not in message
-    assert keys_under(s3, locked, "base/") == ["base/secret/a", "base/secret/b"]
+    # The emptied folder that could be written keeps its marker; the other one could not be given one.
+    assert keys_under(s3, locked, "base/") == ["base/open/", "base/secret/a", "base/secret/b"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "kydb_s3"]
+    assert len(warned) == 1 and "base/secret/" in warned[0] and "disappears once nothing is left" in warned[0]

@@ -32,8 +32,12 @@ __all__ = ["LoopbackProxy", "ProxiedRequest"]
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "expect"}
 )
-# What S3 answers with these statuses (503 is its throttling answer).
+# What S3 answers with these statuses (503 is its throttling answer; 400 here, its answer to a
+# DeleteObjects body it cannot read; 409 and 412, its answers to conditional writes that lost).
 _ERRORS = {
+    400: ("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."),
+    409: ("ConditionalRequestConflict", "A conflicting conditional operation is currently in progress."),
+    412: ("PreconditionFailed", "At least one of the pre-conditions you specified did not hold."),
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }
@@ -200,7 +204,8 @@ class LoopbackProxy:
 
         503 is S3's ``SlowDown`` (throttling: botocore backs off for up to
         seconds between attempts); 500 is ``InternalError`` (backoff in tens
-        of milliseconds).
+        of milliseconds); 400 ``MalformedXML``, 409 ``ConditionalRequestConflict``
+        and 412 ``PreconditionFailed`` are not retried.
         """
         with self._lock:
             self._faults.append(_Fault(count, status, when))

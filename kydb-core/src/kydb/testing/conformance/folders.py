@@ -156,6 +156,23 @@ class FolderTests(StoreFixtures):
         db["/again"] = 1
         assert db.ls("/") == ["again"]
 
+    def test_a_folder_emptied_by_delete_stays_until_removed(self, db: kydb.DB) -> None:
+        db["/p/one/x"] = 1
+        db.set_many({"/p/many/a": 1, "/p/many/b": 2, "/p/many/sub/c": 3})
+        db.delete("/p/one/x")
+        db.delete_many(["/p/many/a", "/p/many/b", "/p/many/sub/c"])
+        assert db.ls("/p") == ["many/", "one/"]
+        assert db.ls("/p/many") == ["sub/"] and db.ls("/p/one") == [] and db.ls("/p/many/sub") == []
+        assert db.is_dir("/p/one") and db.is_dir("/p/many") and db.is_dir("/p/many/sub")
+        db.rmdir("/p/one")
+        assert db.ls("/p") == ["many/"] and not db.is_dir("/p/one")
+        assert db.rm_tree("/p/many") == 0
+        assert not db.is_dir("/p/many") and not db.is_dir("/p/many/sub")
+        # Removing its last subfolder leaves the folder above, empty, as a delete would.
+        assert db.ls("/p") == [] and db.is_dir("/p") and db.ls("/") == ["p/"]
+        db.delete_many(["/nowhere/x"])  # deleting what does not exist makes no folder
+        assert db.ls("/") == ["p/"] and not db.is_dir("/nowhere")
+
     def test_ls_never_lists_deleted_objects(self, db: kydb.DB) -> None:
         db.set_many({"/g/a": 1, "/g/b": 2, "/g/sub/c": 3})
         db.delete("/g/a")
