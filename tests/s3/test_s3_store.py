@@ -738,10 +738,11 @@ def test_query_cursors_are_the_index_value_and_name_and_resume_anywhere(
     request = kydb.QueryRequest(direct.base_path + "/q/", "n", limit=2, allow_scan=True)
     first = direct.plugins.hook.kydb_query(request=request)
     assert [e.key for e in first.entries] == ["o0", "o1"]
-    assert json.loads(first.cursor) == [1, "o1"]  # what every kydb store's cursor is, nothing more
+    assert replace(request, cursor=first.cursor).after() == (1, "o1")  # every store's cursor, nothing more
     proxy.clear()  # another store, which kept no scan, resumes from it: it scans again
     second = db.plugins.hook.kydb_query(request=replace(request, cursor=first.cursor))
-    assert [e.key for e in second.entries] == ["o2", "o3"] and json.loads(second.cursor) == [3, "o3"]
+    assert [e.key for e in second.entries] == ["o2", "o3"]
+    assert replace(request, cursor=second.cursor).after() == (3, "o3")
     assert proxy.operations() == {"ListObjectsV2": 1, "GetObject": 5, "HeadObject": 2}
     proxy.clear()  # its own kept scan serves the next page: only the mtime of the entry returned
     third = db.plugins.hook.kydb_query(request=replace(request, cursor=second.cursor))

@@ -32,7 +32,7 @@ from .errors import (
     ReadOnlyStore,
 )
 from .hookspecs import Entry, ObjectInfo, VersionedBlob
-from .keys import canonical_key, normalize_folder, normalize_key
+from .keys import MAX_PATH_BYTES, canonical_key, normalize_folder, normalize_key
 from .query import FolderQuery, check_index_values
 from .store import Capabilities
 from .url import mask_url
@@ -157,6 +157,11 @@ class BaseDB(abc.ABC):
     def url(self) -> str:
         """The URL this DB was connected with, passwords masked."""
         return mask_url(self._url)
+
+    @property
+    def key_room(self) -> int:
+        """How many bytes of UTF-8 a key may have here: 1,024 less the longest base path behind this DB."""
+        return MAX_PATH_BYTES - self._base_bytes
 
     @property
     def codec(self) -> envelope.Codec:

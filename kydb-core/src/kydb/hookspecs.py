@@ -263,7 +263,9 @@ def kydb_delete(paths: Sequence[str], expect: Mapping[str, str]) -> None:
     """Delete the objects at ``paths``; absent paths are ignored.
 
     Removes each object's entry from its folder's listing in the same
-    operation.  Ancestor folders may stay (empty).  ``expect`` is empty for a
+    operation.  The folders above each object stay, listed and
+    :func:`kydb_is_dir`, even when this empties them (until
+    :func:`kydb_rmdir` or :func:`kydb_delete_tree` removes them).  ``expect`` is empty for a
     plain delete; on a store with ``conditional_writes`` it maps paths to the
     version each must have now — if one has another version or is absent,
     raise :class:`kydb.Conflict` and delete nothing (check and delete
@@ -294,7 +296,7 @@ def kydb_mkdir(folder: str) -> None:
 
 @hookspec(firstresult=True)
 def kydb_rmdir(folder: str) -> None:
-    """Remove the empty ``folder``'s own entry (from its parent's listing).
+    """Remove the empty ``folder``'s own entry (from its parent's listing); the parent stays, even if emptied.
 
     kydb has checked that ``folder`` exists, is not the root and is empty.
     """
@@ -366,8 +368,9 @@ def kydb_walk(folder: str) -> Iterator[str]:
 def kydb_delete_tree(folder: str) -> int:
     """Delete everything below ``folder`` and ``folder`` itself; return the number of objects deleted.
 
-    For the root, empty the store (the root itself stays).  kydb has checked
-    that ``folder`` exists.  Default: :func:`kydb_walk`, then
+    For the root, empty the store (the root itself stays); otherwise the
+    folder above stays, even if emptied.  kydb has checked that ``folder``
+    exists.  Default: :func:`kydb_walk`, then
     :func:`kydb_delete` in batches of 1,000 and :func:`kydb_rmdir` deepest
     folders first.  Stores with a bulk range delete override it.
     """

@@ -10,9 +10,9 @@ limit, deep nesting) and values, comparing every result and every raised
 error type with an in-memory model written from ``docs/contract.md`` alone (it does not
 use kydb's key validation).  Needs ``hypothesis`` (``kydb-core[testing]``).
 
-The one thing the contract leaves open — whether a folder that existed only
-because of objects since deleted still exists — the model learns by asking
-the DB once (``is_dir``) and then holds the store to that answer.
+Folders follow the contract's rule on every store: a folder stays, empty,
+after the objects below it are deleted, until ``rmdir`` or ``rm_tree``
+removes it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from hypothesis.stateful import (
 )
 
 import kydb
-from kydb.keys import MAX_PATH_BYTES
 
 __all__ = ["CONDITIONAL_OUTCOMES", "EVERY_OUTCOME", "assert_exercised", "check_against_model"]
 
@@ -124,11 +123,10 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
 class _Model:
     """What the contract says a store holds: objects, and folders that exist."""
 
-    def __init__(self, base_bytes: int) -> None:
-        self.room = MAX_PATH_BYTES - base_bytes
+    def __init__(self, room: int) -> None:
+        self.room = room  # bytes of UTF-8 a full key may have (a union's longest base path counts)
         self.objects: dict[str, Any] = {}
-        self.kept: set[str] = set()  # folders that exist whatever the objects: made by mkdir, or seen to persist
-        self.ghosts: set[str] = set()  # folders that may or may not have outlived what implied them
+        self.kept: set[str] = set()  # folders that exist whatever the objects: made, or emptied by a delete
 
     # -- keys, by the contract's rules (not kydb's own implementation)
 
@@ -174,13 +172,12 @@ class _Model:
         return names
 
     def orphan(self, path: str) -> None:
-        """After ``path`` went away, ancestors nothing implies any more may or may not remain."""
-        self.ghosts |= {a for a in self.ancestors(path) if not self.exists(a)}
+        """After ``path`` went away, the folders above it stay, empty or not."""
+        self.kept.update(self.ancestors(path))
 
     def remove_tree(self, folder: str) -> None:
         self.objects = {k: v for k, v in self.objects.items() if not k.startswith(folder)}
         self.kept = {f for f in self.kept if not f.startswith(folder)}
-        self.ghosts = {f for f in self.ghosts if not f.startswith(folder)}
 
 
 class _Machine(RuleBasedStateMachine):
@@ -191,8 +188,7 @@ class _Machine(RuleBasedStateMachine):
         super().__init__()
         self.db = type(self).new_db()
         self.outcomes["examples"] += 1
-        base = getattr(self.db, "base_path", "")
-        self.model = _Model(len(base.encode()))
+        self.model = _Model(self.db.key_room)
         # Names that existed at some point, so later operations aim at them, not only at fresh names.
         self.known_keys: list[str] = []
         self.known_folders: list[str] = []
@@ -227,18 +223,6 @@ class _Machine(RuleBasedStateMachine):
         finally:
             self.db.close()  # each example connects a new DB: give its connections back
 
-    # -- learning what the contract leaves open
-
-    def resolve(self, folder: str) -> None:
-        if folder in self.model.ghosts:
-            self.model.ghosts.discard(folder)
-            if self.db.is_dir(folder):
-                self.model.kept.add(folder)
-
-    def resolve_below(self, folder: str) -> None:
-        for ghost in sorted(g for g in self.model.ghosts if g.startswith(folder)):
-            self.resolve(ghost)
-
     def check(self, expected: tuple[str, Any], call: Callable[[], Any], rule: str) -> Any:
         actual = _outcome(call)
         assert actual == expected, f"{rule}: expected {expected!r}, got {actual!r}"
@@ -262,7 +246,6 @@ class _Machine(RuleBasedStateMachine):
             return
         self.check(("ok", None), lambda: self.db.set(text, value), "set")
         self.model.objects[key] = value
-        self.model.ghosts -= set(self.model.ancestors(key))
         self.remember(key_text=text)
 
     @rule(data=st.data(), reload=st.booleans())
@@ -346,7 +329,6 @@ class _Machine(RuleBasedStateMachine):
             return
         self.check(("ok", None), write, "set_if")
         self.model.objects[key] = value
-        self.model.ghosts -= set(self.model.ancestors(key))
         self.remember(key_text=text)
 
     @rule(data=st.data(), stale=st.booleans())
@@ -380,7 +362,6 @@ class _Machine(RuleBasedStateMachine):
         self.remember(folder_text=text)
         self.made_folders.append(text)
         self.model.kept.update([*self.model.ancestors(folder), folder])
-        self.model.ghosts -= {folder, *self.model.ancestors(folder)}
 
     @rule(data=st.data())
     def rmdir(self, data: st.DataObject) -> None:
@@ -391,8 +372,6 @@ class _Machine(RuleBasedStateMachine):
         if folder is None or folder == "/":
             self.check(("error", kydb.InvalidKey), lambda: self.db.rmdir(text), "rmdir")
             return
-        self.resolve(folder)
-        self.resolve_below(folder)
         if not self.model.exists(folder):
             expected: tuple[str, Any] = ("error", kydb.NotFound)
         elif self.model.children(folder):
@@ -420,7 +399,6 @@ class _Machine(RuleBasedStateMachine):
         if folder is None:
             self.check(("error", kydb.InvalidKey), lambda: self.db.rm_tree(text), "rm_tree")
             return
-        self.resolve(folder)
         if not self.model.exists(folder):
             self.check(("error", kydb.NotFound), lambda: self.db.rm_tree(text), "rm_tree")
             return
@@ -436,7 +414,6 @@ class _Machine(RuleBasedStateMachine):
         if folder is None:
             self.check(("error", kydb.InvalidKey), lambda: self.db.ls(text, include_dir), "ls")
             return
-        self.resolve_below(folder)
         names = self.model.children(folder)
         if not include_dir:
             names = {n for n in names if not n.endswith("/")}
@@ -449,7 +426,6 @@ class _Machine(RuleBasedStateMachine):
         if folder is None:
             self.check(("error", kydb.InvalidKey), lambda: self.db.is_dir(text), "is_dir")
             return
-        self.resolve(folder)
         self.check(("ok", self.model.exists(folder)), lambda: self.db.is_dir(text), "is_dir")
 
     # -- the cache
@@ -474,7 +450,6 @@ class _Machine(RuleBasedStateMachine):
 
     @invariant()
     def root_listing_matches(self) -> None:
-        self.resolve_below("/")
         assert self.db.ls("/") == sorted(self.model.children("/"))
 
 
