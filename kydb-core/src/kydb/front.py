@@ -13,6 +13,7 @@ base path and never touch the read cache.
 from __future__ import annotations
 
 import abc
+import copy
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -386,7 +387,7 @@ class BaseDB(abc.ABC):
             except NotFound:
                 if default is _ABSENT:
                     raise
-                old, version = default, None
+                old, version = copy.deepcopy(default), None  # fn may mutate it, and may run again
             new = fn(old)
             try:
                 if version is None:
