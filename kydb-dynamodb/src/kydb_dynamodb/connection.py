@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -87,7 +88,12 @@ _CREDENTIAL_ERRORS = (
     botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.CredentialRetrievalError,
 )
-_NETWORK_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+_NETWORK_ERRORS = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ChecksumError,
+)
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -198,6 +204,28 @@ def _forget_sessions_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_sessions_in_child)
 
 
+def _check_answer(http_response: Any, **_: Any) -> None:
+    """Refuse an answer damaged on its way: shorter than its ``Content-Length``, or not matching its CRC32.
+
+    botocore retries such an answer while it has attempts left, but hands
+    the last one over as if it were whole, parsed from the part that
+    arrived: a read cut short would look like a missing item.  Registered
+    on every client (``after-call``), so that answer raises instead.
+    """
+    if http_response is None:
+        return
+    body = http_response.content
+    length = str(http_response.headers.get("content-length", ""))
+    if length.isdigit() and int(length) != len(body):
+        raise botocore.exceptions.IncompleteReadError(actual_bytes=len(body), expected_bytes=int(length))
+    expected = str(http_response.headers.get("x-amz-crc32", ""))
+    actual = zlib.crc32(body) & 0xFFFFFFFF
+    if expected.isdigit() and actual != int(expected):
+        raise botocore.exceptions.ChecksumError(
+            checksum_type="CRC32", expected_checksum=expected, actual_checksum=str(actual)
+        )
+
+
 def _session(settings: Settings) -> boto3.session.Session:
     key = (settings.profile, settings.region)
     session = _sessions.get(key)
@@ -252,6 +280,7 @@ def acquire_connection(settings: Settings, url: StoreURL) -> tuple[Hashable, Con
             ) from None
         except ValueError as exc:  # botocore's "Invalid endpoint: ..."
             raise ValueError(f"invalid kydb URL {url.masked!r}: {exc}") from None
+        client.meta.events.register("after-call.dynamodb", _check_answer)
         return Connection(client, settings, client.meta.endpoint_url)
 
     return key, CLIENTS.acquire(key, create)
@@ -461,15 +490,16 @@ class Table:
                 return
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def delete_if_present(self, key: Key, what: str) -> bool:
-        """Delete the item at ``key`` only if it is there; whether it was (one conditional ``DeleteItem``)."""
-        with self.request("DeleteItem", what):
+    def update_if(self, key: Key, what: str, update: str, condition: str, **expression: Any) -> bool:
+        """One ``UpdateItem`` of the item at ``key``, made only if ``condition`` holds; whether it was made.
+
+        ``expression`` holds ``ExpressionAttributeNames`` and
+        ``ExpressionAttributeValues``.
+        """
+        with self.request("UpdateItem", what):
             try:
-                self.client.delete_item(
-                    TableName=self.name,
-                    Key=key,
-                    ConditionExpression="attribute_exists(#n)",
-                    ExpressionAttributeNames={"#n": SORT},
+                self.client.update_item(
+                    TableName=self.name, Key=key, UpdateExpression=update, ConditionExpression=condition, **expression
                 )
             except ClientError as exc:
                 if _code(exc) == "ConditionalCheckFailedException":

@@ -12,15 +12,16 @@ nothing.  Reads fetch the data item alone (``GetItem``/``BatchGetItem``).
 goes in parts of that size, under the new version, beside the object
 (``BatchWriteItem``), after a *pending* marker that records them; then one
 transaction switches the head and the data item to the new version and
-removes the pending marker (on the condition that it is still there).
+removes the pending marker (on the condition that it is still pending).
 Until that switch readers see the old object; after it, the new one whole.
 The switch also writes an *obsolete* marker for the old version's parts,
-which are deleted next, then their marker.  A write that fails removes its
-pending marker (only if it is still there: then no switch can happen) and
-its parts.  Whatever an interrupted write or cleanup leaves is recorded by
-a marker: the next large write or delete of that name removes obsolete
-parts, and pending ones older than :data:`ORPHAN_GRACE_S`; ``rm_tree``
-removes them all.
+which are deleted next, then their marker.  A write that fails turns its
+marker obsolete (only if it is still pending: from then on no switch can
+happen), then deletes its parts and the marker.  Parts are never left
+without a marker recording them, whichever request fails or loses its
+answer: the next large write or delete of that name removes obsolete parts,
+and pending ones older than :data:`ORPHAN_GRACE_S`; ``rm_tree`` removes
+them all.
 
 **Versions** are fresh for every write (the write's clock and random bits)
 and kept on the head and the data item; a conditional write puts its
@@ -276,13 +277,14 @@ class _Put(_Change):
         else:
             data[BLOB] = B(self.blob)
         actions: list[dict[str, Any]] = [head, {"Put": {"Item": data}}, *others, *self.obsolete_marker()]
-        if self.parts:
+        if self.parts:  # the switch: only while the parts' marker is still pending (see _retire)
             actions.append(
                 {
                     "Delete": {
                         "Key": marker_key(self.path, self.version),
-                        "ConditionExpression": "attribute_exists(#n)",
-                        "ExpressionAttributeNames": {"#n": SORT},
+                        "ConditionExpression": "#s = :pending",
+                        "ExpressionAttributeNames": {"#s": STATE},
+                        "ExpressionAttributeValues": {":pending": S(PENDING)},
                     }
                 }
             )
@@ -564,8 +566,29 @@ class DynamoDBStore(kydb.Store):
         except kydb.KydbError as exc:
             log.warning("kydb-dynamodb: leftover parts of %s not cleared in %s: %s", path, self.table.where(), exc)
 
+    def _retire(self, marker: Key, what: str) -> bool:
+        """Turn a pending marker obsolete, if it still is pending; whether it was.
+
+        One conditional ``UpdateItem``.  From then on its write can no longer
+        switch to its parts (the switch needs the marker pending), and the
+        marker still records them: whether or not this request's answer
+        arrives, the parts are never left unrecorded.
+        """
+        return self.table.update_if(
+            marker,
+            what,
+            "SET #s = :obsolete",
+            "#s = :pending",
+            ExpressionAttributeNames={"#s": STATE},
+            ExpressionAttributeValues={":obsolete": S(OBSOLETE), ":pending": S(PENDING)},
+        )
+
     def _clear_markers(self, markers: Sequence[Item], grace_ns: int) -> None:
-        """Delete the parts each marker records, and the marker; pending ones only once ``grace_ns`` old."""
+        """Delete the parts each marker records, then the marker; pending ones only once ``grace_ns`` old.
+
+        A pending marker is made obsolete first (:meth:`_retire`), so that its
+        write can no longer switch to the parts being deleted.
+        """
         now = time.time_ns()
         done: list[Key] = []
         parts: list[dict[str, Any]] = []
@@ -573,11 +596,10 @@ class DynamoDBStore(kydb.Store):
             folder, sort = marker[PARTITION]["S"], marker[SORT]["S"]
             key: Key = {PARTITION: S(folder), SORT: S(sort)}
             count = int(marker[PARTS]["N"])
-            if marker[STATE]["S"] == PENDING:
-                if now - version_time_ns(sort[-28:]) < grace_ns or not self.table.delete_if_present(key, sort):
-                    continue  # still being written, or its write switched to it meanwhile
-            else:
-                done.append(key)
+            young = now - version_time_ns(sort[-28:]) < grace_ns
+            if marker[STATE]["S"] == PENDING and (young or not self._retire(key, sort)):
+                continue  # still being written, or its write switched to it meanwhile
+            done.append(key)
             parts += [
                 {"DeleteRequest": {"Key": {PARTITION: S(folder), SORT: S(f"{PART}{sort[len(MARKER) :]}{number:06d}")}}}
                 for number in range(count)
@@ -698,17 +720,21 @@ class DynamoDBStore(kydb.Store):
         self._collect(path)
 
     def _abandon(self, write: _Put) -> None:
-        """Remove a failed large write's parts, if its pending marker is still there (best effort).
+        """Remove a failed large write's parts, if its marker is still pending (best effort).
 
-        The marker goes first, and only if present: from then on no switch
-        to these parts can happen.  If it is gone, the switch did happen (an
-        attempt whose answer was lost) and the parts are the object's.
+        The marker is made obsolete first (:meth:`_retire`): from then on no
+        switch to these parts can happen.  If it was no longer pending, the
+        switch did happen (an attempt whose answer was lost) and the parts
+        are the object's.  Then the parts go, then the marker; a failure on
+        the way leaves them recorded by the obsolete marker, for cleanup.
         """
+        marker = marker_key(write.path, write.version)
         try:
-            if self.table.delete_if_present(marker_key(write.path, write.version), write.path):
+            if self._retire(marker, write.path):
                 self.table.batch_write(
                     [{"DeleteRequest": {"Key": part_key(write.path, write.version, n)}} for n in range(write.parts)]
                 )
+                self.table.delete_item(marker, write.path)
         except kydb.KydbError as exc:
             log.warning("kydb-dynamodb: parts of a failed write of %s left for cleanup: %s", write.path, exc)
 
