@@ -408,11 +408,19 @@ class DynamoDBStore(kydb.Store):
     # ------------------------------------------------------------------ reading blobs
 
     def _read(self, paths: Sequence[str]) -> dict[str, kydb.VersionedBlob]:
-        """Each existing object's blob and version: one ``BatchGetItem`` per 100 data items, then large ones' parts."""
+        """Each existing object's blob and version: its data item, then a large one's parts.
+
+        One ``GetItem`` for one path, else one ``BatchGetItem`` per 100.
+        """
         if not paths or not self._present():
             return {}
+        wanted = list(dict.fromkeys(paths))
         try:
-            items = self.table.batch_get([data_key(path) for path in dict.fromkeys(paths)])
+            if len(wanted) == 1:
+                found_one = self.table.get_item(data_key(wanted[0]), wanted[0])
+                items = [] if found_one is None else [found_one]
+            else:
+                items = self.table.batch_get([data_key(path) for path in wanted])
         except TableNotFound:
             return {}
         found: dict[str, kydb.VersionedBlob] = {}
@@ -455,7 +463,7 @@ class DynamoDBStore(kydb.Store):
 
     @kydb.hookimpl
     def kydb_get(self, paths: Sequence[str]) -> Mapping[str, bytes]:
-        """One ``BatchGetItem`` per 100 paths (concurrently), plus the parts of large values."""
+        """One ``GetItem``, or one ``BatchGetItem`` per 100 paths (concurrently); plus the parts of large values."""
         return {path: found.blob for path, found in self._read(paths).items()}
 
     @kydb.hookimpl
