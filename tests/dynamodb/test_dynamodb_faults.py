@@ -313,7 +313,7 @@ def test_throttling_within_the_retries_is_invisible(
     )
     for operation, attempt in (
         ("TransactWriteItems", lambda: db.set("/k", "v")),
-        ("BatchGetItem", lambda: db.read("/k", reload=True)),
+        ("GetItem", lambda: db.read("/k", reload=True)),
         ("Query", lambda: db.ls("/")),
     ):
         proxy.clear()

@@ -120,7 +120,7 @@ log = logging.getLogger("kydb_dynamodb")
 
 #: Seconds after which the parts of a large write that never finished are removed by the next large
 #: write or delete of the same name (``rm_tree`` removes them at once).  A write still uploading then
-#: finds its pending marker gone and fails cleanly, publishing nothing.
+#: finds its marker obsolete and fails cleanly, publishing nothing.
 ORPHAN_GRACE_S = 3600
 #: Times a transaction is rebuilt because the objects it changes changed meanwhile, and times a read
 #: of a large object starts again because it was replaced while its parts were read.
@@ -149,7 +149,7 @@ class _Conflict(Exception):
 
 
 class _Reaped(Exception):
-    """A large write's pending marker was removed (by ``rm_tree`` or cleanup) before its switch."""
+    """A large write's marker was made obsolete (by ``rm_tree`` or cleanup) before its switch."""
 
 
 @dataclass(eq=False)
@@ -718,8 +718,8 @@ class DynamoDBStore(kydb.Store):
         except _Reaped:
             self._abandon(write)
             raise kydb.StoreUnavailable(
-                f"{path}: its parts were removed (by rm_tree, or by cleanup after {ORPHAN_GRACE_S} s) before the "
-                f"write could finish ({self.table.where()}); nothing was written: write it again"
+                f"{path}: its parts were claimed for removal (by rm_tree, or by cleanup after {ORPHAN_GRACE_S} s) "
+                f"before the write could finish ({self.table.where()}); nothing was written: write it again"
             ) from None
         except BaseException:
             self._abandon(write)
