@@ -2,14 +2,15 @@
 
     python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox   # the default sessions: every test
     .venv/bin/nox -s demo                               # the walkthrough, in a folder of its own of kydb-demo.db
-    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-cli bench-files   # side-by-side measurements
+    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-dynamodb bench-files bench-memory bench-cli
+                                                        # side-by-side measurements
 
 Each distribution's session installs that distribution alone (non-editable,
 plus kydb-core and the test tools) and runs its tests, which proves that
 "pip install only the backends you need" works.  Services (Redis,
 PostgreSQL, MariaDB) are expected to be running; with
-KYDB_REQUIRE_SERVICES=1 a missing one fails instead of skipping.  S3 is
-moto's server, started by the tests.
+KYDB_REQUIRE_SERVICES=1 a missing one fails instead of skipping.  S3 and
+DynamoDB are moto's server, started by the tests.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "core", "sql", "redis", "s3", "files", "fsspec", "integration"]
+nox.options.sessions = ["lint", "core", "sql", "redis", "s3", "dynamodb", "files", "fsspec", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 CORE = "./kydb-core[testing]"
@@ -27,10 +28,12 @@ REDIS = "./kydb-redis"
 S3 = "./kydb-s3"
 FILES = "./kydb-files"
 FSSPEC = "./kydb-fsspec"
+DYNAMODB = "./kydb-dynamodb"
 MOTO = "moto[server]"
 #: Every distribution in the repository (its directory and distribution name) and the package it installs.
 DISTRIBUTIONS = {"kydb-core": "kydb", "kydb-memory": "kydb_memory", "kydb-sql": "kydb_sql", "kydb-redis": "kydb_redis",
-                 "kydb-s3": "kydb_s3", "kydb-files": "kydb_files", "kydb-fsspec": "kydb_fsspec",
+                 "kydb-s3": "kydb_s3", "kydb-dynamodb": "kydb_dynamodb", "kydb-files": "kydb_files",
+                 "kydb-fsspec": "kydb_fsspec",
                  "examples/third_party_backend": "kydb_dirstore"}
 TEST_TOOLS = ["pytest", "numpy", "msgpack", "pip"]
 PYTEST = ["python", "-m", "pytest", "-ra", "-p", "no:cacheprovider"]
@@ -65,6 +68,13 @@ def s3(session: nox.Session) -> None:
 
 
 @nox.session
+def dynamodb(session: nox.Session) -> None:
+    """kydb-core and kydb-dynamodb installed alone, tested over HTTP against moto's DynamoDB server."""
+    session.install(CORE, DYNAMODB, MOTO, *TEST_TOOLS)
+    session.run(*PYTEST, "tests/dynamodb", *session.posargs)
+
+
+@nox.session
 def files(session: nox.Session) -> None:
     """kydb-files installed alone: the conformance suite, the model check, writers SIGKILLed mid-put."""
     session.install(CORE, FILES, *TEST_TOOLS)
@@ -88,7 +98,9 @@ def integration(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (private names included: SLF001), mypy --strict on every distribution, and kydb-core's layering."""
-    session.install("ruff", "mypy", "import-linter", "pytest", "hypothesis", "sqlalchemy", "redis", "boto3-stubs[s3]")
+    session.install(
+        "ruff", "mypy", "import-linter", "pytest", "hypothesis", "sqlalchemy", "redis", "boto3-stubs[s3,dynamodb]"
+    )
     session.install("--no-deps", "./kydb-core")  # lint-imports reads the installed package
     session.run("ruff", "check", ".")
     sources = [f"{directory}/src" for directory in DISTRIBUTIONS]
@@ -131,6 +143,13 @@ def bench_s3(session: nox.Session) -> None:
     """kydb on S3 against boto3 doing the same work, on moto's S3 server: ratios and request counts."""
     session.install("./kydb-core", S3, MOTO)
     session.run("python", "benchmarks/bench_s3.py", *session.posargs)
+
+
+@nox.session(name="bench-dynamodb")
+def bench_dynamodb(session: nox.Session) -> None:
+    """kydb on DynamoDB against boto3 doing the same work, on moto's DynamoDB server: ratios and request counts."""
+    session.install("./kydb-core", DYNAMODB, MOTO)
+    session.run("python", "benchmarks/bench_dynamodb.py", *session.posargs)
 
 
 @nox.session(name="bench-memory")

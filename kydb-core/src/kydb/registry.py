@@ -52,6 +52,7 @@ WELL_KNOWN_SCHEMES = {
     "redis": "kydb-redis",
     "rediss": "kydb-redis",
     "s3": "kydb-s3",
+    "dynamodb": "kydb-dynamodb",
     "sqlite": "kydb-sql",
     "postgresql": "kydb-sql[postgresql]",
     "mysql": "kydb-sql[mysql]",
