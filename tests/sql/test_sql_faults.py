@@ -276,12 +276,24 @@ def test_the_server_ending_an_idle_connection_is_invisible(
     t = trial("server ends the idle connection (pg_terminate_backend/KILL)")
     t.acknowledge({"/a/one": 1})
     postgresql = server_database.kind == "postgresql"
-    with t.db.store.engine.connect() as conn:  # the connection kydb's pool lends next
-        server_id = conn.execute(
-            sa.text("SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()")
-        ).scalar()
+    engine = t.db.store.engine
+    server_id = sa.text("SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()")
+    assert engine.pool.checkedin() == 1  # kydb's one idle connection, lent next
+    with engine.connect() as conn:
+        idle = conn.connection.dbapi_connection
+        killed = conn.execute(server_id).scalar()
     with t.raw.connect() as conn:
-        conn.execute(sa.text(f"SELECT pg_terminate_backend({server_id})" if postgresql else f"KILL {server_id}"))
+        conn.execute(sa.text(f"SELECT pg_terminate_backend({killed})" if postgresql else f"KILL {killed}"))
+    lent: list[Any] = []  # the DBAPI connection each checkout lends
+    opened: list[Any] = []  # the DBAPI connections opened
+    sa.event.listen(engine, "checkout", lambda dbapi, record, proxy: lent.append(dbapi))
+    sa.event.listen(engine, "connect", lambda dbapi, record: opened.append(dbapi))
+    t.read("/a/one", None)  # the first operation after the kill: it succeeds...
+    # ...having met the killed connection first, then run again on a new one
+    assert lent[0] is idle, "the operation was not lent the connection the server ended"
+    assert len(opened) == 1 and lent[1:] == opened, f"lent {len(lent)}, opened {len(opened)}"
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection is opened[0] and conn.execute(server_id).scalar() != killed
     t.survey(None)
     t.verify()
 
