@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .errors import TableLayoutError, ValueTooLarge, WriteConflict
 from .store import SQLStore
+from .upgrade import upgrade_table
 
-__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge", "WriteConflict"]
+__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge", "WriteConflict", "upgrade_table"]
 __version__ = "0.1.0"
