@@ -141,6 +141,21 @@ def test_stores_share_an_engine_by_database_and_settings_only(
     assert reopened.store.engine is not engine
 
 
+def test_a_table_is_checked_once_per_engine(database: Database, connect: Callable[[str], Any]) -> None:
+    """The check on first use (layout, names) is the engine's: the 2nd base path's first put is just a put."""
+    table = table_name()
+    first = connect(database.url(table=table, base="/one"))
+    seen: list[str] = []
+    sa.event.listen(first.store.engine, "before_cursor_execute", lambda *args: seen.append(args[2].split()[0]))
+    first["/k/v"] = 1
+    assert len(seen) > 3  # created the table and checked its names
+    seen.clear()
+    second = connect(database.url(table=table, base="/two"))
+    second["/k/v"] = 2
+    assert seen == ["BEGIN", "INSERT", "COMMIT"]
+    assert second.read("/k/v", reload=True) == 2 and first.read("/k/v", reload=True) == 1
+
+
 def test_a_db_used_after_its_last_close_opens_its_pool_again(server_database: Database, probe: Probe) -> None:
     db = kydb.connect(probe.url(base=f"/{unique_name('t')}"))
     db["/k"] = 1

@@ -314,7 +314,8 @@ def test_a_table_of_another_layout_version_is_refused(database: Database, connec
     with engine.begin() as conn:
         conn.execute(table.update().where(table.c.path == "kydb:layout").values(data=b"7"))
     engine.dispose()
-    other = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))
+    # Stores on the first one's engine found the table checked: another engine (other settings) checks it.
+    other = SQLStore(kydb.url.parse_store_url(f"{url}&pool_timeout=27", path_is_base=False))
     with pytest.raises(TableLayoutError, match=rf"layout '7'.* reads layout {LAYOUT_VERSION}"):
         other.kydb_get(["/x"])
     other.kydb_close()
@@ -340,7 +341,7 @@ def test_rm_tree_of_the_root_keeps_the_table_usable(database: Database, connect:
     db.set_many({"/a/b": 1, "/c": 2})
     db.rm_tree("/")
     assert db.ls("/") == []
-    again = SQLStore(kydb.url.parse_store_url(url, path_is_base=False))  # checks the table afresh
+    again = SQLStore(kydb.url.parse_store_url(f"{url}&pool_timeout=27", path_is_base=False))  # another engine
     assert again.kydb_list("/", True, 10, None) == kydb.ListPage([], None)
     again.kydb_close()
 

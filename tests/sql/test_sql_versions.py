@@ -148,11 +148,11 @@ def test_conditional_writes_on_a_store_never_written(database: Database, connect
 def make_layout_3(database: Database, connect: Callable[[str], Any]) -> str:
     """The URL of a table as the kydb-sql before versions left it: objects, folders, index values, layout row 3."""
     url = database.url(table=table_name())
-    db = connect(url)
+    db = connect(f"{url}&pool_timeout=26")  # an engine of its own, which remembers this table as checked...
     db.set_many({"/books/b1": {"title": "one"}, "/books/b2": [2]})
     db.set("/books/b1", {"title": "one"}, index={"rank": 7})
     db.mkdir("/empty")
-    db.close()  # what follows is done behind its back
+    db.close()  # ...and goes with it: what follows is done behind the back of every engine
     table = db.store.table
     engine = database.engine()
     with engine.begin() as conn:

@@ -64,7 +64,7 @@ import os
 import threading
 import weakref
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -126,8 +126,8 @@ _PACKAGES = {
 _live_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 # Every store's engine but in-memory SQLite's, one per database URL and settings (see the module docstring).
 _shared_engines: SharedPools[StoreEngine] = SharedPools(lambda shared: shared.engine.dispose())
-# In-memory SQLite: URL -> (engine, the lock every use of its one connection holds)
-_memory_databases: dict[str, tuple[sa.Engine, threading.RLock]] = {}
+# In-memory SQLite: URL -> its engine, with the lock every use of its one connection holds
+_memory_databases: dict[str, StoreEngine] = {}
 _memory_lock = threading.Lock()
 
 
@@ -139,8 +139,8 @@ def _after_fork_in_child() -> None:
         engine.dispose(close=False)
     # An in-memory database is the child's own copy; only its locks may be stuck.
     _memory_lock = threading.Lock()
-    for url, (engine, _) in list(_memory_databases.items()):
-        _memory_databases[url] = (engine, threading.RLock())
+    for url, shared in list(_memory_databases.items()):
+        _memory_databases[url] = replace(shared, serial=threading.RLock())
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -351,6 +351,9 @@ class StoreEngine:
     key: Hashable | None = field(default=None, compare=False)
     #: the process that made it: a forked child never shares it
     pid: int = field(default_factory=os.getpid, compare=False)
+    #: the tables a store on this engine has checked (:func:`kydb_sql.layout.check_layout`), so that
+    #: the others need not, and what it learnt of each: MySQL's ``max_allowed_packet``, else ``None``
+    checked: dict[str, int | None] = field(default_factory=dict, compare=False)
 
     @property
     def shared(self) -> bool:
@@ -458,9 +461,8 @@ def _build(plan: _Plan, key: Hashable | None = None) -> StoreEngine:
             if name not in _memory_databases:
                 engine = _create_engine(url, sa_url, connect_args=plan.connect_args, **plan.options)
                 sa.event.listen(engine, "connect", _enforce_foreign_keys)
-                _memory_databases[name] = (engine, threading.RLock())
-            engine, lock = _memory_databases[name]
-        return StoreEngine(engine, target, lock)
+                _memory_databases[name] = StoreEngine(engine, target, threading.RLock())
+            return _memory_databases[name]
     engine = _create_engine(url, sa_url, connect_args=plan.connect_args, **plan.options)
     backend = sa_url.get_backend_name()
     if backend == "sqlite":

@@ -175,7 +175,8 @@ class SQLStore(kydb.Store):
     indexes by the first write; ``?base=/a/b`` sets the base path; every
     other query option goes to SQLAlchemy and the driver.  Connecting opens
     no connection: the first operation does, and checks the table's layout
-    and names (:func:`kydb_sql.layout.check_layout`).  Reads never create
+    and names (:func:`kydb_sql.layout.check_layout`) — once per table per
+    engine: other stores on it find it checked.  Reads never create
     anything: a missing table or SQLite file is an empty store.  ``engine``
     and ``table`` are the SQLAlchemy objects, for inspection.  Stores on one
     database share its engine (:func:`kydb_sql.engines.acquire_store_engine`):
@@ -208,9 +209,7 @@ class SQLStore(kydb.Store):
         self.target = self._shared.target
         self._dialect = self._shared.engine.dialect.name
         self.table = make_table(table, self._dialect)
-        self._ready = False
         self._ready_lock = threading.Lock()
-        self._max_packet: int | None = None  # MySQL/MariaDB's max_allowed_packet, read on first use
         # READ COMMITTED whatever the server's default: each statement sees the rows committed before it
         # (see the module docstring).  MySQL/MariaDB connections are set to it when opened.
         self._begin = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN ISOLATION LEVEL READ COMMITTED"}.get(
@@ -309,13 +308,25 @@ class SQLStore(kydb.Store):
         """The SQLAlchemy engine, shared with every store of this process on the same database and settings."""
         return self._engine.engine
 
+    @property
+    def _ready(self) -> bool:
+        """Whether a store on this engine has checked the table (it is there, of this layout)."""
+        return self.table.name in self._engine.checked
+
+    @property
+    def _max_packet(self) -> int | None:
+        """MySQL/MariaDB's ``max_allowed_packet``, read when the table was checked."""
+        return self._engine.checked.get(self.table.name)
+
     # ------------------------------------------------------------------ running statements
 
     def _prepare(self, conn: sa.Connection, create: bool) -> bool:
         """First use: check the table, and create it if missing and ``create``; whether it is there now.
 
         Creating runs under a lock no other process holds at the same time;
-        checking takes none.
+        checking takes none.  A table found there is recorded on the engine:
+        the other stores on it (other base paths) need not check it again.
+        A table found missing is not: the next operation looks again.
         """
         try:
             return self._check_or_create(conn, create)
@@ -330,8 +341,11 @@ class SQLStore(kydb.Store):
             ready = check_layout(conn, self.table, False, now, upgrade)
         else:
             ready = self._locked(conn, lambda: check_layout(conn, self.table, True, now, upgrade))
-        if ready and self._dialect in _MYSQL:
-            self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+        if ready:
+            packet = None
+            if self._dialect in _MYSQL:
+                packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+            self._engine.checked[self.table.name] = packet
         return ready
 
     def _locked(self, conn: sa.Connection, action: Callable[[], _T]) -> _T:
@@ -378,7 +392,7 @@ class SQLStore(kydb.Store):
                 done = self._locked(conn, lambda: upgrade_layout(conn, self.table, time.time_ns()))
             except TableLayoutError as exc:
                 raise TableLayoutError(f"{self.target.where} ({self.url.masked}): {exc}") from None
-            self._ready = False  # checked afresh by the next operation
+            self._engine.checked.pop(self.table.name, None)  # checked afresh by the next operation
             return f"{self.target.where} ({self.url.masked}): {done}"
 
         return self._run(upgrade, prepare=False)
@@ -418,9 +432,8 @@ class SQLStore(kydb.Store):
                             connected = True
                             if prepare and not self._ready:
                                 with self._ready_lock:
-                                    if not self._ready:
-                                        self._ready = self._prepare(conn, create=if_absent is None)
-                                if not self._ready and if_absent is not None:
+                                    ready = self._ready or self._prepare(conn, create=if_absent is None)
+                                if not ready and if_absent is not None:
                                     return if_absent()
                             return operation(conn)
                     finally:
