@@ -238,6 +238,10 @@ def micro(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def milli(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
 def line(operation: str, database: str, *cells: str) -> None:
     print(f"{operation:<16} {database:<11}" + "".join(f" {cell:>11}" for cell in cells))
 
@@ -310,7 +314,7 @@ def main() -> None:
         line("connect+put", "database", "1st base", "1000th base", "ratio", "(connect + first put of a new base path)")
         for bench in benches:
             first, nth = bench.first_use()
-            line("", bench.label, micro(first), micro(nth), f"{first / nth:.1f}x")
+            line("", bench.label, milli(first), milli(nth), f"{first / nth:.1f}x")
     finally:
         for bench in benches:
             bench.drop_tables()
