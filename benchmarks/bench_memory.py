@@ -11,6 +11,11 @@ by the value's size.  The value itself is one of those multiples, and so is
 the copy read back; for ``memory://`` the stored blob is a third.  The target
 is 3x or less everywhere.  The same measure for ``kydb put`` of a JSON file
 of that size runs the command line in its own process.  Nothing is asserted.
+
+The SQL rows each work in a table of their own, dropped at the end.  MariaDB
+(``mariadb``, not run by default) refuses a value over its
+``max_allowed_packet`` (16 MiB by default) before sending anything: its row
+shows that error.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import uuid
 MB = 1 << 20
 SIZE = int(os.environ.get("KYDB_BENCH_MB", "300")) * MB
 POSTGRESQL = os.environ.get("KYDB_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL = os.environ.get("KYDB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REDIS = os.environ.get("KYDB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
@@ -52,13 +58,14 @@ def measure(backend: str) -> None:
 
     server = None
     base = f"/bench-memory-{uuid.uuid4().hex[:8]}"
+    table = f"bench_memory_{uuid.uuid4().hex[:8]}"  # the SQL rows' own table
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "memory":
             url = f"memory://bench{base}"
         elif backend == "sqlite":
             url = f"sqlite:///{tmp}/bench.db?base={base}"
-        elif backend == "postgresql":
-            url = f"{POSTGRESQL}?base={base}"
+        elif backend in ("postgresql", "mariadb"):
+            url = f"{POSTGRESQL if backend == 'postgresql' else MYSQL}?table={table}"
         elif backend == "redis":
             url = REDIS.rstrip("/") + base
         else:
@@ -66,14 +73,20 @@ def measure(backend: str) -> None:
         db = kydb.connect(url)
         db["/warm"] = b"x"  # connections, tables and imports before the baseline
         db.read("/warm", reload=True)
-        before = _peak_bytes()
-        value = os.urandom(SIZE)
-        db["/big"] = value
-        back = db.read("/big", reload=True)
-        assert len(back) == SIZE
-        peak = _peak_bytes() - before
-        db.rm_tree("/")
-        db.close()
+        try:
+            before = _peak_bytes()
+            value = os.urandom(SIZE)
+            db["/big"] = value
+            back = db.read("/big", reload=True)
+            assert len(back) == SIZE
+            peak = _peak_bytes() - before
+        finally:
+            db.rm_tree("/")
+            if backend in ("postgresql", "mariadb"):
+                with db.store.engine.begin() as conn:
+                    conn.exec_driver_sql(f"DROP TABLE {table}_idx")
+                    conn.exec_driver_sql(f"DROP TABLE {table}")
+            db.close()
     if server is not None:
         server.stop()
     print(json.dumps({"backend": backend, "ratio": peak / SIZE}))

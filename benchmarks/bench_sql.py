@@ -18,7 +18,13 @@ and MariaDB (``$KYDB_TEST_MYSQL_URL``, default ``mysql+pymysql://root@127.0.0.1:
 * ``rm_tree`` of 100 and of 10,000 rows: SQL statements issued (target: the
   same number, O(1)) and time;
 * ``recent(folder, limit=10)`` on a folder of 100 and of 100,000 objects:
-  statements issued (target: one indexed query) and time (target: within 2x).
+  statements issued (target: one indexed query) and time (target: within 2x);
+* ``kydb.connect`` and the first put on a new base path of a server: in a new
+  process (its modules imported, its table there), for the first base path,
+  then for the 2nd to the 1,000th while the first stays open (each closed
+  after its put) — the mean of the last 100 next to the first, best of
+  three processes.  Stores on one server share its engine and pool, so the
+  Nth opens no connection.
 
 Each timing is the best of 5 rounds' mean.  Prints ratios; asserts nothing.
 Every table it creates is dropped at the end.
@@ -26,7 +32,9 @@ Every table it creates is dropped at the end.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -192,6 +200,20 @@ class Bench:
             db.close()
         return results
 
+    def first_use(self) -> tuple[float, float]:
+        """Seconds for connect + first put on the first base path of a new process, and on the Nth (mean)."""
+        table = self.url("first")
+        db: Any = kydb.connect(table)
+        db["/warm"] = 0  # the table exists: its creation is not measured
+        db.close()
+        runs = []
+        for _ in range(3):  # the best of three new processes
+            result = subprocess.run(
+                [sys.executable, __file__, "--first-use", table], capture_output=True, text=True, check=True
+            )
+            runs.append(json.loads(result.stdout))
+        return min(first for first, _ in runs), min(nth for _, nth in runs)
+
     def drop_tables(self) -> None:
         with self.engine.begin() as conn:
             for name in self.tables:
@@ -216,8 +238,31 @@ def micro(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def milli(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
 def line(operation: str, database: str, *cells: str) -> None:
     print(f"{operation:<16} {database:<11}" + "".join(f" {cell:>11}" for cell in cells))
+
+
+def first_use(url: str, count: int = 1000) -> None:
+    """In a new process: print ``[first, nth]``, seconds of connect + put on base path 1, and on 2..count (last 100)."""
+    create_store_engine(kydb.url.parse_store_url(url, path_is_base=False)).engine.dispose()  # the driver's imports
+    times = []
+    held: list[Any] = []
+    for i in range(count):
+        start = time.perf_counter()
+        db: Any = kydb.connect(f"{url}&base=/first-use-{i}")
+        db["/k"] = BLOB
+        times.append(time.perf_counter() - start)
+        db.rm_tree("/")
+        if i == 0:
+            held.append(db)  # the server is in use from now on
+        else:
+            db.close()
+    held[0].close()
+    print(json.dumps([times[0], sum(times[-100:]) / 100]))
 
 
 def main() -> None:
@@ -265,6 +310,11 @@ def main() -> None:
             (_, _, small), *_ = rows = bench.recent_by_folder_size()
             for size, statements, elapsed in rows:
                 line("", bench.label, f"{size:,}", str(statements), micro(elapsed), f"{elapsed / small:.2f}x")
+        print()
+        line("connect+put", "database", "1st base", "1000th base", "ratio", "(connect + first put of a new base path)")
+        for bench in benches:
+            first, nth = bench.first_use()
+            line("", bench.label, milli(first), milli(nth), f"{first / nth:.1f}x")
     finally:
         for bench in benches:
             bench.drop_tables()
@@ -272,4 +322,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--first-use"]:
+        first_use(sys.argv[2])
+    else:
+        main()

@@ -276,13 +276,80 @@ def test_the_server_ending_an_idle_connection_is_invisible(
     t = trial("server ends the idle connection (pg_terminate_backend/KILL)")
     t.acknowledge({"/a/one": 1})
     postgresql = server_database.kind == "postgresql"
-    with t.db.store.engine.connect() as conn:  # the connection kydb's pool lends next
-        server_id = conn.execute(
-            sa.text("SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()")
-        ).scalar()
+    engine = t.db.store.engine
+    server_id = sa.text("SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()")
+    assert engine.pool.checkedin() == 1  # kydb's one idle connection, lent next
+    with engine.connect() as conn:
+        idle = conn.connection.dbapi_connection
+        killed = conn.execute(server_id).scalar()
     with t.raw.connect() as conn:
-        conn.execute(sa.text(f"SELECT pg_terminate_backend({server_id})" if postgresql else f"KILL {server_id}"))
+        conn.execute(sa.text(f"SELECT pg_terminate_backend({killed})" if postgresql else f"KILL {killed}"))
+    lent: list[Any] = []  # the DBAPI connection each checkout lends
+    opened: list[Any] = []  # the DBAPI connections opened
+    sa.event.listen(engine, "checkout", lambda dbapi, record, proxy: lent.append(dbapi))
+    sa.event.listen(engine, "connect", lambda dbapi, record: opened.append(dbapi))
+    t.read("/a/one", None)  # the first operation after the kill: it succeeds...
+    # ...having met the killed connection first, then run again on a new one
+    assert lent[0] is idle, "the operation was not lent the connection the server ended"
+    assert len(opened) == 1 and lent[1:] == opened, f"lent {len(lent)}, opened {len(opened)}"
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection is opened[0] and conn.execute(server_id).scalar() != killed
     t.survey(None)
+    t.verify()
+
+
+@contextmanager
+def applied_then_cut(engine: sa.Engine, verb: str, proxy: TCPProxy) -> Iterator[list[str]]:
+    """The first ``verb`` statement reaches the server and is applied, then the connection is cut before its answer.
+
+    The statement runs on the driver's cursor directly, then the proxy cuts
+    every connection: the statement kydb then sends fails as if the
+    answer to an applied statement had been lost.  Yields the statements
+    so treated (fails the test if none was).
+    """
+    done: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        if not done and statement.lstrip().upper().startswith(verb):
+            done.append(statement)
+            cursor.execute(statement, parameters) if parameters else cursor.execute(statement)
+            proxy.cut()
+
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield done
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    assert done, f"no {verb} statement ran: the fault was never injected"
+
+
+def test_a_conditional_put_whose_commit_answer_was_lost_finds_its_own_version(
+    trial: Callable[[str], Trial], proxy: TCPProxy
+) -> None:
+    t = trial("COMMIT of a conditional put applied, its answer lost")
+    t.acknowledge({"/a/one": 1})
+    version = t.db.stat("/a/one").version
+    with applied_then_cut(t.db.store.engine, "COMMIT", proxy):
+        t.attempt("set /a/one if_version", lambda: t.db.set("/a/one", 2, if_version=version), None)
+    t.acked["/a/one"] = 2
+    assert t.db.read("/a/one", reload=True) == 2 and t.db.stat("/a/one").version != version
+    t.verify()
+
+
+def test_a_conditional_delete_whose_answer_was_lost_is_store_unavailable(
+    trial: Callable[[str], Trial], proxy: TCPProxy
+) -> None:
+    t = trial("conditional DELETE applied, its answer lost")
+    t.acknowledge({"/a/one": 1, "/a/two": 2})
+    version = t.db.stat("/a/one").version
+    with applied_then_cut(t.db.store.engine, "DELETE", proxy):
+        t.attempt("delete /a/one if_version", lambda: t.db.delete("/a/one", if_version=version), kydb.StoreUnavailable)
+    message = str(t.last_error)
+    # Gone, but whether this call or another writer deleted it cannot be known: never a Conflict ("not deleted")
+    assert "/a/one" in message and "cannot be told apart" in message, message
+    assert not isinstance(t.last_error, kydb.Conflict)
+    del t.acked["/a/one"]
+    assert not t.db.exists("/a/one")
     t.verify()
 
 

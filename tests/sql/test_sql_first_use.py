@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 import kydb
 from kydb_sql import TableLayoutError
-from kydb_sql.layout import make_table
+from kydb_sql.layout import LAYOUT_VERSION, make_table
 
 from .conftest import Database, table_name
 
@@ -151,7 +151,8 @@ def test_a_kydb_table_whose_index_table_is_another_kydb_table_is_refused(
     engine = database.engine()
     with engine.begin() as conn:
         table.create(conn)
-        layout_row = {"path": "kydb:layout", "parent": "kydb:", "name": "layout", "kind": "m", "data": b"3"}
+        layout = str(LAYOUT_VERSION).encode()
+        layout_row = {"path": "kydb:layout", "parent": "kydb:", "name": "layout", "kind": "m", "data": layout}
         conn.execute(table.insert().values(**layout_row, mtime=0, ctime=0))
     engine.dispose()
     refused(connect(database.url(table=name)), name, f"{name}_idx")

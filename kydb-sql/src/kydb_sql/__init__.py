@@ -9,13 +9,17 @@
 
 Schemes ``sqlite``, ``postgresql``, ``mysql`` and ``mariadb`` (with or
 without a ``+driver``).  The table layout is described in
-:mod:`kydb_sql.layout`, the cost of each operation in :mod:`kydb_sql.store`.
+:mod:`kydb_sql.layout`, the cost of each operation (and conditional writes)
+in :mod:`kydb_sql.store`, engines and their shared pools in
+:mod:`kydb_sql.engines`.  ``python -m kydb_sql upgrade URL``
+(:func:`upgrade_table`) upgrades a table an earlier kydb-sql wrote.
 """
 
 from __future__ import annotations
 
 from .errors import TableLayoutError, ValueTooLarge, WriteConflict
 from .store import SQLStore
+from .upgrade import upgrade_table
 
-__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge", "WriteConflict"]
+__all__ = ["SQLStore", "TableLayoutError", "ValueTooLarge", "WriteConflict", "upgrade_table"]
 __version__ = "0.1.0"

@@ -38,6 +38,21 @@
   store connected to it (whatever their base path or table) like a named
   ``memory://`` store: one connection, used by one operation at a time,
   kept until the process exits.  A forked child starts with a copy of it.
+* **One engine per database per process.**  Stores get their engine from
+  :func:`acquire_store_engine`, a :class:`kydb.pools.SharedPools` keyed by
+  the database's URL without kydb's own options (``base``, ``table``) and
+  by the engine's settings (timeouts, pool size and wait, driver options):
+  a thousand base paths or tables on one server share one pool.  Each
+  store releases its engine when it closes (:func:`release_store_engine`);
+  the last one disposes of it, closing its connections.  The pool holds at
+  most ``?pool_size=`` connections (default 5, no overflow); an operation
+  that finds them all in use waits ``?pool_timeout=`` seconds (default 30)
+  for one, then the store raises :class:`kydb.StoreUnavailable` saying the
+  pool is exhausted.  In-memory SQLite has its one connection and takes
+  neither option.
+* PostgreSQL statements that read blobs ask psycopg for **binary results**
+  (:data:`BINARY_RESULTS`): ``bytea`` arrives as its bytes, not as a hex
+  string twice its size that the driver then decodes.
 """
 
 from __future__ import annotations
@@ -48,18 +63,28 @@ import math
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from kydb.url import StoreURL, mask_url
+from kydb.pools import SharedPools
+from kydb.url import StoreURL, mask_url, positive_int_option, positive_seconds_option
 
 from .watchdog import Watch, watching
 
-__all__ = ["StoreEngine", "Target", "create_store_engine"]
+__all__ = [
+    "BINARY_RESULTS",
+    "KYDB_OPTIONS",
+    "StoreEngine",
+    "Target",
+    "acquire_store_engine",
+    "create_store_engine",
+    "release_store_engine",
+]
 
 #: URL scheme -> (driver SQLAlchemy uses when the URL names none, kydb-sql extra that installs it)
 _DEFAULT_DRIVERS = {
@@ -72,6 +97,13 @@ _PRETTY = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 #: The servers' timeout options kydb reads from the URL, and their defaults in seconds.
 _TIMEOUTS = {"connect_timeout": 10.0, "read_timeout": 300.0}
+#: The pool's size and how long an operation waits for a connection when all are in use (seconds).
+POOL_SIZE = 5
+POOL_TIMEOUT = 30.0
+#: The URL options kydb reads (with ``base``) and removes before SQLAlchemy and the driver see the URL.
+KYDB_OPTIONS = ("table", *_TIMEOUTS, "pool_size", "pool_timeout")
+#: The execution option that makes a PostgreSQL (psycopg) statement return binary results.
+BINARY_RESULTS = "kydb_binary_results"
 #: What a URL of each scheme looks like, for messages about one that does not.
 _FORMS = {
     "sqlite": "sqlite:///relative/path.db, sqlite:////absolute/path.db, or sqlite:// (in memory)",
@@ -92,8 +124,10 @@ _PACKAGES = {
 }
 
 _live_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-# In-memory SQLite: URL -> (engine, the lock every use of its one connection holds)
-_memory_databases: dict[str, tuple[sa.Engine, threading.RLock]] = {}
+# Every store's engine but in-memory SQLite's, one per database URL and settings (see the module docstring).
+_shared_engines: SharedPools[StoreEngine] = SharedPools(lambda shared: shared.engine.dispose())
+# In-memory SQLite: URL -> its engine, with the lock every use of its one connection holds
+_memory_databases: dict[str, StoreEngine] = {}
 _memory_lock = threading.Lock()
 
 
@@ -105,8 +139,8 @@ def _after_fork_in_child() -> None:
         engine.dispose(close=False)
     # An in-memory database is the child's own copy; only its locks may be stuck.
     _memory_lock = threading.Lock()
-    for url, (engine, _) in list(_memory_databases.items()):
-        _memory_databases[url] = (engine, threading.RLock())
+    for url, shared in list(_memory_databases.items()):
+        _memory_databases[url] = replace(shared, serial=threading.RLock())
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -168,7 +202,7 @@ def _sqlalchemy_url(url: StoreURL) -> sa.URL:
             "sqlite:////abs/path.db for an absolute one",
         )
     try:
-        sa_url = sa.make_url(url.without_options("table", *_TIMEOUTS))
+        sa_url = sa.make_url(url.without_options(*KYDB_OPTIONS))
     except sa.exc.ArgumentError as exc:
         raise _invalid(url, str(exc)) from None
     backend, _, driver = sa_url.drivername.partition("+")
@@ -273,26 +307,28 @@ def _read_committed(dbapi_connection: Any, _record: Any) -> None:
 
 def _timeouts(url: StoreURL, backend: str) -> dict[str, float]:
     """The URL's ``connect_timeout`` and ``read_timeout`` (or their defaults) for a server; none for SQLite."""
-    given = {name: url.options[name] for name in _TIMEOUTS if name in url.options}
     if backend == "sqlite":
+        given = [name for name in _TIMEOUTS if name in url.options]
         if given:
             raise ValueError(
                 f"invalid kydb URL {url.masked!r}: SQLite takes no {' or '.join(given)}; "
                 "?timeout=SECONDS sets how long to wait for another process's lock"
             )
         return {}
-    timeouts = dict(_TIMEOUTS)
-    for name, text in given.items():
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if not (0 < seconds < math.inf):
+    return {name: positive_seconds_option(url, name, default) or default for name, default in _TIMEOUTS.items()}
+
+
+def _pool_options(url: StoreURL, target: Target) -> tuple[int | None, float | None]:
+    """The URL's ``pool_size`` and ``pool_timeout`` (or their defaults); ``None`` for in-memory SQLite."""
+    if target.in_memory:
+        given = [name for name in ("pool_size", "pool_timeout") if name in url.options]
+        if given:
             raise ValueError(
-                f"invalid kydb URL {url.masked!r}: ?{name}= takes a positive number of seconds, got {text!r}"
+                f"invalid kydb URL {url.masked!r}: an in-memory SQLite database has one connection, which the "
+                f"process's stores take turns to use; it takes no {' or '.join(f'?{name}=' for name in given)}"
             )
-        timeouts[name] = seconds
-    return timeouts
+        return None, None
+    return positive_int_option(url, "pool_size", POOL_SIZE), positive_seconds_option(url, "pool_timeout", POOL_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -307,6 +343,17 @@ class StoreEngine:
     read_timeout: float | None = None
     #: whether kydb enforces ``read_timeout`` itself, because the driver cannot (psycopg)
     watched: bool = False
+    #: the most connections the pool holds (``?pool_size=``); ``None`` for in-memory SQLite (one)
+    pool_size: int | None = None
+    #: how long an operation waits for a connection when all are in use (``?pool_timeout=``)
+    pool_timeout: float | None = None
+    #: what :func:`acquire_store_engine` shares it by (``None``: not shared that way)
+    key: Hashable | None = field(default=None, compare=False)
+    #: the process that made it: a forked child never shares it
+    pid: int = field(default_factory=os.getpid, compare=False)
+    #: the tables a store on this engine has checked (:func:`kydb_sql.layout.check_layout`), so that
+    #: the others need not, and what it learnt of each: MySQL's ``max_allowed_packet``, else ``None``
+    checked: dict[str, int | None] = field(default_factory=dict, compare=False)
 
     @property
     def shared(self) -> bool:
@@ -336,23 +383,39 @@ def _create_engine(url: StoreURL, sa_url: sa.URL, **kwargs: Any) -> sa.Engine:
         raise _missing_driver(url, sa_url.get_driver_name(), exc) from exc
 
 
-def create_store_engine(url: StoreURL) -> StoreEngine:
-    """An engine for ``url`` (its ``table``/``base`` options removed), and what it points at.
+@dataclass(frozen=True)
+class _Plan:
+    """Everything an engine for a URL is made of, before it is made: what :func:`acquire_store_engine` keys by."""
 
-    Connects to nothing.  Raises ``ValueError`` naming the (masked) URL and
-    the form expected for one that is malformed: one SQLAlchemy cannot read,
-    an unknown or asynchronous driver, a SQLite URL with a host part or an
-    option SQLite does not take, a base path after the database's name or
-    the SQLite file (see :func:`_check_sqlite`), a MySQL URL naming no
-    database.  Raises ``ImportError`` naming what to install (kydb-sql's
-    extra for its drivers) for a driver that is missing or cannot be imported.
-    """
+    url: StoreURL
+    sa_url: sa.URL
+    target: Target
+    connect_args: dict[str, Any]
+    options: dict[str, Any]  # create_engine's own keyword arguments
+    read_timeout: float | None
+    pool_size: int | None
+    pool_timeout: float | None
+
+    @property
+    def key(self) -> Hashable:
+        """The database (its URL with the password, which identifies the login, never shown) and the settings."""
+        return (
+            self.sa_url.render_as_string(hide_password=False),
+            tuple(sorted(self.connect_args.items())),
+            self.read_timeout,
+            self.pool_size,
+            self.pool_timeout,
+        )
+
+
+def _plan(url: StoreURL) -> _Plan:
+    """What the engine for ``url`` is made of; raises as :func:`create_store_engine` documents."""
     sa_url = _sqlalchemy_url(url)
     backend = sa_url.get_backend_name()
     timeouts = _timeouts(url, backend)
     if backend == "sqlite":
         _check_sqlite(url, sa_url)
-    kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}  # and no pre-ping: see the module's docstring
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}  # and no pre-ping: see the module's docstring
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         if sa_url.database and sa_url.database != ":memory:" and sa_url.query.get("mode") != "memory":
@@ -365,28 +428,104 @@ def create_store_engine(url: StoreURL) -> StoreEngine:
     elif backend in ("mysql", "mariadb"):
         # SQLAlchemy rolls back after every use of a connection, and MySQL drivers send that ROLLBACK
         # even in autocommit mode, where nothing is open: one wasted round trip per operation.
-        kwargs["skip_autocommit_rollback"] = True
+        options["skip_autocommit_rollback"] = True
         # PyMySQL takes fractions of a second; other drivers whole seconds.
         exact = sa_url.get_driver_name() == "pymysql"
         for name, seconds in (*timeouts.items(), ("write_timeout", timeouts["read_timeout"])):
             if name not in sa_url.query:  # an explicit ?write_timeout= goes to the driver as it is
                 connect_args[name] = seconds if exact else math.ceil(seconds)
     target = _target(sa_url)
+    pool_size, pool_timeout = _pool_options(url, target)
     if target.in_memory:
-        key = sa_url.render_as_string(hide_password=False)
+        options["poolclass"] = StaticPool
+    else:
+        # At most pool_size connections, ever: a thread that finds them all in use waits for one.
+        options.update(pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout)
+    return _Plan(url, sa_url, target, connect_args, options, timeouts.get("read_timeout"), pool_size, pool_timeout)
+
+
+def _binary_results(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """Run a statement marked with :data:`BINARY_RESULTS` asking psycopg for binary results; others as usual."""
+    if context is not None and context.execution_options.get(BINARY_RESULTS):
+        cursor.execute(statement, parameters, binary=True)
+        return True  # executed
+    return False
+
+
+def _build(plan: _Plan, key: Hashable | None = None) -> StoreEngine:
+    """A new engine made to ``plan`` (the process's one for an in-memory database)."""
+    url, sa_url, target = plan.url, plan.sa_url, plan.target
+    if target.in_memory:
+        name = sa_url.render_as_string(hide_password=False)
         with _memory_lock:
-            if key not in _memory_databases:
-                engine = _create_engine(url, sa_url, connect_args=connect_args, poolclass=StaticPool, **kwargs)
+            if name not in _memory_databases:
+                engine = _create_engine(url, sa_url, connect_args=plan.connect_args, **plan.options)
                 sa.event.listen(engine, "connect", _enforce_foreign_keys)
-                _memory_databases[key] = (engine, threading.RLock())
-            engine, lock = _memory_databases[key]
-        return StoreEngine(engine, target, lock)
-    engine = _create_engine(url, sa_url, connect_args=connect_args, **kwargs)
+                _memory_databases[name] = StoreEngine(engine, target, threading.RLock())
+            return _memory_databases[name]
+    engine = _create_engine(url, sa_url, connect_args=plan.connect_args, **plan.options)
+    backend = sa_url.get_backend_name()
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
         sa.event.listen(engine, "connect", _use_wal)
     elif backend in ("mysql", "mariadb"):
         sa.event.listen(engine, "connect", _read_committed)
+    elif sa_url.get_driver_name() == "psycopg":
+        sa.event.listen(engine, "do_execute", _binary_results)
     _live_engines.add(engine)
-    read_timeout = timeouts.get("read_timeout")
-    return StoreEngine(engine, target, contextlib.nullcontext(), read_timeout, watched=backend == "postgresql")
+    return StoreEngine(
+        engine,
+        target,
+        contextlib.nullcontext(),
+        plan.read_timeout,
+        watched=backend == "postgresql",
+        pool_size=plan.pool_size,
+        pool_timeout=plan.pool_timeout,
+        key=key,
+    )
+
+
+def create_store_engine(url: StoreURL) -> StoreEngine:
+    """A new engine for ``url`` (its kydb options removed), and what it points at; stores share theirs instead.
+
+    For looking at a database behind the stores' back (tests, benchmarks):
+    its pool is its own; ``engine.dispose()`` it when done.  In-memory
+    SQLite has one database per process, so its engine is that database's.
+    Connects to nothing.  Raises ``ValueError`` naming the (masked) URL and
+    the form expected for one that is malformed: one SQLAlchemy cannot read,
+    an unknown or asynchronous driver, a SQLite URL with a host part or an
+    option SQLite does not take, a base path after the database's name or
+    the SQLite file (see :func:`_check_sqlite`), a MySQL URL naming no
+    database, an option of kydb's with a bad value.  Raises ``ImportError``
+    naming what to install (kydb-sql's extra for its drivers) for a driver
+    that is missing or cannot be imported.
+    """
+    return _build(_plan(url))
+
+
+def acquire_store_engine(url: StoreURL) -> StoreEngine:
+    """The process's engine for ``url``'s database and settings, with one more user on it.
+
+    Stores on the same database with the same settings — whatever their base
+    path or table — get the same engine, made on first use.  Give it back
+    with :func:`release_store_engine`.  Raises as :func:`create_store_engine`.
+    """
+    plan = _plan(url)
+    if plan.target.in_memory:
+        return _build(plan)
+    key = plan.key
+    return _shared_engines.acquire(key, lambda: _build(plan, key))
+
+
+def release_store_engine(shared: StoreEngine) -> None:
+    """Give back one use of an engine from :func:`acquire_store_engine`; the last one disposes of it.
+
+    In a forked child, which never shares its parent's engines, the engine
+    is disposed of at once: that closes only the child's own connections.
+    """
+    if shared.shared or shared.key is None:
+        return
+    if shared.pid != os.getpid():
+        shared.engine.dispose()  # a forked child's copy, not shared here: close what this process opened
+        return
+    _shared_engines.release(shared.key)

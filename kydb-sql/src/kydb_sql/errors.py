@@ -19,6 +19,7 @@ __all__ = [
     "ValueTooLarge",
     "WriteConflict",
     "is_conflict",
+    "is_duplicate_key",
     "is_read_timeout",
     "translate",
 ]
@@ -54,6 +55,7 @@ _CONFLICT: dict[str | int, str] = {
 # MySQL's lock wait timeout: another transaction held a row lock for innodb_lock_wait_timeout (50 s by
 # default).  Not retried: each try would wait as long again (like SQLite's busy timeout).
 _LOCK_WAIT_TIMEOUT = 1205
+_DUPLICATE_KEY = 1062  # MySQL's ER_DUP_ENTRY
 _DENIED: set[str | int] = {"42501", "28000", "28P01", 1044, 1045, 1142, 1143, 1227}
 _SQLITE_DENIED = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
 _TOO_BIG: set[str | int] = {"54000", "SQLITE_TOOBIG"}  # PostgreSQL's program_limit_exceeded
@@ -81,6 +83,11 @@ def is_conflict(exc: sa.exc.DBAPIError) -> bool:
     Running the same (idempotent) operation again usually succeeds.
     """
     return _code(exc.orig) in _CONFLICT
+
+
+def is_duplicate_key(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused an insert because its primary key is taken (MySQL's 1062)."""
+    return _code(exc.orig) == _DUPLICATE_KEY
 
 
 def is_read_timeout(exc: sa.exc.SQLAlchemyError) -> bool:

@@ -11,6 +11,9 @@ kind      ``'o'`` object, ``'f'`` folder (``'m'``: the layout row below)
 data      the blob (``NULL`` for folders); ``LONGBLOB`` on MySQL/MariaDB
 mtime     last write, integer nanoseconds since the epoch
 ctime     first write, integer nanoseconds; kept when an object is overwritten
+version   the object's version: a random 63-bit write id that every write of
+          the object replaces (0 for folders, and for objects not written
+          since their table was upgraded to this layout)
 ========  =====================================================================
 
 An index on ``(parent, name)`` serves listings: one indexed range per page,
@@ -37,7 +40,11 @@ lists in code-point order.
 
 A row outside the key space (``path = 'kydb:layout'``; kydb paths all start
 with ``/``) records the layout version, so a table written by another layout,
-or by something else, is refused rather than misread.
+or by something else, is refused rather than misread.  A table of layout 3,
+which has no ``version`` column, is refused until :func:`upgrade_layout`
+(``python -m kydb_sql upgrade URL``) adds it: a process running the kydb-sql
+that wrote it would go on overwriting objects without changing their
+versions, so the upgrade waits until those are stopped.
 
 The table ``T`` derives names: ``T_idx`` for its user index table, and its
 indexes' (``T_parent_name``, ``T_recent``, ``T_created``, ``T_idx_query``),
@@ -71,12 +78,16 @@ __all__ = [
     "index_table",
     "make_table",
     "range_of",
+    "upgrade_layout",
 ]
 
 #: The version of the layout described above, stored in the layout row.
 #: 2 added the recency indexes and the user index table; 3 made index names
-#: compare bytewise and tied index values to their object (``ON DELETE CASCADE``).
-LAYOUT_VERSION = 3
+#: compare bytewise and tied index values to their object (``ON DELETE CASCADE``);
+#: 4 added the ``version`` column (:func:`upgrade_layout` upgrades a table of layout 3).
+LAYOUT_VERSION = 4
+#: The layout :func:`upgrade_layout` upgrades from.
+_UPGRADABLE = 3
 KIND_OBJECT = "o"
 KIND_FOLDER = "f"
 _KIND_LAYOUT = "m"
@@ -149,9 +160,12 @@ def make_table(name: str, dialect: str) -> sa.Table:
         sa.Column("parent", KeyText(), nullable=False),
         sa.Column("name", KeyText(), nullable=False),
         sa.Column("kind", sa.String(1), nullable=False),
-        sa.Column("data", sa.LargeBinary(_BLOB_BYTES), nullable=True),
         sa.Column("mtime", sa.BigInteger(), nullable=False),
         sa.Column("ctime", sa.BigInteger(), nullable=False),
+        # With a default: what upgrade_layout adds (after ctime) to a table of layout 3.
+        sa.Column("version", sa.BigInteger(), nullable=False, server_default="0"),
+        # Last: SQLite then lays out a large value's room without holding it (see kydb_sql.store).
+        sa.Column("data", sa.LargeBinary(_BLOB_BYTES), nullable=True),
         sa.Index(f"{name}_parent_name", "parent", "name"),
         sa.Index(f"{name}_recent", "parent", "kind", "mtime", "name"),
         sa.Index(f"{name}_created", "parent", "kind", "ctime", "name"),
@@ -184,7 +198,7 @@ def range_of(folder: str) -> tuple[str, str]:
 
 
 # The columns of a kydb table, those that tell it from others, and those of a user index table.
-_COLUMNS = frozenset({"path", "parent", "name", "kind", "data", "mtime", "ctime"})
+_COLUMNS = frozenset({"path", "parent", "name", "kind", "data", "mtime", "ctime", "version"})
 _MARKS = frozenset({"path", "kind", "data"})  # every layout's, so the version row can be read
 _INDEX_COLUMNS = frozenset({"path", "index_name", "parent", "name", "value"})
 
@@ -270,7 +284,7 @@ def _its_own(conn: Connection, table: sa.Table, derived: str, holder: _Taken) ->
     return holder.what == "index" and fold(holder.table or "") in (fold(table.name), fold(side.name))
 
 
-def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> bool:
+def check_layout(conn: Connection, table: sa.Table, create: bool, now: int, upgrade: str = "") -> bool:
     """Check that ``table`` has this layout and its names are its own; create it if missing and ``create``.
 
     Returns whether the table is there to use: ``False`` only when it does
@@ -278,7 +292,8 @@ def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> b
     ``create`` — an empty store, for reads; nothing is created then.
 
     Raises :class:`TableLayoutError`, before creating anything, for a table
-    of another layout version or one kydb did not create, for a table that
+    of another layout version (for layout 3, naming ``upgrade``, the command
+    that upgrades it) or one kydb did not create, for a table that
     holds another kydb table's user index values, and when a name the table
     needs — its own, its user index table's (``<table>_idx``) or, where index
     names share the schema's names (PostgreSQL, SQLite), its indexes' — is
@@ -315,11 +330,15 @@ def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> b
             raise TableLayoutError(
                 f"table {name!r} exists but is not a kydb table (its columns: {', '.join(sorted(columns))}); {other}"
             )
-        version = conn.execute(
-            sa.select(table.c.data).where(table.c.path == _LAYOUT_PATH, table.c.kind == _KIND_LAYOUT)
-        ).scalar()
-        if version is not None:
-            found = bytes(version).decode("ascii", "replace")
+        found = _layout_version(conn, table)
+        if found is not None:
+            if found == str(_UPGRADABLE):
+                raise TableLayoutError(
+                    f"table {name!r} has kydb-sql layout {found!r}, written by an earlier kydb-sql, without the "
+                    f"object versions this kydb-sql keeps (layout {LAYOUT_VERSION}). Once no process runs the earlier "
+                    f"kydb-sql on it, upgrade it in place with: {upgrade or 'python -m kydb_sql upgrade URL'} "
+                    "(it adds a version column; every object, folder and index value stays as it is)"
+                )
             if found != str(LAYOUT_VERSION):
                 raise TableLayoutError(
                     f"table {name!r} has kydb-sql layout {found!r}, and this kydb-sql reads layout "
@@ -357,7 +376,7 @@ def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> b
         return False
     table.metadata.create_all(conn, checkfirst=True)
     conn.execute(
-        table.insert().values(
+        sa.insert(table).values(
             path=_LAYOUT_PATH,
             parent="kydb:",
             name="layout",
@@ -368,3 +387,52 @@ def check_layout(conn: Connection, table: sa.Table, create: bool, now: int) -> b
         )
     )
     return True
+
+
+def _layout_version(conn: Connection, table: sa.Table) -> str | None:
+    """The layout version the existing ``table``'s layout row records, or ``None`` for a table without one."""
+    data = conn.execute(
+        sa.select(table.c.data).where(table.c.path == _LAYOUT_PATH, table.c.kind == _KIND_LAYOUT)
+    ).scalar()
+    return None if data is None else bytes(data).decode("ascii", "replace")
+
+
+def upgrade_layout(conn: Connection, table: sa.Table, now: int) -> str:
+    """Upgrade ``table`` from layout 3 to this layout in place; say what was done.
+
+    Adds the ``version`` column (``BIGINT NOT NULL DEFAULT 0``, the last
+    column, as a new table has it) and records the new layout; every row
+    stays as it is, objects at version 0 until their next write.  A table
+    already of this layout is left alone.  Then checks the table as
+    :func:`check_layout` does (re-creating a lost user index table).  The
+    caller holds the table's creation lock (see :func:`check_layout`).  On
+    PostgreSQL and SQLite the upgrade is one transaction; MySQL commits DDL
+    at once, so an upgrade cut short after adding the column is finished by
+    the next one.
+
+    Raises :class:`TableLayoutError` when there is no such table, or it is
+    not a kydb table of layout 3 or of this layout.
+    """
+    name = table.name
+    if not sa.inspect(conn).has_table(name):
+        raise TableLayoutError(f"there is no table {name!r}: nothing to upgrade (check the URL's ?table=)")
+    columns = _columns(conn, name)
+    found = _layout_version(conn, table) if columns >= _MARKS else None
+    if found == str(LAYOUT_VERSION):
+        check_layout(conn, table, True, now)
+        return f"table {name!r} already has kydb-sql layout {LAYOUT_VERSION}: nothing to do"
+    if found != str(_UPGRADABLE):
+        what = "no kydb layout row" if found is None else f"kydb-sql layout {found!r}"
+        raise TableLayoutError(
+            f"table {name!r} has {what}; this kydb-sql upgrades layout {_UPGRADABLE} to {LAYOUT_VERSION} only"
+        )
+    if "version" not in columns:
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        conn.execute(sa.text(f"ALTER TABLE {quoted} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"))
+    conn.execute(
+        sa.update(table)
+        .where(table.c.path == _LAYOUT_PATH, table.c.kind == _KIND_LAYOUT)
+        .values(data=str(LAYOUT_VERSION).encode("ascii"))
+    )
+    check_layout(conn, table, True, now)
+    return f"table {name!r} upgraded from kydb-sql layout {_UPGRADABLE} to {LAYOUT_VERSION}: objects now have versions"
