@@ -2,7 +2,7 @@
 
     python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox   # the default sessions: every test
     .venv/bin/nox -s demo                               # the walkthrough, in a folder of its own of kydb-demo.db
-    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-dynamodb bench-files bench-memory bench-cli
+    .venv/bin/nox -s bench bench-sql bench-redis bench-s3 bench-dynamodb bench-files bench-memory bench-conditional
                                                         # side-by-side measurements
 
 Each distribution's session installs that distribution alone (non-editable,
@@ -150,6 +150,13 @@ def bench_dynamodb(session: nox.Session) -> None:
     """kydb on DynamoDB against boto3 doing the same work, on moto's DynamoDB server: ratios and request counts."""
     session.install("./kydb-core", DYNAMODB, MOTO)
     session.run("python", "benchmarks/bench_dynamodb.py", *session.posargs)
+
+
+@nox.session(name="bench-conditional")
+def bench_conditional(session: nox.Session) -> None:
+    """A conditional put next to a plain one on every backend (time, round trips); update() from 4 workers at once."""
+    session.install("./kydb-core", MEMORY, SQL, REDIS, S3, DYNAMODB, FILES, MOTO)
+    session.run("python", "benchmarks/bench_conditional.py", *session.posargs)
 
 
 @nox.session(name="bench-memory")
