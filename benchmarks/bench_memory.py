@@ -39,15 +39,25 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
-def _s3_url() -> tuple[str, object]:
-    import boto3  # noqa: PLC0415 - only the S3 row needs them
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+_MOTO = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("http://%s:%d" % server.get_host_and_port(), flush=True)
+sys.stdin.read()  # until the benchmark closes the pipe
+server.stop()
+"""
+
+
+def _s3_url() -> tuple[str, subprocess.Popen[str]]:
+    """A bucket on moto's S3 server, run in a child process: its memory is not the client's."""
+    import boto3  # noqa: PLC0415 - only the S3 row needs it
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    server = subprocess.Popen([sys.executable, "-c", _MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    endpoint = server.stdout.readline().strip()
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-memory")
     return f"s3://bench-memory/run?endpoint_url={endpoint}", server
 
@@ -88,7 +98,7 @@ def measure(backend: str) -> None:
                     conn.exec_driver_sql(f"DROP TABLE {table}")
             db.close()
     if server is not None:
-        server.stop()
+        server.communicate()  # closing its stdin stops it
     print(json.dumps({"backend": backend, "ratio": peak / SIZE}))
 
 
