@@ -78,6 +78,8 @@ def measure(backend: str) -> None:
             url = f"{POSTGRESQL if backend == 'postgresql' else MYSQL}?table={table}"
         elif backend == "redis":
             url = REDIS.rstrip("/") + base
+        elif backend == "files":
+            url = f"file://{tmp}/store"
         else:
             url, server = _s3_url()
         db = kydb.connect(url)
@@ -140,4 +142,4 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--cli"]:
         measure_cli()
     else:
-        main(sys.argv[1:] or ["memory", "sqlite", "postgresql", "redis", "s3", "cli"])
+        main(sys.argv[1:] or ["memory", "sqlite", "postgresql", "redis", "s3", "files", "cli"])

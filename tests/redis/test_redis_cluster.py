@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ import redis
 import kydb
 from kydb.testing import unique_name
 from kydb_redis.layout import folder_key, index_hash_key, object_key
+from kydb_redis.replies import LARGE_REPLY, PARSER_CLASS
 
 from .conftest import LocalCluster, keys_under, raw_client, round_trips, with_base
 
@@ -60,6 +62,24 @@ def test_a_put_into_an_existing_folder_is_one_round_trip(cluster_db: Any) -> Non
     with round_trips() as sent:
         assert cluster_db.read("/f/second", reload=True) == 2
     assert sent == [1]
+
+
+def test_large_values_read_back_from_every_node(cluster_db: Any) -> None:
+    """Large replies come through the cluster's node connections too (see kydb_redis.replies)."""
+    client = cluster_db.store._acquire().client
+    node = client.get_nodes()[0]
+    pool = node.redis_connection.connection_pool
+    connection = pool.get_connection()
+    try:
+        assert type(connection._parser) is PARSER_CLASS
+    finally:
+        pool.release(connection)
+    values = {f"/f{i}/big": os.urandom(2 * LARGE_REPLY + i) for i in range(6)}  # folders in several slots
+    values["/f0/small"] = "small"
+    cluster_db.set_many(values)
+    for key, value in values.items():
+        assert cluster_db.read(key, reload=True) == value
+    assert cluster_db.get_many(list(values), reload=True) == values
 
 
 def test_a_folder_redis_cannot_keep_in_one_slot_is_refused(local_cluster: LocalCluster, cluster_db: Any) -> None:

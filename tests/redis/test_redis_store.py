@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import kydb
 import kydb_redis
 from kydb.testing import count_calls, unique_name
 from kydb_redis.layout import HEADER_BYTES, MAGIC, folder_key, index_hash_key, object_key
+from kydb_redis.replies import LARGE_REPLY, PARSER_CLASS
 
 from .conftest import (
     PrivateRedis,
@@ -122,10 +124,11 @@ def test_url_options_reach_the_connection_pool() -> None:
     assert kwargs["socket_timeout"] == 2.5 and kwargs["socket_connect_timeout"] == 1.0
     assert (kwargs["username"], kwargs["password"], kwargs["client_name"]) == ("u", "pw", "books")
     assert kwargs["health_check_interval"] == 30 and kwargs["retry"].get_retries() == 5
-    assert store.client.connection_pool.connection_class is redis.Connection
+    connection_class = store.client.connection_pool.connection_class
+    assert issubclass(connection_class, redis.Connection) and not issubclass(connection_class, redis.SSLConnection)
     db.close()
     tls = kydb.connect("rediss://cache.example.org?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem&ssl_check_hostname=no")
-    assert tls.store.client.connection_pool.connection_class is redis.SSLConnection
+    assert issubclass(tls.store.client.connection_pool.connection_class, redis.SSLConnection)
     assert tls.store.options.port == 6379
     kwargs = tls.store.client.connection_pool.connection_kwargs
     assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"], kwargs["ssl_check_hostname"]) == (
@@ -713,6 +716,37 @@ def test_values_over_the_limit_are_refused_before_sending(
     with pytest.raises(ValueError, match="/other"):
         db.store.kydb_put({db.base_path + "/fine": b"x", db.base_path + "/other": too_big}, time.time_ns(), {}, {})
     assert not raw.exists(db.base_path + "/fine") and db.ls("/") == ["big"]
+
+
+def test_large_values_are_read_straight_into_one_buffer(db: Any, raw: redis.Redis) -> None:
+    """Values whose reply is just under, at and over the size read past redis-py's buffer, mixed with small ones."""
+    large = LARGE_REPLY
+    client = db.store._acquire().client  # the store's own connections
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        assert type(connection._parser) is PARSER_CLASS
+    finally:
+        pool.release(connection)
+    sizes = {"under": large - 1, "at": large, "over": large + 1, "big": 5 * large + 12345}
+    values: dict[str, Any] = {}
+    for name, size in sizes.items():  # a value whose stored form (header, envelope, pickle) is ``size`` bytes
+        key, length = f"/v/{name}", size
+        for _ in range(3):
+            db[key] = values[key] = os.urandom(length)
+            length += size - len(raw.get(object_key(db.base_path + key)))
+        assert len(raw.get(object_key(db.base_path + key))) == size
+    values |= {f"/v/small{i}": f"small {i}" for i in range(3)}
+    db.set_many(values)
+    for key, value in values.items():
+        assert db.read(key, reload=True) == value
+    assert db.get_many(list(values), reload=True) == values  # one MGET: large replies among small ones
+    assert db.read_versioned("/v/big")[0] == values["/v/big"]
+    stored = client.get(object_key(db.base_path + "/v/at"))
+    assert type(stored) is bytearray and len(stored) == large  # the large-reply path was taken ...
+    blob = db.store.kydb_get([db.base_path + "/v/at"])[db.base_path + "/v/at"]
+    assert type(blob) is bytes and len(blob) == large - HEADER_BYTES  # ... and the store hands on bytes
+    assert type(client.get(object_key(db.base_path + "/v/under"))) is bytes
 
 
 # ---------------------------------------------------------------------- TLS and the walkthrough

@@ -110,6 +110,7 @@ def migrate(url: str, report: Callable[[str], None] = lambda line: None) -> Migr
                 ctime = values.pop("ctime", mtime)
                 if ctime is None or mtime is None:  # written by another tool: no times to keep
                     mtime = ctime = time.time_ns()
+                blob = bytes(blob)  # a large value arrives as a bytearray (see kydb_redis.replies)
                 store.kydb_put({path: blob}, ctime, {path: values} if values else {}, {})
                 if mtime != ctime:
                     store.kydb_put({path: blob}, mtime, {}, {})

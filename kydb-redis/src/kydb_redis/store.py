@@ -84,6 +84,7 @@ from .layout import (
     split_path,
 )
 from .options import RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, RedisOptions, parse_options
+from .replies import connection_class
 
 __all__ = [
     "MAX_VALUE_BYTES",
@@ -172,11 +173,12 @@ class Server:
                 timeout=options.pool_timeout,
                 retry=retry,
                 ssl=options.tls,
+                connection_class=connection_class(options.tls),  # see kydb_redis.replies
                 **options.connection,
             )
         else:
             pool = _BlockingPool(  # type: ignore[no-untyped-call]
-                connection_class=redis.SSLConnection if options.tls else redis.Connection,
+                connection_class=connection_class(options.tls),  # see kydb_redis.replies
                 max_connections=options.pool_size,
                 timeout=options.pool_timeout,
                 retry=retry,
@@ -507,7 +509,10 @@ class RedisStore(kydb.Store):
 
     # ------------------------------------------------------------------ objects
 
-    def _strip(self, value: bytes) -> bytes:
+    def _strip(self, value: bytes | bytearray) -> bytes:
+        """The blob in a stored value: without its header, and as ``bytes`` (a large reply is a ``bytearray``)."""
+        if isinstance(value, bytearray):  # see kydb_redis.replies: one copy, the header left behind
+            return bytes(memoryview(value)[HEADER_BYTES:] if value.startswith(MAGIC) else value)
         return value[HEADER_BYTES:] if value.startswith(MAGIC) else value
 
     def _read(self, paths: Sequence[str]) -> list[bytes | None]:

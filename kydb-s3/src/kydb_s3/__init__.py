@@ -7,8 +7,8 @@ connected.
 
 Modules, one job each: :mod:`~kydb_s3.options` (the URL),
 :mod:`~kydb_s3.errors` (errors and their translation), :mod:`~kydb_s3.client`
-(one boto3 client per configuration per process, with its connection slots,
-thread pool and transfer manager), :mod:`~kydb_s3.requests` (single requests
+(one boto3 client per configuration per process, with its connection slots
+and thread pool), :mod:`~kydb_s3.requests` (single requests
 on one bucket), :mod:`~kydb_s3.folders` (listings and folder markers),
 :mod:`~kydb_s3.index_sidecars` (user index values), :mod:`~kydb_s3.scans`
 (scan-based queries), :mod:`~kydb_s3.store` (the hooks) and

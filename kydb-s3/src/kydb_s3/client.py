@@ -8,8 +8,7 @@ takes its :class:`S3Connection` from :data:`CONNECTIONS`, a
 :class:`kydb.pools.SharedPools` keyed by :class:`ClientKey` — the endpoint,
 region, profile (which picks the credentials), timeouts, pool size and retry
 budget — never by bucket or base path.  The last store to close releases it:
-its thread pool stops, its multipart transfers are shut down and its
-connections closed.  A forked child makes its own (``SharedPools`` forgets
+its thread pool stops and its connections close.  A forked child makes its own (``SharedPools`` forgets
 the parent's).
 
 An :class:`S3Connection` holds, besides the client:
@@ -17,17 +16,16 @@ An :class:`S3Connection` holds, besides the client:
 * **connection slots** (:class:`Slots`): botocore never waits for a
   connection — when its pool of ``max_pool_connections`` is in use it opens
   more and drops them after one request.  So kydb counts its own requests:
-  each takes a slot of ``?pool_size=`` for as long as it runs (a multipart
-  upload takes one per part it may send at once), and a request that finds
+  each takes a slot of ``?pool_size=`` for as long as it runs (each part of
+  a multipart upload is a request of its own), and a request that finds
   none free waits at most ``?pool_timeout=`` seconds, then raises
   :class:`kydb.StoreUnavailable` saying the pool is exhausted and how to
   raise it.  The connections open to the endpoint are therefore at most
   ``pool_size``.
 * **a thread pool** of :data:`CONCURRENCY` workers (fewer if the pool is
   smaller) for batches (``get_many``, ``set_many``, ``stat``, scans,
-  ``mkdir``'s markers, ``rm_tree``'s deletes), shared by the client's stores.
-* **an s3transfer manager** for multipart uploads, made on the first
-  large put.
+  ``mkdir``'s markers, ``rm_tree``'s deletes, a multipart upload's parts),
+  shared by the client's stores.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.retries.standard import DEFAULT_MAX_ATTEMPTS
-from s3transfer.manager import TransferConfig, TransferManager
 
 from kydb.pools import SharedPools
 
@@ -58,21 +55,20 @@ __all__ = [
     "CONNECTIONS",
     "MULTIPART_CHUNKSIZE",
     "MULTIPART_THRESHOLD",
-    "PART_CONCURRENCY",
     "ClientKey",
     "S3Connection",
     "Slots",
     "acquire",
 ]
 
-#: Requests one batch runs at once (get_many, set_many, stat, scans, mkdir, rm_tree's deletes).
+#: Requests one batch runs at once (get_many, set_many, stat, scans, mkdir, rm_tree's deletes, a multipart
+#: upload's parts).
 CONCURRENCY = 16
 #: Blobs this large or larger are uploaded in parts: the parts go up in parallel, and one ``PutObject``
 #: takes at most 5 GB.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+#: The size of each part but the last (S3 takes at most 10,000 parts: blobs up to 78 GiB).
 MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
-#: Parts of one multipart upload in flight at once (at most the pool size).
-PART_CONCURRENCY = 8
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -157,7 +153,7 @@ def _mark_worker() -> None:
 
 
 class S3Connection:
-    """A boto3 client and what its stores share with it: connection slots, a thread pool, a transfer manager."""
+    """A boto3 client and what its stores share with it: connection slots and a thread pool."""
 
     def __init__(self, key: ClientKey) -> None:
         self.key = key
@@ -176,11 +172,8 @@ class S3Connection:
             )
         #: kydb's requests in flight through the client (see the module docstring).
         self.slots = Slots(key.pool_size)
-        #: Parts one multipart upload sends at once.
-        self.part_concurrency = min(PART_CONCURRENCY, key.pool_size)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._transfer_manager: TransferManager | None = None
 
     # ------------------------------------------------------------------ batches
 
@@ -217,27 +210,12 @@ class S3Connection:
             failed.result()  # raises
         return [future.result() for future in futures]
 
-    def transfers(self) -> TransferManager:
-        """The s3transfer manager for multipart uploads (made on first use)."""
-        with self._lock:
-            if self._transfer_manager is None:
-                config = TransferConfig(
-                    multipart_threshold=MULTIPART_THRESHOLD,
-                    multipart_chunksize=MULTIPART_CHUNKSIZE,
-                    max_request_concurrency=self.part_concurrency,
-                )
-                self._transfer_manager = TransferManager(self.client, config)
-            return self._transfer_manager
-
     def close(self) -> None:
-        """Stop the thread pool (waiting for its work), the transfer manager, and close the connections."""
+        """Stop the thread pool (waiting for its work) and close the connections."""
         with self._lock:
             pool, self._pool = self._pool, None
-            transfers, self._transfer_manager = self._transfer_manager, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        if transfers is not None:
-            transfers.shutdown()
         self.client.close()
 
 

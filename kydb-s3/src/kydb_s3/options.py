@@ -18,7 +18,7 @@ from kydb.url import StoreURL, positive_int_option, positive_seconds_option
 __all__ = ["DEFAULT_POOL_SIZE", "DEFAULT_POOL_TIMEOUT", "DEFAULT_TIMEOUT", "OPTIONS", "S3Options", "parse_options"]
 
 #: Connections one boto3 client keeps to its endpoint (botocore's ``max_pool_connections``): a batch's
-#: 16 requests at once plus a multipart upload's 8 parts, so neither waits for the other.
+#: 16 requests at once (a multipart upload's parts are one), with room for other threads' requests.
 DEFAULT_POOL_SIZE = 24
 #: Seconds a request waits for a free connection of its client's pool before ``kydb.StoreUnavailable``.
 DEFAULT_POOL_TIMEOUT = 30.0

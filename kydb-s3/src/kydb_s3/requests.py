@@ -19,18 +19,19 @@ bad name never keeps its batch from being deleted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 from botocore.exceptions import BotoCoreError, ClientError
 
 import kydb
 
-from .client import MULTIPART_THRESHOLD, S3Connection
+from .client import MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Connection
 from .errors import (
     CONDITION_FAILED,
     AccessDenied,
@@ -42,7 +43,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef, ListObjectsV2OutputTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef, ListObjectsV2OutputTypeDef
 
 __all__ = ["MAX_PUT_BYTES", "S3_BATCH", "BucketRequests", "xml_cannot_carry"]
 
@@ -194,9 +195,8 @@ class BucketRequests:
         ``PutObject`` whatever its size (S3 checks the condition and writes
         in one step), so at most :data:`MAX_PUT_BYTES`.  An unconditional blob
         of :data:`~kydb_s3.client.MULTIPART_THRESHOLD` bytes or more is a
-        multipart upload, its parts sent concurrently: S3 shows the object only
-        on ``CompleteMultipartUpload``, and s3transfer aborts the upload if a
-        part fails, so readers never see half a blob.  The ETag of a multipart
+        multipart upload (:meth:`multipart_upload`): readers never see half a
+        blob.  The ETag of a multipart
         upload is not returned (``''``).
         """
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
@@ -214,10 +214,44 @@ class BucketRequests:
                         return None
                     raise
             return str(response["ETag"])
-        with self.request("multipart upload", key, slots=self.connection.part_concurrency):
-            upload = self.connection.transfers().upload(io.BytesIO(blob), self.bucket, key, extra_args=extra)
-            upload.result()
+        self.multipart_upload(key, blob, extra)
         return ""
+
+    def multipart_upload(self, key: str, blob: bytes, extra: dict[str, Any]) -> None:
+        """Upload ``blob`` in parts of :data:`~kydb_s3.client.MULTIPART_CHUNKSIZE`, sent concurrently.
+
+        Each part is read straight out of ``blob`` (a :class:`_PartReader`
+        over a slice of it), so the upload copies nothing big: a 300 MB put
+        holds the value and its blob, not a third copy in part buffers.
+        Every part takes a connection slot while it goes up.  If a part
+        fails, the upload is aborted — S3 shows the object only on
+        ``CompleteMultipartUpload``, so readers never see half a blob — and
+        the failure raised.
+        """
+        with self.request("CreateMultipartUpload", key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
+        view = memoryview(blob)
+        starts = range(0, len(view), MULTIPART_CHUNKSIZE)
+
+        def upload_part(start: int) -> CompletedPartTypeDef:
+            number = start // MULTIPART_CHUNKSIZE + 1
+            body = _PartReader(view[start : start + MULTIPART_CHUNKSIZE])
+            with self.request("UploadPart", key):
+                response = self.client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=cast("IO[Any]", body)
+                )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        try:
+            parts = self.connection.each(upload_part, starts)
+            with self.request("CompleteMultipartUpload", key):
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            with contextlib.suppress(kydb.KydbError), self.request("AbortMultipartUpload", key):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
 
     def put_marker(self, key: str) -> None:
         """A zero-byte folder marker ``key`` (ending in ``/``), as the S3 console makes them."""
@@ -277,3 +311,47 @@ class BucketRequests:
                     return None
                 raise
         return {str(e.get("Key")): e for e in response.get("Errors", [])}
+
+
+class _PartReader(io.RawIOBase):
+    """A seekable, read-only file over a slice of a blob: botocore sends (and checksums) a part from it.
+
+    :meth:`read` hands out views of the blob's memory, not copies: botocore
+    hashes and urllib3 sends what it reads, which takes any buffer, and a
+    part read in copies would cost a megabyte at a time in each of the
+    threads sending parts — memory the allocator keeps after the upload.
+    It seeks back when botocore retries the part.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        origin = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = min(max(origin + offset, 0), len(self._view))
+        return self._position
+
+    def read(self, size: int | None = -1) -> memoryview:  # a view, not bytes: see the class docstring
+        end = len(self._view) if size is None or size < 0 else min(self._position + size, len(self._view))
+        chunk = self._view[self._position : end]
+        self._position = end
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def __len__(self) -> int:
+        return len(self._view)

@@ -92,8 +92,8 @@ _DELETES_IN_FLIGHT = 16
 class S3Store(kydb.Store):
     """The hook implementations for one bucket (see the module docstring for layout and costs).
 
-    The boto3 client, its connection slots, thread pool and transfer
-    manager are the process's for this configuration, shared with every
+    The boto3 client, its connection slots and its thread pool are the
+    process's for this configuration, shared with every
     other store of it (see :mod:`kydb_s3.client`); ``kydb_close`` gives them
     back.
     """
