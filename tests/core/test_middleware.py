@@ -146,3 +146,88 @@ def test_plugins_and_tracing_see_calls_whenever_they_arrive() -> None:
     db["/k"] = 3
     assert db.read("/k", reload=True) == 3
     assert traced == ["kydb_put", "kydb_get"]
+
+
+def test_a_connect_registers_nothing_with_pluggy_until_plugins_are_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering a store's hooks with pluggy cost milliseconds per connect: a DB without middleware skips it."""
+    import pluggy
+
+    registered: list[object] = []
+    register = pluggy.PluginManager.register
+
+    def counting(self: pluggy.PluginManager, plugin: object, name: str | None = None) -> str | None:
+        registered.append(plugin)
+        return register(self, plugin, name)
+
+    monkeypatch.setattr(pluggy.PluginManager, "register", counting)
+    name = unique_name("lazy")
+    dbs = [kydb.connect(f"memory://{name}/base{i}") for i in range(100)]
+    for i, db in enumerate(dbs):
+        db["/k"] = i
+        assert db.read("/k", reload=True) == i and db.exists("/k") and db.ls("/") == ["k"]
+    assert registered == []
+    from kydb.testing import CallCounter
+
+    counter = CallCounter()
+    dbs[0].plugins.register(counter)  # the manager is made now: the store, the defaults, then the counter
+    assert registered[0] is dbs[0].store and registered[-1] is counter
+    dbs[0]["/k"] = "counted"
+    assert counter.calls["kydb_put"] == 1 and dbs[1].read("/k", reload=True) == 1
+
+
+class _SpecnameStore(kydb.Store):
+    """A store implementing one hook under another name, and one as a wrapper: served through pluggy."""
+
+    def __init__(self, url: object) -> None:
+        self.data: dict[str, bytes] = {}
+        self.folders = {"/"}
+        self.wrapped = 0
+        self.asked = 0
+
+    def kydb_get(self, paths: list[str]) -> dict[str, bytes]:
+        return {p: self.data[p] for p in paths if p in self.data}
+
+    def kydb_put(self, items: dict[str, bytes], mtime_ns: int, indexes: object, expect: object) -> None:
+        self.data.update(items)
+        for path in items:
+            parts = path.split("/")[1:-1]
+            self.folders.update("/" + "/".join(parts[:i]) + "/" if i else "/" for i in range(len(parts) + 1))
+
+    def kydb_delete(self, paths: list[str], expect: object) -> None:
+        for path in paths:
+            self.data.pop(path, None)
+
+    def kydb_list(self, folder: str, include_dirs: bool, page_size: int, cursor: str | None) -> kydb.ListPage:
+        names = {p[len(folder) :].split("/")[0] for p in self.data if p.startswith(folder)}
+        return kydb.ListPage(sorted(names), None)
+
+    def kydb_mkdir(self, folder: str) -> None:
+        self.folders.add(folder)
+
+    def kydb_rmdir(self, folder: str) -> None:
+        self.folders.discard(folder)
+
+    def kydb_is_dir(self, folder: str) -> bool:
+        return folder in self.folders
+
+    @kydb.hookimpl(specname="kydb_exists")
+    def has(self, path: str) -> bool:
+        self.asked += 1
+        return path in self.data
+
+    @kydb.hookimpl(wrapper=True)
+    def kydb_stat(self, paths: list[str]) -> object:
+        self.wrapped += 1
+        return (yield)  # the default's answer
+
+
+def test_stores_with_wrappers_or_specnames_are_served_through_pluggy() -> None:
+    kydb.register_backend("specnamemem", _SpecnameStore)
+    try:
+        db = kydb.connect(f"specnamemem://{unique_name('spec')}")
+        db["/a/b"] = 1
+        assert db.exists("/a/b") and not db.exists("/a/c") and db.store.asked == 2
+        assert db.stat("/a/b").size > 0 and db.store.wrapped == 1
+        db.close()
+    finally:
+        kydb.unregister_backend("specnamemem")

@@ -1,9 +1,10 @@
 """:class:`DB`: the front of one connected store, talking to it through pluggy hooks.
 
-Each DB owns one :class:`pluggy.PluginManager` holding exactly one backend
-(the store instance), kydb's defaults and the middleware plugins — see
-:mod:`kydb.hookspecs` for why one manager per store.  ``db.plugins`` is that
-manager: ``db.plugins.register(obj)`` adds middleware to this store only.
+Each DB has its own :class:`pluggy.PluginManager` holding exactly one
+backend (the store instance), kydb's defaults and the middleware plugins —
+see :mod:`kydb.hookspecs` for why one manager per store.  ``db.plugins`` is
+that manager: ``db.plugins.register(obj)`` adds middleware to this store
+only.
 
 After ``os.fork()`` the child reopens the store on first use (fresh
 connections, never the parent's sockets), keeping the same middleware.
@@ -15,10 +16,18 @@ dispatch, which costs a few percent of a loopback round trip.  Registering
 or unregistering any plugin, or monitoring hook calls
 (``add_hookcall_monitoring``, ``enable_tracing``), sends every call back
 through pluggy.
+
+A DB with no middleware makes its manager only when ``db.plugins`` is first
+asked for: until then each hook is the store's own method (or, for a hook
+the store does not implement, the default's), worked out once per store
+class.  Registering a store with pluggy looks at every attribute of it and
+of the defaults, which made each new connect cost milliseconds — a thousand
+base paths on one server would have spent seconds on it.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -65,6 +74,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: What each attribute of a store class (and of the defaults) declares: (class, name) -> hook options.
+_IMPL_OPTS: dict[tuple[type[Any], str], pluggy.HookimplOpts | None] = {}
+
+
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager, counting changes to its plugins so the DB knows when to rebuild its dispatch."""
 
@@ -92,13 +105,28 @@ class _PluginManager(pluggy.PluginManager):
         return super().add_hookcall_monitoring(before, after)
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
-        """A :class:`kydb.Store`'s own ``kydb_*`` methods are hook implementations, decorated or not."""
-        opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None and isinstance(plugin, Store) and name.startswith("kydb_") and overrides(plugin, name):
-            return pluggy.HookimplOpts(  # what a bare @kydb.hookimpl gives
-                wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
-            )
-        return opts
+        """A :class:`kydb.Store`'s own ``kydb_*`` methods are hook implementations, decorated or not.
+
+        What a store's (or the defaults') attribute declares is its class's:
+        it is worked out once per class and name — pluggy's look at each
+        attribute of a plugin (``inspect.getattr_static``) costs about a
+        millisecond per plugin.
+        """
+        if not isinstance(plugin, (Store, DefaultHooks)):
+            return super().parse_hookimpl_opts(plugin, name)
+        key = (type(plugin), name)
+        if key not in _IMPL_OPTS:
+            opts = super().parse_hookimpl_opts(plugin, name)
+            if opts is None and name.startswith("kydb_") and isinstance(plugin, Store) and overrides(plugin, name):
+                opts = pluggy.HookimplOpts(  # what a bare @kydb.hookimpl gives
+                    wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
+                )
+            _IMPL_OPTS[key] = opts
+        opts = _IMPL_OPTS[key]
+        return None if opts is None else pluggy.HookimplOpts(**opts)  # a copy: pluggy fills in defaults
+
+    def parse_hookspec_opts(self, module_or_class: Any, name: str) -> pluggy.HookspecOpts | None:
+        return super().parse_hookspec_opts(module_or_class, name) if name.startswith("kydb_") else None
 
 
 def _dispatch(pm: _PluginManager) -> SimpleNamespace:
@@ -120,6 +148,80 @@ def _dispatch(pm: _PluginManager) -> SimpleNamespace:
     return SimpleNamespace(**calls)
 
 
+#: Every hook of the contract, with its spec function.
+_SPECS: dict[str, Callable[..., Any]] = {
+    name: getattr(hookspecs, name) for name in hookspecs.REQUIRED_HOOKS + hookspecs.OPTIONAL_HOOKS
+}
+#: Parses hook implementations outside any DB's manager (what a store class implements, for connect's checks).
+_PARSER = _PluginManager()
+
+
+def _argnames(function: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
+    """A function's parameter names but ``self``, and whether any has a default."""
+    params = [p for name, p in inspect.signature(function).parameters.items() if name != "self"]
+    return tuple(p.name for p in params), any(p.default is not p.empty for p in params)
+
+
+#: What each store class implements (see :func:`_store_hooks`).
+_STORE_HOOKS: dict[type[Any], tuple[frozenset[str], bool]] = {}
+
+
+def _store_hooks(store: Any) -> tuple[frozenset[str], bool]:
+    """The hooks ``store``'s class implements, and whether all can be called straight (see :func:`_direct_calls`).
+
+    Worked out once per class.  Straight means: every hook implementation of
+    the class is plain (no wrapper, no ``specname``) and takes exactly its
+    spec's arguments; otherwise the DB calls the store through pluggy.
+    """
+    cls = type(store)
+    known = _STORE_HOOKS.get(cls)
+    if known is not None:
+        return known
+    found: set[str] = set()
+    plain = True
+    for attribute in dir(cls):
+        opts = _PARSER.parse_hookimpl_opts(store, attribute)
+        if opts is None:
+            continue
+        name = opts.get("specname") or attribute
+        if not (opts.get("wrapper") or opts.get("hookwrapper")):  # a wrapper alone implements nothing
+            found.add(name)
+        args, defaults = _argnames(getattr(cls, attribute))
+        plain = plain and name == attribute and not (opts.get("wrapper") or opts.get("hookwrapper"))
+        plain = plain and name in _SPECS and not defaults and args == _argnames(_SPECS[name])[0]
+    known = _STORE_HOOKS[cls] = (frozenset(found), plain)
+    return known
+
+
+def _direct_calls(store: Any, implemented: frozenset[str]) -> SimpleNamespace:
+    """Each hook's callable without a plugin manager: the store's method, else the default's.
+
+    What pluggy would call for a store with no middleware: the store
+    answers every hook it implements (the contract's rule; a default answers
+    only for a hook the store does not implement), and ``kydb_close`` calls
+    the store's, returning the list of results as pluggy does.
+    """
+    calls = SimpleNamespace()
+    defaults = DefaultHooks(calls)
+    for name in _SPECS:
+        if name in implemented:
+            setattr(calls, name, getattr(store, name))
+        elif hasattr(defaults, name):
+            setattr(calls, name, getattr(defaults, name))
+        else:
+            setattr(calls, name, _nothing)
+    if "kydb_close" in implemented:
+        close = store.kydb_close
+        calls.kydb_close = lambda: [close()]
+    else:
+        calls.kydb_close = list
+    return calls
+
+
+def _nothing(**kwargs: Any) -> None:
+    """What pluggy returns for a ``firstresult`` hook nobody implements."""
+
+
 class DB(BaseDB):
     """One store behind a base path; what :func:`kydb.connect` returns for a single URL."""
 
@@ -132,7 +234,7 @@ class DB(BaseDB):
         self.capabilities = capabilities_of(store_cls, url)
         self._open_lock = threading.Lock()
         self._epoch = -1
-        self._pm: _PluginManager
+        self._pm: _PluginManager | None
         self._calls: SimpleNamespace
         self._dispatched = -1  # the manager's generation self._calls was built for
         self._open([(name, factory(url)) for name, factory in middleware_factories()])
@@ -140,41 +242,47 @@ class DB(BaseDB):
 
     def _open(self, middleware: Sequence[tuple[str | None, object]]) -> None:
         store = self._store_cls(self.store_url)
-        pm = _PluginManager()
-        pm.add_hookspecs(hookspecs)
-        pm.register(store, name=_STORE)
-        pm.register(DefaultHooks(pm.hook), name=_DEFAULTS)
-        for name, plugin in middleware:
-            if plugin is not None:
-                pm.register(plugin, name=name)
-        pm.check_pending()
-
-        def implements(name: str) -> bool:
-            return any(impl.plugin is store and not impl.wrapper for impl in getattr(pm.hook, name).get_hookimpls())
-
+        implemented, plain = _store_hooks(store)
         cls = self._store_cls
         where = f"backend {cls.__module__}.{cls.__qualname__} for {self.url}"
-        missing = [name for name in hookspecs.REQUIRED_HOOKS if not implements(name)]
+        missing = [name for name in hookspecs.REQUIRED_HOOKS if name not in implemented]
         if missing:
             raise TypeError(
                 f"{where} does not implement the required hook(s) {missing}; define them on its kydb.Store subclass"
             )
         for capability, hooks in NEEDED_HOOKS.items():
-            if getattr(self.capabilities, capability) and not all(implements(hook) for hook in hooks):
+            if getattr(self.capabilities, capability) and not implemented.issuperset(hooks):
                 raise TypeError(
-                    f"{where} declares {capability} but does not implement {[h for h in hooks if not implements(h)]}"
+                    f"{where} declares {capability} but does not implement {[h for h in hooks if h not in implemented]}"
                 )
         self._store = store
         self._dispatched = -1  # a new manager may have reached the old one's generation
-        self._pm = pm
+        plugins = [(name, plugin) for name, plugin in middleware if plugin is not None]
+        if plugins or not plain:
+            self._pm = self._manager(store, plugins)
+        else:  # no plugin manager until someone asks for one (db.plugins): a connect costs no registrations
+            self._pm = None
+            self._calls = _direct_calls(store, implemented)
         self._epoch = _ForkEpoch.value
+
+    @staticmethod
+    def _manager(store: Any, middleware: Sequence[tuple[str | None, object]]) -> _PluginManager:
+        """A plugin manager holding ``store``, kydb's defaults and ``middleware``."""
+        pm = _PluginManager()
+        pm.add_hookspecs(hookspecs)
+        pm.register(store, name=_STORE)
+        pm.register(DefaultHooks(pm.hook), name=_DEFAULTS)
+        for name, plugin in middleware:
+            pm.register(plugin, name=name)
+        pm.check_pending()
+        return pm
 
     def _hooks(self) -> Any:
         """The hooks to call, as :func:`_dispatch` has them for the plugins registered now."""
         if self._epoch != _ForkEpoch.value:
             self._reopen()
         pm = self._pm
-        if self._dispatched != pm.generation:
+        if pm is not None and self._dispatched != pm.generation:
             generation = pm.generation  # read first: a registration while building forces another rebuild
             self._calls = _dispatch(pm)
             self._dispatched = generation
@@ -184,7 +292,9 @@ class DB(BaseDB):
         with self._open_lock:
             if self._epoch == _ForkEpoch.value:
                 return
-            keep = [(n, p) for n, p in self._pm.list_name_plugin() if p is not None and n not in (_STORE, _DEFAULTS)]
+            pm = self._pm
+            plugins = [] if pm is None else pm.list_name_plugin()
+            keep = [(n, p) for n, p in plugins if p is not None and n not in (_STORE, _DEFAULTS)]
             self._open(keep)
             opened.adopt(self._url, self._codec, self)  # closed, then used again: the DB for its URL once more
 
@@ -203,14 +313,21 @@ class DB(BaseDB):
     def plugins(self) -> pluggy.PluginManager:
         """This store's plugin manager: register middleware on it for this store only."""
         self._hooks()
-        return self._pm
+        with self._open_lock:
+            if self._pm is None:  # made on first use: until then the DB calls the store straight
+                self._pm = self._manager(self._store, [])
+                self._dispatched = -1
+            return self._pm
 
     def _release_connections(self) -> None:
         super()._release_connections()
         with self._open_lock:
             if self._epoch == _ForkEpoch.value:
                 self._epoch = -1  # the next use reopens
-                self._pm.hook.kydb_close()
+                self._hooks_for_close().kydb_close()
+
+    def _hooks_for_close(self) -> Any:
+        return self._calls if self._pm is None else self._pm.hook
 
     # ------------------------------------------------------------------ primitives
 

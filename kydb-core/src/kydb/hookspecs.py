@@ -4,7 +4,8 @@ A backend is a :class:`kydb.Store` subclass (see :mod:`kydb.store`): its
 ``kydb_*`` methods implement these hooks, and its ``capabilities`` declare
 what it can do.  Every connected store gets its own
 :class:`pluggy.PluginManager` holding exactly one backend (the store
-instance), kydb's generic defaults (``trylast``) and any middleware.  Every
+instance), kydb's generic defaults (``trylast``) and any middleware (made
+when first needed: see :mod:`kydb.db`).  Every
 hook but :func:`kydb_close` is ``firstresult``: the store's implementation
 answers, and a default answers only for a hook the store does not implement.
 ``docs/contract.md`` is the behaviour these hooks serve.

@@ -11,6 +11,7 @@ Passwords, and query options whose names say they are secret, are replaced by
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,12 +106,13 @@ def _mask_options(url: str) -> str:
     return url
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_url(url: str) -> str:
     """``url`` with every password and secret query option replaced by ``***``.
 
     Passwords are found on the raw text first (see :func:`_credential_spans`),
     so this works on composite and on malformed URLs alike — error messages
-    can always use it.
+    can always use it.  Cached: a connect and each error message ask for it.
     """
     masked = _mask_credentials(url)
     return ";".join("|".join(_mask_options(p) for p in part.split("|")) for part in masked.split(";"))

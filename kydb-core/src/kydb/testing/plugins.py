@@ -24,7 +24,7 @@ from ..hookspecs import hookimpl
 __all__ = ["HOOK_NAMES", "CallCounter", "FailOn", "count_calls", "failing"]
 
 #: Every hook of the storage contract.
-HOOK_NAMES = tuple(sorted(name for name in vars(hookspecs) if name.startswith("kydb_")))
+HOOK_NAMES = tuple(sorted(hookspecs.REQUIRED_HOOKS + hookspecs.OPTIONAL_HOOKS))
 
 
 def _counting(name: str) -> Callable[..., Generator[None, Any, Any]]:
