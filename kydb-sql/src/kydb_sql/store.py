@@ -155,6 +155,8 @@ _DISCARD = "kydb_discard"
 
 Row = dict[str, Any]
 _NOTHING: Mapping[str, str | None] = {}  # no expectations (a shared default, never changed)
+#: (table name, dialect) -> the attributes :meth:`SQLStore._build_statements` sets: the table and its statements.
+_STATEMENTS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def _version_number(version: str | None) -> int | None:
@@ -208,15 +210,25 @@ class SQLStore(kydb.Store):
         self._shared_lock = threading.Lock()
         self.target = self._shared.target
         self._dialect = self._shared.engine.dialect.name
-        self.table = make_table(table, self._dialect)
         self._ready_lock = threading.Lock()
         # READ COMMITTED whatever the server's default: each statement sees the rows committed before it
         # (see the module docstring).  MySQL/MariaDB connections are set to it when opened.
         self._begin = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN ISOLATION LEVEL READ COMMITTED"}.get(
             self._dialect, "BEGIN"
         )
+        # The table and its statements depend on its name and the dialect only: every store of the process
+        # shares them (building them, and SQLAlchemy compiling them on first use, cost milliseconds a store).
+        shared = _STATEMENTS.get((table, self._dialect))
+        if shared is None:
+            before = set(vars(self))
+            self._build_statements(table)
+            shared = _STATEMENTS[table, self._dialect] = {k: v for k, v in vars(self).items() if k not in before}
+        else:
+            vars(self).update(shared)
 
-        t = self.table
+    def _build_statements(self, table: str) -> None:
+        """The table (:func:`~kydb_sql.layout.make_table`) and every statement the hooks run on it."""
+        t = self.table = make_table(table, self._dialect)
         paths: sa.BindParameter[str] = sa.bindparam("paths", expanding=True)
         path: sa.BindParameter[str] = sa.bindparam("path")
         in_range = sa.and_(t.c.path >= sa.bindparam("low"), t.c.path < sa.bindparam("high"))
