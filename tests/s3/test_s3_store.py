@@ -754,7 +754,7 @@ def test_query_cursors_are_the_index_value_and_name_and_resume_anywhere(
 
 
 def test_50_mb_value_round_trips_through_a_multipart_upload(
-    connect_s3: Callable[..., Any], proxy: LoopbackProxy
+    connect_s3: Callable[..., Any], proxy: LoopbackProxy, s3: Any, bucket: str
 ) -> None:
     db = connect_s3(proxy.url)
     value = os.urandom(50 * 1024 * 1024)
@@ -762,6 +762,9 @@ def test_50_mb_value_round_trips_through_a_multipart_upload(
     ops = proxy.operations()
     assert ops["CreateMultipartUpload"] == 1 and ops["CompleteMultipartUpload"] == 1
     assert ops["UploadPart"] == 7  # 50 MiB and the envelope in 8 MiB parts
+    # As boto3's own uploads: a CRC32 upload, completed with each part's checksum (S3 refuses a mix).
+    head = s3.head_object(Bucket=bucket, Key=db.base_path[1:] + "/big", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] and head["ContentLength"] > len(value)
     proxy.clear()
     assert db.read("/big", reload=True) == value
     assert proxy.operations() == {"GetObject": 1}

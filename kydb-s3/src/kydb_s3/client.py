@@ -8,8 +8,8 @@ takes its :class:`S3Connection` from :data:`CONNECTIONS`, a
 :class:`kydb.pools.SharedPools` keyed by :class:`ClientKey` — the endpoint,
 region, profile (which picks the credentials), timeouts, pool size and retry
 budget — never by bucket or base path.  The last store to close releases it:
-its thread pool stops and its connections close.  A forked child makes its own (``SharedPools`` forgets
-the parent's).
+its thread pool stops and its connections close.  A forked child makes its
+own (``SharedPools`` forgets the parent's).
 
 An :class:`S3Connection` holds, besides the client:
 

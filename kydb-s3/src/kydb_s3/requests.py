@@ -196,8 +196,7 @@ class BucketRequests:
         in one step), so at most :data:`MAX_PUT_BYTES`.  An unconditional blob
         of :data:`~kydb_s3.client.MULTIPART_THRESHOLD` bytes or more is a
         multipart upload (:meth:`multipart_upload`): readers never see half a
-        blob.  The ETag of a multipart
-        upload is not returned (``''``).
+        blob.  The ETag of a multipart upload is not returned (``''``).
         """
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
         conditional = if_match is not None or if_none_match
@@ -228,19 +227,28 @@ class BucketRequests:
         ``CompleteMultipartUpload``, so readers never see half a blob — and
         the failure raised.
         """
+        # As boto3's own uploads do: where botocore checksums what it sends (its default since 1.36), the upload
+        # is declared CRC32 and each part's checksum goes into the completion.
+        checksums: dict[str, Any] = {}
+        if getattr(self.client.meta.config, "request_checksum_calculation", None) == "when_supported":
+            checksums["ChecksumAlgorithm"] = "CRC32"
         with self.request("CreateMultipartUpload", key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra, **checksums)
+        upload_id = created["UploadId"]
         view = memoryview(blob)
         starts = range(0, len(view), MULTIPART_CHUNKSIZE)
 
         def upload_part(start: int) -> CompletedPartTypeDef:
             number = start // MULTIPART_CHUNKSIZE + 1
-            body = _PartReader(view[start : start + MULTIPART_CHUNKSIZE])
+            body = cast("IO[Any]", _PartReader(view[start : start + MULTIPART_CHUNKSIZE]))
             with self.request("UploadPart", key):
                 response = self.client.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=cast("IO[Any]", body)
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **checksums
                 )
-            return {"PartNumber": number, "ETag": response["ETag"]}
+            part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
+            if checksums and "ChecksumCRC32" in response:
+                part["ChecksumCRC32"] = response["ChecksumCRC32"]
+            return part
 
         try:
             parts = self.connection.each(upload_part, starts)
