@@ -1,4 +1,4 @@
-"""Large replies read straight into one buffer: a big value costs its size once in the client, not three times.
+"""Large replies read straight into one buffer: reading a big value holds it once, not three times.
 
 redis-py's pure-Python parser collects a bulk reply in its socket buffer,
 copies it out, then copies it again without the trailing CRLF: reading a
