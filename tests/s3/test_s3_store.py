@@ -607,16 +607,16 @@ def test_stat_of_a_few_keys_lists_no_more_sidecars_than_it_needs(
 ) -> None:
     direct, db = pair(proxy.url)
     base = direct.base_path[1:]
-    names = [f"o{i:04d}" for i in range(2500)]
+    names = [f"o{i:04d}" for i in range(2100)]
     direct.set_many({f"/f/{name}": name for name in names} | {"/f/plain": "no index"})
     put_raw(s3, bucket, {f"{base}/f/.kydb-index/{name}": encode_index_values({"n": i}) for i, name in enumerate(names)})
     for keys, requests in (
-        # The first page holds o0000's sidecar; o2499's lies two pages further on: read, not listed to.
-        (["/f/o0000", "/f/o2499"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 2}),
+        # The first page holds o0000's sidecar; o2099's lies two pages further on: read, not listed to.
+        (["/f/o0000", "/f/o2099"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 2}),
         # One page from o1000 on reaches o1001: both found, and read.
         (["/f/o1000", "/f/o1001"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 2}),
-        # One page from o2400 on reaches past 'plain': it has no sidecar, and is not read.
-        (["/f/o2400", "/f/plain"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 1}),
+        # One page from o2000 on reaches past 'plain': it has no sidecar, and is not read.
+        (["/f/o2000", "/f/plain"], {"HeadObject": 2, "ListObjectsV2": 1, "GetObject": 1}),
     ):
         proxy.clear()
         found = stat_many(db, *keys)
@@ -625,11 +625,11 @@ def test_stat_of_a_few_keys_lists_no_more_sidecars_than_it_needs(
             key: {"n": int(key[4:])} if key != "/f/plain" else {} for key in keys
         }
     # 1,001 keys: two pages at most, whatever lies between them.
-    keys = [f"/f/{name}" for name in names[:1000]] + ["/f/o2499"]
+    keys = [f"/f/{name}" for name in names[:1000]] + ["/f/o2099"]
     proxy.clear()
     found = stat_many(db, *keys)
     assert proxy.operations() == {"HeadObject": 1001, "ListObjectsV2": 2, "GetObject": 1001}
-    assert found[db.base_path + "/f/o2499"].indexes == {"n": 2499}
+    assert found[db.base_path + "/f/o2099"].indexes == {"n": 2099}
 
 
 def test_a_concurrent_index_update_is_merged_never_lost(
