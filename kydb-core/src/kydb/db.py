@@ -359,7 +359,7 @@ class DB(BaseDB):
             items = {base + k: blob for k, blob in items.items()}
             indexes = {base + k: values for k, values in indexes.items()} if indexes else indexes
             expect = {base + k: version for k, version in expect.items()} if expect else expect
-        else:
+        elif self._pm is not None:
             items = dict(items)  # middleware may change it; the caller's (a cache DB's, say) stays as it was
         hook.kydb_put(items=items, mtime_ns=mtime_ns, indexes=indexes, expect=expect or _NO_EXPECT)
 

@@ -112,6 +112,7 @@ SAFE_CALLABLES: dict[str, frozenset[str]] = {
 
 _storing = threading.local()
 _PLAIN_PICKLE = MAGIC + bytes((VERSION, 0, 0))  # no flags, serialiser 0
+_SLICE_BELOW = 4096  # payloads shorter than this are copied out of their envelope to be unpickled
 
 
 def is_storing() -> bool:
@@ -311,7 +312,7 @@ class Codec:
         and the value's type, with the serialiser's error chained, for a value
         it cannot encode.
         """
-        if self.serializer == "pickle" and _is_large(value):
+        if type(value) not in _SMALL_BY_TYPE and self.serializer == "pickle" and _is_large(value):
             return self._encode_large(value, key)
         if not self._fast_encode:
             return self._seal(0, self._serialize(value, key), key)
@@ -429,9 +430,10 @@ class Codec:
         included — the cause is chained).
         """
         if self._loads_plain and blob[:HEADER_SIZE] == _PLAIN_PICKLE:
-            # The common case: an unsigned pickle of a plain value, with nothing to check first.
+            # The common case: an unsigned pickle of a plain value, with nothing to check first.  A small
+            # payload is sliced (cheaper than a view); a large one is read in place, never copied.
             try:
-                return pickle.loads(memoryview(blob)[HEADER_SIZE:])
+                return pickle.loads(blob[HEADER_SIZE:] if len(blob) < _SLICE_BELOW else memoryview(blob)[HEADER_SIZE:])
             except Exception as exc:
                 raise CorruptValue(f"{key}: the stored value cannot be loaded (pickle): {exc}") from exc
         view = memoryview(blob)
@@ -462,6 +464,10 @@ class Codec:
 
 #: A value at least this big is pickled straight into its envelope (see Codec._encode_large).
 LARGE_VALUE_BYTES = 1 << 20
+
+
+#: Types whose values are never pickled straight into their envelope: containers are not buffers.
+_SMALL_BY_TYPE = frozenset({dict, list, tuple, set, int, float, bool, type(None)})
 
 
 def _is_large(value: Any) -> bool:

@@ -76,7 +76,21 @@ class _Tree:
         self.children: dict[str, SortedList[str]] = {"/": SortedList()}
         # folder -> index name -> sorted (value, name) of the objects directly in the folder
         self.ordered: dict[str, dict[str, SortedList[tuple[int, str]]]] = {}
+        # Objects an overwrite has moved in time whose place in their folder's mtime order still has
+        # the old mtime: a put only notes them, and settle() moves them before anything reads an order.
+        self.moved: dict[str, int] = {}  # path -> the mtime its order entry has
         self.clock = 0  # the last version handed out
+
+    def settle(self) -> None:
+        """Bring every folder's mtime order up to date with the overwrites noted in :attr:`moved`."""
+        for path, listed in self.moved.items():
+            meta = self.meta[path]
+            if meta.mtime != listed:
+                cut = path.rfind("/") + 1
+                ordered = self.ordered[path[:cut]]["mtime"]
+                ordered.discard((listed, path[cut:]))
+                ordered.add((meta.mtime, path[cut:]))
+        self.moved.clear()
 
     def index_move(self, folder: str, name: str, moves: Mapping[str, tuple[int | None, int | None]]) -> None:
         lists = self.ordered.setdefault(folder, {})
@@ -205,36 +219,40 @@ class MemoryStore(kydb.Store):
         with tree.lock:
             if expect:
                 tree.check(expect)
+            metas, moved = tree.meta, tree.moved
             for path, blob in items.items():
-                cut = path.rfind("/") + 1
-                parent, name = path[:cut], path[cut:]
-                if parent not in tree.children:
-                    tree.ensure_folder(parent)
-                old = tree.meta.get(path)
+                old = metas.get(path)
                 tree.clock += 1
                 changes = indexes.get(path) if indexes else None
-                if old is None:
-                    meta = _Meta(mtime_ns, mtime_ns, tree.clock)
-                    _apply(meta.indexes, changes)
-                    tree.children[parent].add(name)
-                    tree.index_in(parent, name, meta)
-                elif not changes:  # the common overwrite: only the object's place in the mtime order moves
-                    meta = _Meta(mtime_ns, old.ctime, tree.clock, old.indexes)
-                    if old.mtime != mtime_ns:
-                        ordered = tree.ordered[parent]["mtime"]
-                        ordered.discard((old.mtime, name))
-                        ordered.add((mtime_ns, name))
+                if old is not None and not changes:
+                    # The common overwrite: only the object's place in the mtime order moves, and that is
+                    # noted for settle(), so a put costs the same however big its folder is.
+                    moved.setdefault(path, old.mtime)
+                    old.mtime, old.version = mtime_ns, tree.clock
                 else:
-                    meta = _Meta(mtime_ns, old.ctime, tree.clock, dict(old.indexes))
-                    _apply(meta.indexes, changes)
-                    tree.index_move(parent, name, meta.changed(old))
-                tree.meta[path] = meta
-                tree.objects[path] = bytes(blob)
+                    if moved:
+                        tree.settle()
+                    cut = path.rfind("/") + 1
+                    parent, name = path[:cut], path[cut:]
+                    if old is None:
+                        if parent not in tree.children:
+                            tree.ensure_folder(parent)
+                        meta = _Meta(mtime_ns, mtime_ns, tree.clock)
+                        _apply(meta.indexes, changes)
+                        tree.children[parent].add(name)
+                        tree.index_in(parent, name, meta)
+                    else:
+                        meta = _Meta(mtime_ns, old.ctime, tree.clock, dict(old.indexes))
+                        _apply(meta.indexes, changes)
+                        tree.index_move(parent, name, meta.changed(old))
+                    metas[path] = meta
+                tree.objects[path] = blob if type(blob) is bytes else bytes(blob)
 
     def kydb_delete(self, paths: Sequence[str], expect: Mapping[str, str]) -> None:
         tree = self.tree
         with tree.lock:
             tree.check(expect)
+            tree.settle()
             for path in paths:
                 if tree.objects.pop(path, None) is not None:
                     parent = folder_of(path)
@@ -262,6 +280,7 @@ class MemoryStore(kydb.Store):
         entries: list[kydb.Entry] = []
         more = False
         with tree.lock:
+            tree.settle()
             ordered = tree.ordered.get(folder, {}).get(request.index)
             if ordered is None or request.empty_range():
                 return kydb.QueryPage([], None)
@@ -309,6 +328,7 @@ class MemoryStore(kydb.Store):
     def kydb_rmdir(self, folder: str) -> None:
         tree = self.tree
         with tree.lock:
+            tree.settle()
             tree.ordered.pop(folder, None)
             if tree.children.pop(folder, None) is not None:
                 parent = folder_of(folder)
@@ -321,6 +341,7 @@ class MemoryStore(kydb.Store):
         tree = self.tree
         deleted = 0
         with tree.lock:
+            tree.settle()
             for f in tree.subtree(folder):
                 tree.ordered.pop(f, None)
                 for name in tree.children.pop(f, ()):

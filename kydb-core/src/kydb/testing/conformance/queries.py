@@ -55,6 +55,21 @@ class QueryTests(StoreFixtures):
         assert self.answer(db, lambda scan: db.recent("/r", limit=2, allow_scan=scan)) == ["b", "c"]
         assert self.answer(db, lambda scan: db.recent("/empty", allow_scan=scan)) == []
 
+    def test_overwrites_move_objects_to_the_front_of_recent(self, db: kydb.DB) -> None:
+        """Overwrites, index changes and deletes, one after another, each leave the time order right."""
+        self.write_in_order(db, "/o", ["a", "b", "c"])
+        self.write_in_order(db, "/o", ["a", "a"])  # an object overwritten twice before anything reads the order
+        if self.answer(db, lambda scan: db.recent("/o", allow_scan=scan)) is _REFUSED:
+            return
+        self.write_in_order(db, "/o", ["b"], rank=1)  # an overwrite that also sets an index
+        assert self.answer(db, lambda scan: db.recent("/o", allow_scan=scan)) == ["b", "a", "c"]
+        self.write_in_order(db, "/o", ["c", "a"])
+        db.delete("/o/a")  # just overwritten: it leaves the order from its new place
+        assert self.answer(db, lambda scan: db.recent("/o", allow_scan=scan)) == ["c", "b"]
+        self.write_in_order(db, "/o", ["b", "d"])
+        assert self.answer(db, lambda scan: db.recent("/o", allow_scan=scan)) == ["d", "b", "c"]
+        assert self.answer(db, lambda scan: db.recent("/o", limit=1, allow_scan=scan)) == ["d"]
+
     def test_times_are_kept_by_every_write(self, db: kydb.DB) -> None:
         before = time.time_ns()
         db["/t/x"] = 1
