@@ -7,7 +7,10 @@ O(children) however big the store is, and a page starts with one bisect.
 Per folder it also keeps a sorted list of ``(value, name)`` for ``mtime``,
 ``ctime`` and every user index, so ordered queries start with a bisect too.
 Those lists are :class:`~kydb_memory.sorted_list.SortedList`\\ s, so a put
-costs the same in a folder of 50,000 objects as in one of 1,000.
+costs the same in a folder of 50,000 objects as in one of 1,000.  An
+overwrite only notes that its object moved in the ``mtime`` order; the next
+query, delete or index change settles the noted moves first, so an
+overwrite touches no sorted list.
 
 One lock per store makes each hook call atomic — conditional writes
 included: an object's version is a per-store counter, checked and bumped
