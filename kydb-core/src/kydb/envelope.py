@@ -312,7 +312,7 @@ class Codec:
         and the value's type, with the serialiser's error chained, for a value
         it cannot encode.
         """
-        if type(value) not in _SMALL_BY_TYPE and self.serializer == "pickle" and _is_large(value):
+        if self.serializer == "pickle" and _is_large(value):
             return self._encode_large(value, key)
         if not self._fast_encode:
             return self._seal(0, self._serialize(value, key), key)
@@ -466,12 +466,14 @@ class Codec:
 LARGE_VALUE_BYTES = 1 << 20
 
 
-#: Types whose values are never pickled straight into their envelope: containers are not buffers.
-_SMALL_BY_TYPE = frozenset({dict, list, tuple, set, int, float, bool, type(None)})
+#: Types never large in that sense (not buffers): the common values, answered without a lookup.
+_NEVER_LARGE = frozenset({dict, list, tuple, set, int, float, bool, type(None)})
 
 
 def _is_large(value: Any) -> bool:
     """Whether ``value`` is a big buffer or string, whose copies count (a cheap check, no traversal)."""
+    if type(value) in _NEVER_LARGE:
+        return False
     if isinstance(value, (bytes, bytearray, memoryview, str)):
         return len(value) >= LARGE_VALUE_BYTES
     nbytes = getattr(value, "nbytes", None)  # numpy arrays and the like

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import kydb
-from kydb.keys import folder_of
+from kydb.keys import folder_of, split_path
 from kydb.url import StoreURL
 
 from .sorted_list import SortedList
@@ -89,10 +89,10 @@ class _Tree:
         for path, listed in self.moved.items():
             meta = self.meta[path]
             if meta.mtime != listed:
-                cut = path.rfind("/") + 1
-                ordered = self.ordered[path[:cut]]["mtime"]
-                ordered.discard((listed, path[cut:]))
-                ordered.add((meta.mtime, path[cut:]))
+                folder, name = split_path(path)
+                ordered = self.ordered[folder]["mtime"]
+                ordered.discard((listed, name))
+                ordered.add((meta.mtime, name))
         self.moved.clear()
 
     def index_move(self, folder: str, name: str, moves: Mapping[str, tuple[int | None, int | None]]) -> None:
@@ -235,8 +235,7 @@ class MemoryStore(kydb.Store):
                 else:
                     if moved:
                         tree.settle()
-                    cut = path.rfind("/") + 1
-                    parent, name = path[:cut], path[cut:]
+                    parent, name = split_path(path)
                     if old is None:
                         if parent not in tree.children:
                             tree.ensure_folder(parent)
@@ -258,9 +257,9 @@ class MemoryStore(kydb.Store):
             tree.settle()
             for path in paths:
                 if tree.objects.pop(path, None) is not None:
-                    parent = folder_of(path)
-                    tree.unlink(parent, path[len(parent) :])
-                    tree.index_out(parent, path[len(parent) :], tree.meta.pop(path))
+                    parent, name = split_path(path)
+                    tree.unlink(parent, name)
+                    tree.index_out(parent, name, tree.meta.pop(path))
 
     def kydb_exists(self, path: str) -> bool:
         return path in self.tree.objects
