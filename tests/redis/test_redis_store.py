@@ -18,7 +18,7 @@ import redis
 import kydb
 import kydb_redis
 from kydb.testing import count_calls, unique_name
-from kydb_redis.layout import HEADER_BYTES, MAGIC, folder_key, index_hash_key, object_key
+from kydb_redis.layout import HEADER_BYTES, MAGIC, folder_key, index_hash_key, new_version, object_key
 from kydb_redis.replies import LARGE_REPLY, PARSER_CLASS
 
 from .conftest import (
@@ -294,6 +294,27 @@ def test_layout_of_times_and_indexes(db: Any, raw: redis.Redis) -> None:
     assert not raw.exists(index_hash_key(base + "/books/OTHER"))
     assert [m for m in raw.zrange(books, 0, -1) if b"OTHER" in m] == []
     assert raw.zrangebylex(books, "[C", "(D") == [b"C" + sortable(mine.ctime_ns) + b":MYBOOK"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_reuses_its_parents_versions() -> None:
+    # Versions are a per-process random prefix and a counter: a child that kept the parent's prefix
+    # and counter would hand out the very versions the parent hands out next.
+    before = new_version()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next versions, then leave without running the parent's teardown
+        os.close(reader)
+        os.write(writer, b" ".join(new_version() for _ in range(3)))
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_version() for _ in range(3)]
+    assert len(child) == 3 and all(len(v) == 16 for v in child + parent)
+    assert child[0][:8] != before[:8] and parent[0][:8] == before[:8]  # a new prefix in the child only
+    assert not set(child) & set(parent)
 
 
 def test_times_and_index_values_are_exact_beyond_double_precision(db: Any) -> None:

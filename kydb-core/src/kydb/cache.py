@@ -71,9 +71,13 @@ class ReadCache:
     def fill_many(self, items: Iterable[tuple[str, Any]], token: int) -> None:
         """:meth:`fill` for several values, under one lock."""
         with self._lock:
-            if self._epoch == token:
+            if self._epoch != token:
+                return
+            if self._scopes:
                 for key, value in items:
                     self._insert(key, value)
+            else:
+                self._data.update(items)
 
     def put(self, key: str, value: Any, token: int) -> None:
         """Cache a value the store has just accepted, if nothing changed since ``token`` (else drop it)."""

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 from . import envelope, opened
 from .cache import ReadCache
 from .dbobj import OBJDB_CONFIG_KEY, DbObj, check_objdb_config, make_dbobj, remember_stored, resolve_class
+from .envelope import DbObjRecord
 from .errors import (
     ConditionalWritesNotSupported,
     Conflict,
@@ -215,18 +216,28 @@ class BaseDB(abc.ABC):
 
     def _encode(self, key: str, value: Any) -> bytes:
         if isinstance(value, DbObj):
-            record = envelope.DbObjRecord(value.class_name, key, value.get_stored_dict())
+            record = DbObjRecord(value.class_name, key, value.get_stored_dict())
             return self._codec.encode_record(record)
         return self._codec.encode(value, key)
 
     def _decode(self, key: str, blob: bytes) -> Any:
         value = self._codec.decode(blob, key)
-        if isinstance(value, envelope.DbObjRecord):
-            cls = resolve_class(self._objdb_config(), value.class_name, key)
-            obj = make_dbobj(cls, self, value.class_name, key, value.stored_dict, from_store=True)
-            remember_stored(obj, blob)
-            return obj
-        return value
+        return self._dbobj(key, blob, value) if isinstance(value, DbObjRecord) else value
+
+    def _decode_many(self, blobs: Mapping[str, bytes]) -> dict[str, Any]:
+        """:meth:`_decode` of each blob: the codec's calls first, then the DbObjs among them made."""
+        decode = self._codec.decode
+        values = {key: decode(blob, key) for key, blob in blobs.items()}
+        for key, value in values.items():
+            if isinstance(value, DbObjRecord):
+                values[key] = self._dbobj(key, blobs[key], value)
+        return values
+
+    def _dbobj(self, key: str, blob: bytes, record: DbObjRecord) -> DbObj:
+        cls = resolve_class(self._objdb_config(), record.class_name, key)
+        obj = make_dbobj(cls, self, record.class_name, key, record.stored_dict, from_store=True)
+        remember_stored(obj, blob)
+        return obj
 
     # ------------------------------------------------------------------ objects
 
@@ -465,7 +476,8 @@ class BaseDB(abc.ABC):
         Keys come back as given; absent keys are left out.  Cached values are
         used unless ``reload``.
         """
-        wanted = {key: self._key(key) for key in keys}
+        key_of = self._key
+        wanted = {key: key_of(key) for key in keys}
         found: dict[str, Any] = {}
         fetch: dict[str, None] = {}  # ordered and de-duplicated in O(1) per key
         if reload:
@@ -479,8 +491,7 @@ class BaseDB(abc.ABC):
                     fetch[k] = None
         if fetch:
             token = self._cache.token()
-            decode = self._decode
-            loaded = {k: decode(k, blob) for k, blob in self._fetch_blobs(list(fetch), reload).items()}
+            loaded = self._decode_many(self._fetch_blobs(list(fetch), reload))
             self._cache.fill_many(loaded.items(), token)
             found.update(loaded)
         return {key: found[k] for key, k in wanted.items() if k in found}

@@ -84,6 +84,7 @@ import itertools
 import os
 import threading
 import zlib
+from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
@@ -106,6 +107,7 @@ __all__ = [
     "index_hash_key",
     "new_version",
     "object_key",
+    "object_keys",
     "refuse_on_cluster",
     "sortable",
     "split_path",
@@ -113,14 +115,14 @@ __all__ = [
 
 
 class LuaScript(NamedTuple):
-    """A script's source and the SHA-1 ``EVALSHA`` knows it by."""
+    """A script's source and the SHA-1 ``EVALSHA`` knows it by (hex digits, as bytes: sent as they are)."""
 
     body: str
-    sha: str
+    sha: bytes
 
 
 def _script(body: str) -> LuaScript:
-    return LuaScript(body, hashlib.sha1(body.encode()).hexdigest())
+    return LuaScript(body, hashlib.sha1(body.encode()).hexdigest().encode())
 
 
 MAGIC = b"\x00kv2"
@@ -159,18 +161,21 @@ class Versions:
     """
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = b""
+        self._draw()
+        os.register_at_fork(after_in_child=self._draw)
+
+    def _draw(self) -> None:
+        self._lock = threading.Lock()  # new in a forked child too: another thread may have held it at fork time
+        self._prefix = int.from_bytes(os.urandom(4), "big")
         self._next = itertools.count()
-        self._lock = threading.Lock()
 
     def __call__(self) -> bytes:
         with self._lock:
             number = next(self._next)
-            if self._pid != os.getpid() or number >= 0xFFFFFFFF:
-                self._pid, self._prefix, self._next = os.getpid(), os.urandom(4).hex().encode(), itertools.count(1)
+            if number > 0xFFFFFFFF:
+                self._prefix, self._next = int.from_bytes(os.urandom(4), "big"), itertools.count(1)
                 number = 0
-            return b"%s%08x" % (self._prefix, number)
+            return b"%08x%08x" % (self._prefix, number)
 
 
 new_version = Versions()
@@ -195,6 +200,24 @@ def object_key(path: str) -> str:
     """The string holding the object at ``path``: its folder's key, then its name."""
     folder, name = split_path(path)
     return folder_key(folder) + name
+
+
+def object_keys(paths: Iterable[str]) -> list[bytes]:
+    """:func:`object_key` of each of ``paths``, UTF-8 encoded (as redis-py would send them, but cheaper in bulk).
+
+    A folder's key is worked out once for a run of paths in that folder.
+    """
+    keys: list[bytes] = []
+    append = keys.append
+    folder: str | None = None
+    prefix = b""
+    for path in paths:
+        cut = path.rfind("/") + 1
+        if path[:cut] != folder:
+            folder = path[:cut]
+            prefix = folder_key(folder).encode()
+        append(prefix + path[cut:].encode())
+    return keys
 
 
 def index_hash_key(path: str) -> str:

@@ -42,12 +42,14 @@ else:
     #: What redis-py's parsers pass as ``timeout`` for "the connection's own" (not a poll's).
     _NO_TIMEOUT = getattr(_redis_socket, "SENTINEL", None)
 
+    _read = SocketBuffer.read
+
     class _LargeReplyBuffer(SocketBuffer):
         """redis-py's socket buffer, but a large bulk reply goes from the socket into one ``bytearray``."""
 
         def read(self, length: int, timeout: Any = _NO_TIMEOUT) -> Any:
             if length < LARGE_REPLY or timeout is not _NO_TIMEOUT:  # polls with a timeout of their own: rare
-                return super().read(length, timeout)
+                return _read(self, length, timeout)  # every small reply: redis-py's read, called straight
             buffer = self._buffer
             if buffer is None or buffer.closed:
                 raise RedisConnectionError("Connection closed by server.")

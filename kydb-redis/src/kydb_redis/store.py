@@ -39,7 +39,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -79,6 +79,7 @@ from .layout import (
     index_hash_key,
     new_version,
     object_key,
+    object_keys,
     refuse_on_cluster,
     sortable,
     split_path,
@@ -187,7 +188,7 @@ class Server:
             )
             self.client = redis.Redis(connection_pool=pool)
         #: Scripts sent with EVAL through this client: EVALSHA finds them (until NOSCRIPT says otherwise).
-        self.loaded: set[str] = set()
+        self.loaded: set[bytes] = set()
         #: Base paths checked for a layout-1 store.
         self.checked: set[str] = set()
 
@@ -215,7 +216,10 @@ def _execute(target: Any, *args: Any) -> Any:
     return target.execute_command(*args)
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -226,6 +230,24 @@ def _by_folder(paths: Iterable[str]) -> dict[str, list[str]]:
     for path in paths:
         groups.setdefault(split_path(path)[0], []).append(path)
     return groups
+
+
+def _blob(value: bytes | bytearray) -> bytes:
+    """The blob in a stored value: without its header, and as ``bytes`` (a large reply is a ``bytearray``)."""
+    if type(value) is bytes:
+        return value[HEADER_BYTES:] if value.startswith(MAGIC) else value
+    # A large reply (see kydb_redis.replies): one copy, the header left behind.
+    return bytes(memoryview(value)[HEADER_BYTES:] if value.startswith(MAGIC) else value)
+
+
+def _blobs(paths: Sequence[str], values: Sequence[bytes | bytearray | None]) -> dict[str, bytes]:
+    """``{path: blob}`` for the values that exist (:func:`_blob`, inlined for the common small ones)."""
+    found = {}
+    for path, value in zip(paths, values, strict=True):
+        if value is None:
+            continue
+        found[path] = value[HEADER_BYTES:] if type(value) is bytes and value.startswith(MAGIC) else _blob(value)
+    return found
 
 
 def _entry_name(member: bytes) -> str:
@@ -509,16 +531,10 @@ class RedisStore(kydb.Store):
 
     # ------------------------------------------------------------------ objects
 
-    def _strip(self, value: bytes | bytearray) -> bytes:
-        """The blob in a stored value: without its header, and as ``bytes`` (a large reply is a ``bytearray``)."""
-        if isinstance(value, bytearray):  # see kydb_redis.replies: one copy, the header left behind
-            return bytes(memoryview(value)[HEADER_BYTES:] if value.startswith(MAGIC) else value)
-        return value[HEADER_BYTES:] if value.startswith(MAGIC) else value
-
     def _read(self, paths: Sequence[str]) -> list[bytes | None]:
         """The stored values (header included) of ``paths``, ``None`` for missing ones."""
         client = self._client()
-        keys = [object_key(path) for path in paths]
+        keys = object_keys(paths)
         if self.options.cluster:
             for path in paths:
                 refuse_on_cluster(split_path(path)[0])
@@ -535,9 +551,8 @@ class RedisStore(kydb.Store):
             for chunk in _chunks(keys, BATCH):
                 _execute(pipe, "MGET", *chunk)
             values = [value for reply in pipe.execute() for value in reply]
-        missing = [key for key, value in zip(keys, values, strict=True) if value is None]
-        if missing:
-            self._check_absent(missing)
+        if None in values:
+            self._check_absent([key for key, value in zip(keys, values, strict=True) if value is None])
         return values
 
     @kydb.hookimpl
@@ -546,7 +561,7 @@ class RedisStore(kydb.Store):
             values = self._read(paths)
         except RedisError as exc:
             raise self._failure(exc, f"reading {_describe(paths)}") from exc
-        return {path: self._strip(value) for path, value in zip(paths, values, strict=True) if value is not None}
+        return _blobs(paths, values)
 
     @kydb.hookimpl
     def kydb_get_versioned(self, paths: Sequence[str]) -> Mapping[str, kydb.VersionedBlob]:
@@ -556,7 +571,7 @@ class RedisStore(kydb.Store):
         except RedisError as exc:
             raise self._failure(exc, f"reading {_describe(paths)}") from exc
         return {
-            path: kydb.VersionedBlob(self._strip(value), self._version(value))
+            path: kydb.VersionedBlob(_blob(value), self._version(value))
             for path, value in zip(paths, values, strict=True)
             if value is not None
         }
@@ -568,7 +583,7 @@ class RedisStore(kydb.Store):
             return value[24:HEADER_BYTES].decode()
         return "raw:" + hashlib.sha1(value).hexdigest()
 
-    def _check_absent(self, keys: list[str]) -> None:
+    def _check_absent(self, keys: list[bytes]) -> None:
         """Raise if a key ``MGET`` answered as missing exists holding another type (written by something else).
 
         One ``EXISTS`` for all of them (one more round trip, only when a batch
@@ -581,7 +596,7 @@ class RedisStore(kydb.Store):
         for key in keys:
             _execute(pipe, "TYPE", key)
         odd = [
-            f"{key!r} holds a {kind.decode()}"
+            f"{key.decode()!r} holds a {kind.decode()}"
             for key, kind in zip(keys, pipe.execute(), strict=True)
             if kind not in (b"none", b"string")
         ]
