@@ -385,7 +385,7 @@ class RedisStore(kydb.Store):
             return self._pipeline(script, [("", list(keys), list(args), 0)], ())[0]
         if script.sha in server.loaded:
             try:
-                return _execute(server.client, "EVALSHA", script.sha, len(keys), *keys, *args)
+                return _execute(server.client, "EVALSHA", script.sha, b"%d" % len(keys), *keys, *args)
             except NoScriptError:  # a restarted or new node, a flushed script cache: this call loads it there
                 pass
         result = _execute(server.client, "EVAL", script.body, len(keys), *keys, *args)
@@ -654,8 +654,8 @@ class RedisStore(kydb.Store):
         ((path, blob),) = items.items()
         cut = path.rfind("/") + 1
         folder = path[:cut]
-        key = self._folder_key(folder)
-        keys = [key, key + path[cut:]]
+        key = self._folder_key(folder).encode()  # bytes, which redis-py sends as they are
+        keys = [key, key + path[cut:].encode()]
         value = b"".join((MAGIC, sortable(mtime_ns), new_version(), blob))
         try:
             if folder == "/":  # the root always exists
