@@ -8,7 +8,7 @@ cluster's nodes) read a bulk reply of :data:`LARGE_REPLY` bytes or more
 from the socket into a ``bytearray`` of its size, and every other reply
 with redis-py's own code.  Such a reply is a ``bytearray``, not ``bytes``:
 the store turns a value into the ``bytes`` it hands on while it drops the
-value's header (one copy; see ``RedisStore._strip``).
+value's header (one copy; see ``kydb_redis.store._blob``).
 
 The parsers build on redis-py's RESP2 and RESP3 parser classes (redis-py 8
 speaks RESP3 unless told otherwise, earlier releases RESP2), which redis-py

@@ -383,12 +383,13 @@ class RedisStore(kydb.Store):
         server = self._connected()
         if self.options.wait_replicas and script is not QUERY:
             return self._pipeline(script, [("", list(keys), list(args), 0)], ())[0]
+        numkeys = b"%d" % len(keys)  # bytes, as the keys of a put are: redis-py sends them as they are
         if script.sha in server.loaded:
             try:
-                return _execute(server.client, "EVALSHA", script.sha, b"%d" % len(keys), *keys, *args)
+                return _execute(server.client, "EVALSHA", script.sha, numkeys, *keys, *args)
             except NoScriptError:  # a restarted or new node, a flushed script cache: this call loads it there
                 pass
-        result = _execute(server.client, "EVAL", script.body, len(keys), *keys, *args)
+        result = _execute(server.client, "EVAL", script.body, numkeys, *keys, *args)
         server.loaded.add(script.sha)
         return result
 
