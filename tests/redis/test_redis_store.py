@@ -419,6 +419,9 @@ def test_folder_key_of_another_type_is_an_error_not_an_empty_folder(db: Any, raw
         with pytest.raises(kydb_redis.RedisCommandError, match="WRONGTYPE") as info:
             attempt()
         assert not isinstance(info.value, KeyError)
+    with pytest.raises(kydb_redis.RedisCommandError) as info:
+        db.get_many(["/h", "/missing"], reload=True)
+    assert f"WRONGTYPE {object_key(db.base_path + '/h')!r} holds a hash" in str(info.value)  # text, not b'...'
     # A script stops at the command Redis rejects, after the ones before it ran.  Clear up by hand.
     raw.delete(*keys_under(raw, db.base_path + "/x/"), object_key(db.base_path + "/h"))
     raw.zrem(folder_key(db.base_path + "/"), "Lx/")

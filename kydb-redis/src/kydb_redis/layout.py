@@ -87,6 +87,8 @@ import zlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from kydb.keys import split_path  # re-exported: the store and the migration split paths by kydb's rule
+
 __all__ = [
     "CONFLICT",
     "DELETE",
@@ -181,15 +183,6 @@ class Versions:
 new_version = Versions()
 
 
-def split_path(path: str) -> tuple[str, str]:
-    """The folder holding ``path`` and its name there.
-
-    ``/a/b/c`` -> ``('/a/b/', 'c')``; the folder ``/a/b/`` -> ``('/a/', 'b/')``.
-    """
-    cut = path.rfind("/", 0, len(path) - 1) + 1
-    return path[:cut], path[cut:]
-
-
 @functools.lru_cache(maxsize=4096)  # a put's hot path: folders are written again and again
 def folder_key(folder: str) -> str:
     """The sorted set of ``folder`` (a path ending with ``/``): the folder's path, then its hash tag."""
@@ -212,7 +205,7 @@ def object_keys(paths: Iterable[str]) -> list[bytes]:
     folder: str | None = None
     prefix = b""
     for path in paths:
-        cut = path.rfind("/") + 1
+        cut = path.rfind("/") + 1  # split_path's rule for an object (no trailing '/'), inlined: a batch's hot loop
         if path[:cut] != folder:
             folder = path[:cut]
             prefix = folder_key(folder).encode()

@@ -240,16 +240,6 @@ def _blob(value: bytes | bytearray) -> bytes:
     return bytes(memoryview(value)[HEADER_BYTES:] if value.startswith(MAGIC) else value)
 
 
-def _blobs(paths: Sequence[str], values: Sequence[bytes | bytearray | None]) -> dict[str, bytes]:
-    """``{path: blob}`` for the values that exist (:func:`_blob`, inlined for the common small ones)."""
-    found = {}
-    for path, value in zip(paths, values, strict=True):
-        if value is None:
-            continue
-        found[path] = value[HEADER_BYTES:] if type(value) is bytes and value.startswith(MAGIC) else _blob(value)
-    return found
-
-
 def _entry_name(member: bytes) -> str:
     """The child's name in a listing member: ``L`` + name (+ ``\\0`` + ctime for an object)."""
     return member[1:].split(b"\x00", 1)[0].decode()
@@ -562,7 +552,7 @@ class RedisStore(kydb.Store):
             values = self._read(paths)
         except RedisError as exc:
             raise self._failure(exc, f"reading {_describe(paths)}") from exc
-        return _blobs(paths, values)
+        return {path: _blob(value) for path, value in zip(paths, values, strict=True) if value is not None}
 
     @kydb.hookimpl
     def kydb_get_versioned(self, paths: Sequence[str]) -> Mapping[str, kydb.VersionedBlob]:
