@@ -50,6 +50,7 @@ import redis
 
 import kydb
 from kydb.url import parse_store_url
+from kydb_redis.layout import HEADER_BYTES, PUT_ONE, folder_key, header, new_version, sortable
 
 PAYLOAD = {"book": "MYBOOK", "pv": 1.5, "ccy": "USD", "legs": [1, 2, 3]}
 KEYS_PER_FOLDER = 1000
@@ -242,15 +243,7 @@ def puts(db: kydb.BaseDB, raw: Any, servers: Servers, raw_keys: set[str], label:
             f" {cpu_ratio:>5.2f}x {CPU_TARGET:>6.2f}x {verdict(cpu_ratio, CPU_TARGET, False)}"
         )
     if not isinstance(raw, redis.RedisCluster):
-        sha = raw.script_load("return 0")
-        key = full_keys[0]
-        empty_cpu, set_cpu = cpu_per_call(
-            servers, 5, 4000, lambda i: raw.evalsha(sha, 1, key), lambda i: raw.set(key, blob)
-        )
-        print(
-            f"the floor of any one-script put: EVALSHA of an empty script costs {empty_cpu:.1f} us of server CPU, "
-            f"SET {set_cpu:.1f} us: {empty_cpu / set_cpu:.2f}x"
-        )
+        script_floors(db, raw, servers, full_keys[:n])
     print("commands per put (INFO commandstats: the script call and the commands it runs) and requests")
     print("(round trips; on a cluster a pipeline counts one request per master it reaches):")
     for depth in (4, 8):
@@ -264,6 +257,35 @@ def puts(db: kydb.BaseDB, raw: Any, servers: Servers, raw_keys: set[str], label:
     keys = [f"/chain{i}/a/b/c/obj" for i in range(50)]
     trips, commands = per_call(servers, [lambda key=key: db.set(key, PAYLOAD) for key in keys])
     print(f"  a first put into a new chain of 4 folders: {trips:g} requests, {sum(commands.values()):g} commands")
+
+
+def script_floors(db: kydb.BaseDB, raw: redis.Redis, servers: Servers, raw_keys: list[str]) -> None:
+    """What a put costs with no kydb code on the client: kydb's put script, and an empty one, from bare redis-py."""
+    n = len(raw_keys)
+    db.set_many(dict.fromkeys((f"/floor/k{i}" for i in range(n)), PAYLOAD))
+    folder = folder_key(db.base_path + "/floor/").encode()
+    objects = [folder + b"k%d" % i for i in range(n)]
+    stored = raw.get(objects[0])[HEADER_BYTES:]  # a blob kydb wrote: the objects stay readable
+    put_sha, empty_sha = raw.script_load(PUT_ONE.body), raw.script_load("return 0")
+    dumps = pickle.dumps
+
+    def script_put(i: int) -> None:  # what kydb sends for an overwrite, built here
+        raw.evalsha(put_sha, 2, folder, objects[i % n], header(sortable(time.time_ns()), new_version()) + stored)
+
+    def empty(i: int) -> None:
+        raw.evalsha(empty_sha, 2, folder, objects[i % n], stored)
+
+    def raw_put(i: int) -> None:
+        raw.set(raw_keys[i % n], dumps(PAYLOAD, protocol=5))
+
+    rates = compare(10_000, script_put, empty, raw_put)
+    cpus = cpu_per_call(servers, 5, 4000, script_put, empty, raw_put)
+    print("floors, no kydb code on the client (bare redis-py; vs SET + pickle.dumps):")
+    for label, rate, cpu in zip(("kydb's put script", "an empty script"), rates, cpus, strict=False):
+        print(
+            f"  EVALSHA of {label:<18} {rate:>9,.0f} puts/s {rate / rates[2]:>5.2f}x"
+            f"   {cpu:>6.1f} us server CPU {cpu / cpus[2]:>5.2f}x"
+        )
 
 
 def reads(db: kydb.BaseDB, raw: redis.Redis, raw_keys: set[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -631,6 +632,51 @@ def test_wrong_password_is_permission_error(private_redis: Callable[..., Private
     assert not isinstance(info.value, (KeyError, kydb.StoreUnavailable))
     assert "wrong-pw" not in str(info.value) and f"127.0.0.1:{server.port}" in str(info.value)
     db.close()
+
+
+def test_a_connection_the_server_closed_is_replaced_before_it_is_used(redis_url: str, test_root: str) -> None:
+    """With no retry to spare, a put and a cold read still succeed after the server dropped the pooled connection.
+
+    The pool sees the closed connection and opens a new one before sending;
+    sent on the closed one, the command would fail and, with ``retries=0``,
+    raise ``StoreUnavailable``.
+    """
+    name = unique_name("dropped")
+    db = kydb.connect(with_base(redis_url, f"{test_root}/{name}") + f"?retries=0&client_name={name}")
+    raw = raw_client(redis_url)
+    try:
+        db["/x"] = 1
+        for step, operation in enumerate((lambda: db.set("/x", 2), lambda: db.read("/x", reload=True))):
+            ids = [client["id"] for client in raw.client_list() if client["name"] == name]
+            assert ids, f"step {step}: kydb's pooled connection should be open"
+            for client_id in ids:
+                raw.client_kill_filter(_id=client_id)
+            while any(client["name"] == name for client in raw.client_list()):
+                time.sleep(0.01)
+            operation()
+        assert db.read("/x", reload=True) == 2
+    finally:
+        db.rm_tree("/")
+        db.close()
+        raw.close()
+
+
+def test_a_reply_left_unread_on_a_pooled_connection_is_never_taken_for_the_next_one(db: Any) -> None:
+    """A connection handed back with a reply still unread is reconnected, not read: each read gets its own value."""
+    db["/a"] = "value of a"
+    db["/b"] = "value of b"
+    pool = db.store.client.connection_pool
+    for unread in ("in the socket", "in redis-py's buffer"):
+        connection = pool.get_connection()
+        connection.send_command("GET", object_key(db.base_path + "/a"))
+        if unread == "in redis-py's buffer":
+            assert connection.can_read(timeout=5)  # reads the reply from the socket into redis-py's buffer
+        else:
+            assert select.select([connection._sock], [], [], 5)[0]  # the reply has arrived, unread
+        pool.release(connection)
+        assert db.read("/b", reload=True) == "value of b", unread
+        db["/b"] = "value of b"  # a put on the next connection reads its own reply too
+        assert db.read("/a", reload=True) == "value of a", unread
 
 
 class _Listener:

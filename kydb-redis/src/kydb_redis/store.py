@@ -23,9 +23,9 @@ by every store on it whatever its base path (:data:`POOLS`), at most
 ``?pool_size=`` connections (default 10); a thread that finds them all busy
 for ``?pool_timeout=`` seconds (default 5) gets :class:`kydb.StoreUnavailable`.
 
-Failures: a refused, reset or timed-out connection is retried by redis-py
-(``?retries=N``, default 3, jittered exponential backoff from 50 ms up to
-1 s), then raises :class:`kydb.StoreUnavailable`; a refused login or ACL
+Failures: a refused, reset or timed-out connection is retried with
+redis-py's ``Retry`` (``?retries=N``, default 3, jittered exponential
+backoff from 50 ms up to 1 s), then raises :class:`kydb.StoreUnavailable`; a refused login or ACL
 permission raises ``PermissionError``; any other error Redis answers with
 (out of memory, a read-only replica, a key of the wrong type written by
 something else) raises :class:`RedisCommandError`.  Every message names the
@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +54,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.retry import Retry
@@ -141,7 +144,19 @@ class PoolExhausted(RedisError):
 
 
 class _BlockingPool(redis.BlockingConnectionPool):
-    """redis-py's blocking pool, raising :class:`PoolExhausted` (not a retried ``ConnectionError``) on timeout."""
+    """redis-py's blocking pool, raising :class:`PoolExhausted` (not a retried ``ConnectionError``) on timeout.
+
+    A connection taken from it is checked for something to read (a reply
+    left unread, or the server having closed it) with one ``select``:
+    redis-py's own check makes three system calls (the socket made
+    non-blocking, a read, blocking again), which costs a put about a tenth
+    of its time.  Only when ``select`` finds something, or for a TLS socket
+    (which may hold decrypted bytes ``select`` cannot see) or a parser
+    without redis-py's socket buffer, does redis-py's check run, and it
+    reconnects as usual.  The socket and the buffer are redis-py's own
+    attributes, read with ``getattr``: a release without them gets
+    redis-py's check every time.
+    """
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -152,6 +167,12 @@ class _BlockingPool(redis.BlockingConnectionPool):
             raise PoolExhausted(
                 f"no pooled connection became free within {self.timeout:g} s; all {self.max_connections} were busy"
             ) from None
+
+    def ensure_connection(self, connection: Any) -> None:
+        sock = getattr(connection, "_sock", None)
+        unread = getattr(getattr(getattr(connection, "_parser", None), "_buffer", None), "unread_bytes", None)
+        if type(sock) is not socket.socket or unread is None or unread() or select.select([sock], [], [], 0)[0]:
+            super().ensure_connection(connection)
 
 
 class Server:
@@ -191,6 +212,57 @@ class Server:
         self.loaded: set[bytes] = set()
         #: Base paths checked for a layout-1 store.
         self.checked: set[str] = set()
+
+    def command(self, key: Any, *args: Any) -> Any:
+        """The reply to the command ``args`` on ``key``, sent and read straight on a pooled connection.
+
+        For the hot commands (a put's script call, a cold read's ``GET``),
+        each of which may be sent again.  redis-py's ``execute_command``
+        wraps every command in layers (metrics, reply callbacks, and on a
+        cluster its routing) that cost more client time than a put's
+        round trip leaves to kydb; this keeps what matters of it: the pool
+        (its limit and timeout, and its check that a connection has
+        nothing unread), the connection's parser, and the retries.  On a
+        single server a lost connection is retried as redis-py retries it
+        (``?retries=``, with backoff, each on a new connection).  On a
+        cluster the command goes to its slot's master; a redirection
+        (``MOVED``/``ASK``), ``TRYAGAIN``, ``CLUSTERDOWN`` or a lost
+        connection then hands it to the cluster client, which follows
+        redirections, reads the slot map again and makes its own
+        ``?retries=``.  An error reply is raised as it is.
+        """
+        client = self.client
+        if not self.cluster:
+            pool = client.connection_pool
+            connection = pool.get_connection()
+        else:
+            try:
+                pool = client.get_redis_connection(client.get_node_from_key(key)).connection_pool
+                connection = pool.get_connection()
+            except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):  # a master gone
+                return _execute(client, *args)
+
+        def send() -> Any:
+            connection.send_packed_command(connection.pack_command(*args))
+            return connection.read_response()
+
+        try:
+            if not self.cluster:
+                return connection.retry.call_with_retry(send, lambda error: connection.disconnect())
+            try:
+                return send()
+            except (AskError, TryAgainError, ClusterDownError):  # MOVED is an AskError; the connection is fine
+                pass
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+            return _execute(client, *args)
+        except ResponseError:
+            raise
+        except BaseException:  # e.g. KeyboardInterrupt while reading: never pool a connection with a reply unread
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def close(self) -> None:
         """Close every connection (the last store using this server was closed)."""
@@ -376,7 +448,7 @@ class RedisStore(kydb.Store):
         numkeys = b"%d" % len(keys)  # bytes, as the keys of a put are: redis-py sends them as they are
         if script.sha in server.loaded:
             try:
-                return _execute(server.client, "EVALSHA", script.sha, numkeys, *keys, *args)
+                return server.command(keys[0], "EVALSHA", script.sha, numkeys, *keys, *args)
             except NoScriptError:  # a restarted or new node, a flushed script cache: this call loads it there
                 pass
         result = _execute(server.client, "EVAL", script.body, numkeys, *keys, *args)
@@ -524,13 +596,14 @@ class RedisStore(kydb.Store):
 
     def _read(self, paths: Sequence[str]) -> list[bytes | None]:
         """The stored values (header included) of ``paths``, ``None`` for missing ones."""
-        client = self._client()
+        server = self._connected()
+        client = server.client
         keys = object_keys(paths)
         if self.options.cluster:
             for path in paths:
                 refuse_on_cluster(split_path(path)[0])
         if len(keys) == 1:  # GET raises WRONGTYPE for a key that holds something else
-            return [_execute(client, "GET", keys[0])]
+            return [server.command(keys[0], "GET", keys[0])]
         if not keys:
             return []
         if self.options.cluster:
