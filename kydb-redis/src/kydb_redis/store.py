@@ -25,11 +25,11 @@ for ``?pool_timeout=`` seconds (default 5) gets :class:`kydb.StoreUnavailable`.
 
 Failures: a refused, reset or timed-out connection is retried with
 redis-py's ``Retry`` (``?retries=N``, default 3, jittered exponential
-backoff from 50 ms up to 1 s), then raises :class:`kydb.StoreUnavailable`; a refused login or ACL
-permission raises ``PermissionError``; any other error Redis answers with
-(out of memory, a read-only replica, a key of the wrong type written by
-something else) raises :class:`RedisCommandError`.  Every message names the
-server and the URL with its password masked.
+backoff from 50 ms up to 1 s), then raises :class:`kydb.StoreUnavailable`;
+a refused login or ACL permission raises ``PermissionError``; any other
+error Redis answers with (out of memory, a read-only replica, a key of the
+wrong type written by something else) raises :class:`RedisCommandError`.
+Every message names the server and the URL with its password masked.
 """
 
 from __future__ import annotations
