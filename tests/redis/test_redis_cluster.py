@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import TryAgainError
 
 import kydb
 from kydb.testing import unique_name
@@ -174,6 +175,39 @@ def test_writes_during_resharding_are_all_kept(local_cluster: LocalCluster, clus
     assert keys_under(cluster_raw, db.base_path + "/") == [folder_key(db.base_path + "/").encode()]
     db.close()
     assert isinstance(cluster_raw, redis.RedisCluster)
+
+
+def test_a_put_the_cluster_client_takes_over_finds_its_connection_free(
+    local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one connection per node, a put answered ``TRYAGAIN`` is sent again by the cluster client.
+
+    The put's first try gives its connection back before the cluster client
+    retries: held, the client would wait for it until ``pool_timeout`` and
+    the put would fail with an exhausted pool.
+    """
+    db = kydb.connect(with_base(local_cluster.url, unique_name("tryagain")) + "?pool_size=1&pool_timeout=0.5")
+    try:
+        db["/f/x"] = 1
+        read = redis.Connection.read_response
+        refused: list[object] = []
+
+        def once_try_again(self: redis.Connection, *args: Any, **kwargs: Any) -> Any:
+            reply = read(self, *args, **kwargs)
+            if not refused:  # the put's reply, read, then answered as if its slot were migrating
+                refused.append(reply)
+                raise TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot")
+            return reply
+
+        monkeypatch.setattr(redis.Connection, "read_response", once_try_again)
+        db["/f/x"] = 2
+        monkeypatch.undo()
+        assert refused, "the put's first reply should have been answered TRYAGAIN"
+        assert db.read("/f/x", reload=True) == 2
+    finally:
+        monkeypatch.undo()
+        db.rm_tree("/")
+        db.close()
 
 
 def test_an_exhausted_pool_on_a_cluster_says_so(local_cluster: LocalCluster) -> None:

@@ -651,7 +651,9 @@ def test_a_connection_the_server_closed_is_replaced_before_it_is_used(redis_url:
             assert ids, f"step {step}: kydb's pooled connection should be open"
             for client_id in ids:
                 raw.client_kill_filter(_id=client_id)
+            deadline = time.monotonic() + 5
             while any(client["name"] == name for client in raw.client_list()):
+                assert time.monotonic() < deadline, f"step {step}: CLIENT KILL left the connection open"
                 time.sleep(0.01)
             operation()
         assert db.read("/x", reload=True) == 2

@@ -233,36 +233,12 @@ class Server:
         """
         client = self.client
         if not self.cluster:
-            pool = client.connection_pool
-            connection = pool.get_connection()
-        else:
-            try:
-                pool = client.get_redis_connection(client.get_node_from_key(key)).connection_pool
-                connection = pool.get_connection()
-            except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):  # a master gone
-                return _execute(client, *args)
-
-        def send() -> Any:
-            connection.send_packed_command(connection.pack_command(*args))
-            return connection.read_response()
-
+            return _round_trip(client.connection_pool, args, retry=True)
         try:
-            if not self.cluster:
-                return connection.retry.call_with_retry(send, lambda error: connection.disconnect())
-            try:
-                return send()
-            except (AskError, TryAgainError, ClusterDownError):  # MOVED is an AskError; the connection is fine
-                pass
-            except (redis.ConnectionError, redis.TimeoutError):
-                connection.disconnect()
+            pool = client.get_redis_connection(client.get_node_from_key(key)).connection_pool
+            return _round_trip(pool, args, retry=False)
+        except _CLUSTER_CLIENT_HANDLES:  # the connection is back in its pool, where the cluster client may need it
             return _execute(client, *args)
-        except ResponseError:
-            raise
-        except BaseException:  # e.g. KeyboardInterrupt while reading: never pool a connection with a reply unread
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
 
     def close(self) -> None:
         """Close every connection (the last store using this server was closed)."""
@@ -281,6 +257,43 @@ def _describe(paths: Sequence[str]) -> str:
         return repr(paths[0])
     shown = ", ".join(repr(p) for p in paths[:3])
     return f"{len(paths)} paths ({shown}{', ...' if len(paths) > 3 else ''})"
+
+
+#: What a command sent straight to a cluster's master hands to the cluster client (``MOVED`` is an ``AskError``).
+_CLUSTER_CLIENT_HANDLES = (
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    RedisClusterException,
+)
+
+
+def _round_trip(pool: Any, args: Sequence[Any], retry: bool) -> Any:
+    """Send the command ``args`` on a connection of ``pool`` and read its reply, then give the connection back.
+
+    With ``retry``, a lost connection is retried with the connection's own
+    ``Retry``, as redis-py retries it.  A connection is given back only with
+    nothing left unread on it: any failure but an error reply closes it.
+    """
+    connection = pool.get_connection()
+
+    def send() -> Any:
+        connection.send_packed_command(connection.pack_command(*args))
+        return connection.read_response()
+
+    try:
+        if retry:
+            return connection.retry.call_with_retry(send, lambda error: connection.disconnect())
+        return send()
+    except ResponseError:
+        raise
+    except BaseException:  # a lost connection, or e.g. KeyboardInterrupt while reading
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
 
 
 def _execute(target: Any, *args: Any) -> Any:
